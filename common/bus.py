@@ -1,0 +1,518 @@
+"""ZeroMQ plumbing for the patterns in ARCHITECTURE.md, named as the zguide names them.
+
+- Publisher: PUB socket; numbers every message per topic, keeps the retained
+  state (last message per key) and serves it on a REP snapshot socket.
+- Subscriber: SUB socket plus the publisher's snapshot socket. A gap in a topic's
+  sequence, a late join or a publisher restart (new epoch) is healed by asking for
+  a snapshot and skipping what it already covers (the Clone pattern).
+- LazyPirateClient: REQ with a timeout; on timeout it closes the socket, reopens
+  it and resends the identical frame, so the server's idempotency key decides.
+- ReplyServer: REP socket that decodes, calls a handler and always answers, even
+  to garbage.
+- ServiceLoop: one poller, timers, thread-safe wake-ups, SIGTERM/SIGINT shutdown.
+
+Nothing here knows about trading.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import zmq
+from loguru import logger
+
+from common.messages import (
+    DecodeError, Envelope, Heartbeat, Reply, SnapshotReply, SnapshotRequest,
+    decode, encode, topic_of,
+)
+
+HWM = 100_000
+NO_GAP_TOPICS = {b"Heartbeat"}   # losing a heartbeat is harmless; the next one arrives in a second
+
+
+def context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+def _bind(sock: zmq.Socket, endpoint: str) -> None:
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://"):]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise OSError(f"cannot bind {endpoint}: {exc} (is another instance running?)") from None
+
+
+# --------------------------------------------------------------------------
+# Publisher (Clone server side)
+# --------------------------------------------------------------------------
+
+class Publisher:
+    """PUB socket with per-topic sequence numbers, retained state and a snapshot REP socket."""
+
+    def __init__(self, service: str, pub_endpoint: str, snapshot_endpoint: str | None = None,
+                 ctx: zmq.Context | None = None, clock: Callable[[], int] | None = None):
+        self.service = service
+        self.ctx = ctx or context()
+        self.clock = clock or time.time_ns
+        self.epoch = time.time_ns()
+        self.started = time.monotonic()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, HWM)
+        self.sock.setsockopt(zmq.LINGER, 500)
+        _bind(self.sock, pub_endpoint)
+        self.snap: zmq.Socket | None = None
+        if snapshot_endpoint:
+            self.snap = self.ctx.socket(zmq.REP)
+            self.snap.setsockopt(zmq.LINGER, 0)
+            _bind(self.snap, snapshot_endpoint)
+        self.seqs: dict[bytes, int] = collections.defaultdict(int)
+        # (topic, key) -> frame; dict keeps insertion order = publication order for a snapshot
+        self.retained: dict[tuple[bytes, str], bytes] = {}
+        self.sent = 0
+
+    def publish(self, msg: Any, *, key: str | None = None, forget: bool = False,
+                ts_ns: int | None = None, hops: dict[str, int] | None = None) -> bytes:
+        """Send `msg`. With `key` the message is retained for snapshots (last one per key);
+        `forget=True` sends it and drops that key from the retained state (e.g. a closed order)."""
+        topic = topic_of(msg)
+        seq = self.seqs[topic] + 1
+        self.seqs[topic] = seq
+        frame = encode(msg, seq=seq, ts_ns=self.clock() if ts_ns is None else ts_ns,
+                       src=self.service, epoch=self.epoch, hops=hops)
+        self.sock.send_multipart((topic, frame), copy=False)
+        self.sent += 1
+        if key is not None:
+            rk = (topic, key)
+            self.retained.pop(rk, None)
+            if not forget:
+                self.retained[rk] = frame
+        return frame
+
+    def heartbeat(self, state: str = "ok", exch_ns: int = 0, stats: dict | None = None) -> None:
+        self.publish(Heartbeat(self.service, state, os.getpid(),
+                               round(time.monotonic() - self.started, 3), exch_ns, stats or {}))
+
+    def serve_snapshot(self) -> None:
+        """Answer one snapshot request (call when the snapshot socket is readable)."""
+        assert self.snap is not None
+        frame = self.snap.recv()
+        try:
+            req = decode(frame).msg
+            if not isinstance(req, SnapshotRequest):
+                raise DecodeError(f"expected SnapshotRequest, got {type(req).__name__}")
+        except DecodeError as exc:
+            logger.warning(f"BUS: {self.service} snapshot socket got a bad request: {exc}")
+            self.snap.send(encode(Reply(False, f"bad snapshot request: {exc}"), src=self.service))
+            return
+        wanted = {t.encode() for t in req.topics}
+        frames = [f for (t, _), f in self.retained.items() if not wanted or t in wanted]
+        seqs = {t.decode(): s for t, s in self.seqs.items() if not wanted or t in wanted}
+        self.snap.send(encode(SnapshotReply(self.epoch, seqs, frames), src=self.service))
+
+    def attach(self, loop: "ServiceLoop") -> "Publisher":
+        if self.snap is not None:
+            loop.add_reader(self.snap, self.serve_snapshot)
+        return self
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.snap is not None:
+            self.snap.close()
+
+
+# --------------------------------------------------------------------------
+# Subscriber (Clone client side)
+# --------------------------------------------------------------------------
+
+@dataclass
+class SubscriberStats:
+    received: int = 0
+    malformed: int = 0
+    gaps: int = 0
+    snapshots: int = 0
+    snapshot_failures: int = 0
+    stale_dropped: int = 0
+
+
+class Subscriber:
+    """SUB socket to one publisher, healed by snapshots on gaps, late joins and restarts.
+
+    `drain()` returns every decoded envelope available now, in order, with snapshot
+    content marked `snapshot=True`. Malformed frames are counted, logged and dropped.
+    """
+
+    def __init__(self, name: str, pub_endpoint: str, snapshot_endpoint: str | None,
+                 topics: Iterable[str | type] = (), ctx: zmq.Context | None = None,
+                 snapshot_timeout_ms: int = 500, hwm: int = HWM):
+        self.name = name
+        self.ctx = ctx or context()
+        self.pub_endpoint = pub_endpoint
+        self.snapshot_endpoint = snapshot_endpoint
+        self.snapshot_timeout_ms = snapshot_timeout_ms
+        self.topics = [t.__name__ if isinstance(t, type) else t for t in topics]
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        for t in self.topics or [""]:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self.sock.connect(pub_endpoint)
+        self.stats = SubscriberStats()
+        self.last_seq: dict[bytes, int] = {}
+        self.epoch: int | None = None
+        self.need_snapshot = snapshot_endpoint is not None
+        self._pending: collections.deque[Envelope] = collections.deque()
+        self._last_bad_log = 0.0
+
+    # -- reading ---------------------------------------------------------
+    def drain(self, max_messages: int = 10_000) -> list[Envelope]:
+        out: list[Envelope] = []
+        if self.need_snapshot:
+            self.sync()
+        while self._pending:
+            out.append(self._pending.popleft())
+        for _ in range(max_messages):
+            try:
+                topic, frame = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)[-2:]
+            except zmq.Again:
+                break
+            except ValueError:
+                self._bad("frame with fewer than two parts")
+                continue
+            env = self._accept(topic, frame)
+            if env is not None:
+                out.append(env)
+            while self._pending:
+                out.append(self._pending.popleft())
+        return out
+
+    def recv(self, timeout_ms: int = 1000) -> list[Envelope]:
+        """Block up to `timeout_ms` for at least one message (tests and simple tools)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            got = self.drain()
+            if got:
+                return got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            self.sock.poll(max(1, int(left * 1000)))
+
+    def _bad(self, why: str) -> None:
+        self.stats.malformed += 1
+        now = time.monotonic()
+        if now - self._last_bad_log > 1.0:
+            self._last_bad_log = now
+            logger.warning(f"BUS: {self.name} dropped a malformed message from {self.pub_endpoint}: {why} "
+                           f"({self.stats.malformed} so far)")
+
+    def _accept(self, topic: bytes, frame: bytes) -> Envelope | None:
+        try:
+            env = decode(frame)
+        except DecodeError as exc:
+            self._bad(str(exc))
+            return None
+        self.stats.received += 1
+        if topic in NO_GAP_TOPICS or self.snapshot_endpoint is None:
+            return env
+        if self.epoch is not None and env.epoch != self.epoch:
+            logger.warning(f"BUS: {self.name}: publisher {env.src} restarted (new epoch); resyncing")
+            self.epoch = env.epoch
+            self.last_seq.clear()
+            self._pending.append(env)
+            self.sync(force=True)
+            return None
+        last = self.last_seq.get(topic)
+        if last is not None and env.seq <= last:
+            self.stats.stale_dropped += 1   # already covered by a snapshot
+            return None
+        if last is not None and env.seq != last + 1:
+            self.stats.gaps += 1
+            logger.warning(f"BUS: {self.name}: gap on {topic.decode()} from {env.src} "
+                           f"(expected {last + 1}, got {env.seq}); asking for a snapshot")
+            self.last_seq[topic] = env.seq
+            self._pending.append(env)
+            self.sync(force=True)
+            return None
+        self.last_seq[topic] = env.seq
+        if self.epoch is None:
+            self.epoch = env.epoch
+        return env
+
+    # -- snapshot --------------------------------------------------------
+    def sync(self, force: bool = False) -> bool:
+        """Ask the publisher for its retained state; queue it ahead of live messages."""
+        if self.snapshot_endpoint is None or (not force and not self.need_snapshot):
+            return True
+        req = self.ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(self.snapshot_endpoint)
+        try:
+            req.send(encode(SnapshotRequest(self.topics), src=self.name))
+            if not req.poll(self.snapshot_timeout_ms):
+                self.stats.snapshot_failures += 1
+                self.need_snapshot = True
+                return False
+            env = decode(req.recv())
+        except (DecodeError, zmq.ZMQError) as exc:
+            self.stats.snapshot_failures += 1
+            self.need_snapshot = True
+            logger.warning(f"BUS: {self.name}: snapshot from {self.snapshot_endpoint} failed: {exc}")
+            return False
+        finally:
+            req.close()
+        rep = env.msg
+        if not isinstance(rep, SnapshotReply):
+            self.stats.snapshot_failures += 1
+            return False
+        self.stats.snapshots += 1
+        self.need_snapshot = False
+        live = [e for e in self._pending if e.epoch == rep.epoch]
+        self._pending.clear()
+        self.epoch = rep.epoch
+        for t, s in rep.seqs.items():
+            self.last_seq[t.encode()] = s
+        for f in rep.frames:
+            try:
+                e = decode(f)
+            except DecodeError as exc:
+                self._bad(f"in snapshot: {exc}")
+                continue
+            e.snapshot = True
+            self._pending.append(e)
+        # live messages that arrived before the snapshot and are newer than it
+        for e in live:
+            t = topic_of(e.msg)
+            if e.seq > self.last_seq.get(t, 0):
+                self.last_seq[t] = e.seq
+                self._pending.append(e)
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------
+# Lazy Pirate client and reply server
+# --------------------------------------------------------------------------
+
+class ServiceUnavailable(RuntimeError):
+    """No answer after every retry: the server is down or wedged."""
+
+
+class LazyPirateClient:
+    """REQ client that survives a dead or restarted server without ever changing the request.
+
+    The same encoded frame (same idempotency key, same seq) is resent after each
+    timeout on a fresh socket, so a server that executed the first copy answers the
+    copy with its first answer.
+    """
+
+    def __init__(self, name: str, endpoint: str, timeout_ms: int = 2500, retries: int = 3,
+                 ctx: zmq.Context | None = None):
+        self.name = name
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.ctx = ctx or context()
+        self.sock: zmq.Socket | None = None
+        self.seq = 0
+        self.resends = 0
+
+    def _open(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        return sock
+
+    def request(self, msg: Any, timeout_ms: int | None = None, retries: int | None = None,
+                hops: dict[str, int] | None = None) -> Envelope:
+        self.seq += 1
+        frame = encode(msg, seq=self.seq, ts_ns=time.time_ns(), src=self.name, hops=hops)
+        timeout = self.timeout_ms if timeout_ms is None else timeout_ms
+        tries = 1 + (self.retries if retries is None else retries)
+        for attempt in range(tries):
+            if self.sock is None:
+                self.sock = self._open()
+            self.sock.send(frame)
+            if self.sock.poll(timeout):
+                reply = self.sock.recv()
+                return decode(reply)
+            # Lazy Pirate: the REQ socket is now stuck; throw it away and try again
+            self.sock.close()
+            self.sock = None
+            if attempt + 1 < tries:
+                self.resends += 1
+                logger.warning(f"BUS: {self.name}: no answer from {self.endpoint} in {timeout} ms; "
+                               f"resending the same request ({attempt + 1}/{tries - 1})")
+        raise ServiceUnavailable(f"{self.endpoint} did not answer {type(msg).__name__} "
+                                 f"after {tries} tries of {timeout} ms")
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class ReplyServer:
+    """REP socket: every request gets exactly one answer, garbage included."""
+
+    def __init__(self, name: str, endpoint: str, handler: Callable[[Envelope], Any],
+                 ctx: zmq.Context | None = None):
+        self.name = name
+        self.handler = handler
+        self.ctx = ctx or context()
+        self.sock = self.ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        _bind(self.sock, endpoint)
+        self.malformed = 0
+        self.seq = 0
+
+    def serve_one(self) -> None:
+        frame = self.sock.recv()
+        try:
+            env = decode(frame)
+        except DecodeError as exc:
+            self.malformed += 1
+            logger.warning(f"BUS: {self.name} got a malformed request: {exc}")
+            self._send(Reply(False, f"malformed request: {exc}"))
+            return
+        try:
+            answer = self.handler(env)
+        except Exception as exc:  # a handler bug must not wedge the REP state machine
+            logger.exception(f"BUS: {self.name} failed handling {env.type}: {exc}")
+            answer = Reply(False, f"{type(exc).__name__}: {exc}")
+        self._send(answer)
+
+    def _send(self, msg: Any) -> None:
+        self.seq += 1
+        self.sock.send(encode(msg, seq=self.seq, ts_ns=time.time_ns(), src=self.name))
+
+    def attach(self, loop: "ServiceLoop") -> "ReplyServer":
+        loop.add_reader(self.sock, self.serve_one)
+        return self
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------
+# Service loop
+# --------------------------------------------------------------------------
+
+@dataclass(order=True)
+class _Timer:
+    due: float
+    interval: float = field(compare=False)
+    fn: Callable[[], None] = field(compare=False)
+
+
+class ServiceLoop:
+    """Single-threaded event loop over ZeroMQ sockets and fds, with timers.
+
+    Callbacks run one at a time on the loop's thread, so service state needs no
+    locks. Other threads (a SignalR client) hand work over with call_soon_threadsafe.
+    SIGTERM and SIGINT stop the loop and then run the shutdown hooks in order.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.poller = zmq.Poller()
+        self.readers: dict[Any, Callable[[], None]] = {}
+        self.timers: list[_Timer] = []
+        self.shutdown_hooks: list[Callable[[], None]] = []
+        self.running = False
+        self.stop_reason = ""
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.poller.register(self._wake_r, zmq.POLLIN)
+
+    def add_reader(self, sock: Any, fn: Callable[[], None]) -> None:
+        self.readers[sock] = fn
+        self.poller.register(sock, zmq.POLLIN)
+
+    def remove_reader(self, sock: Any) -> None:
+        if self.readers.pop(sock, None) is not None:
+            self.poller.unregister(sock)
+
+    def every(self, seconds: float, fn: Callable[[], None], first_in: float | None = None) -> None:
+        self.timers.append(_Timer(time.monotonic() + (seconds if first_in is None else first_in), seconds, fn))
+
+    def on_shutdown(self, fn: Callable[[], None]) -> None:
+        self.shutdown_hooks.append(fn)
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
+        self._calls.append(fn)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # pipe full: the loop is already due to wake
+
+    def stop(self, reason: str = "stop requested") -> None:
+        self.stop_reason = reason
+        self.running = False
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self.stop(f"{signal.Signals(signum).name} received")
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.install_signal_handlers()
+        self.running = True
+        try:
+            while self.running:
+                self.run_once()
+        finally:
+            logger.info(f"{self.name}: stopping ({self.stop_reason or 'loop ended'})")
+            for fn in self.shutdown_hooks:
+                try:
+                    fn()
+                except Exception as exc:
+                    logger.exception(f"{self.name}: shutdown step {getattr(fn, '__name__', fn)} failed: {exc}")
+
+    def run_once(self, max_wait_ms: int = 100) -> None:
+        now = time.monotonic()
+        wait = max_wait_ms
+        if self.timers:
+            wait = max(0, min(wait, int((min(self.timers).due - now) * 1000)))
+        try:
+            events = dict(self.poller.poll(wait))
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EINTR if hasattr(zmq, "EINTR") else False:
+                return
+            raise
+        except InterruptedError:
+            return
+        if self._wake_r in events:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        while self._calls:
+            self._guard(self._calls.popleft())
+        for sock, fn in list(self.readers.items()):
+            if sock in events:
+                self._guard(fn)
+        now = time.monotonic()
+        for t in self.timers:
+            if t.due <= now:
+                t.due = max(t.due + t.interval, now)
+                self._guard(t.fn)
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            logger.exception(f"{self.name}: {getattr(fn, '__qualname__', fn)} failed: {exc}")

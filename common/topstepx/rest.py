@@ -1,0 +1,345 @@
+"""TopstepX (ProjectX Gateway) REST client on `requests`.
+
+What it guarantees (topstepx_api.md §1, §5):
+- one keep-alive session; every call POST + JSON; the envelope checked;
+- the token refreshed (Auth/validate, else a new login) before it expires, and
+  re-obtained once on a 401;
+- client-side rate limiting under the documented budgets (200/60 s, bars 50/30 s);
+- reads retried with exponential backoff; writes (place, cancel, modify, close)
+  never blindly retried: an unknown outcome raises OutcomeUnknown so the caller
+  can look the order up by its customTag.
+The token and API key never appear in an exception or a log line.
+"""
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import requests
+from loguru import logger
+
+from common.logging import register_secret
+
+
+class TopstepXError(RuntimeError):
+    """Base class; str() is one line for the log."""
+
+
+class AuthError(TopstepXError):
+    pass
+
+
+class RateLimited(TopstepXError):
+    pass
+
+
+class OutcomeUnknown(TopstepXError):
+    """A write whose result we did not see (timeout, dropped connection, 5xx)."""
+
+
+@dataclass
+class BrokerError(TopstepXError):
+    """success=false: the broker answered and refused."""
+    path: str
+    code: int
+    message: str
+    payload: dict
+
+    def __str__(self) -> str:
+        return f"{self.path} refused: errorCode {self.code} {self.message or ''}".rstrip()
+
+
+class RateLimiter:
+    """Sliding-window limiter: at most `limit` calls in any `window_s` seconds."""
+
+    def __init__(self, limit: int, window_s: float):
+        self.limit = limit
+        self.window_s = window_s
+        self.calls: collections.deque[float] = collections.deque()
+        self.lock = threading.Lock()
+
+    def wait(self) -> float:
+        waited = 0.0
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                while self.calls and now - self.calls[0] >= self.window_s:
+                    self.calls.popleft()
+                if len(self.calls) < self.limit:
+                    self.calls.append(now)
+                    return waited
+                pause = self.window_s - (now - self.calls[0]) + 0.001
+            time.sleep(pause)
+            waited += pause
+
+
+def jwt_exp(token: str) -> float | None:
+    """The `exp` claim (epoch seconds) of a JWT, without verifying it."""
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        return float(json.loads(base64.urlsafe_b64decode(payload))["exp"])
+    except Exception:
+        return None
+
+
+def iso(ts: datetime | float) -> str:
+    if isinstance(ts, (int, float)):
+        ts = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class TopstepXClient:
+    READ_PATHS = {
+        "/api/Account/search", "/api/Contract/search", "/api/Contract/searchById", "/api/Contract/available",
+        "/api/History/retrieveBars", "/api/Order/search", "/api/Order/searchOpen", "/api/Position/searchOpen",
+        "/api/Trade/search", "/api/Auth/validate",
+    }
+
+    def __init__(self, base_url: str, username: str, api_key: str, timeout_s: float = 5.0,
+                 write_timeout_s: float = 3.0, rate_limit_per_min: int = 200, bars_per_30s: int = 50,
+                 refresh_margin_s: float = 300.0, read_retries: int = 3):
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._api_key = api_key
+        register_secret(api_key)
+        self.timeout_s = timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.refresh_margin_s = refresh_margin_s
+        self.read_retries = read_retries
+        self.http = requests.Session()
+        self.http.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+        self.limiter = RateLimiter(rate_limit_per_min, 60.0)
+        self.bars_limiter = RateLimiter(bars_per_30s, 30.0)
+        self._token: str | None = None
+        self._token_exp: float = 0.0
+        self._auth_lock = threading.RLock()
+        self.stats = collections.Counter()
+
+    @classmethod
+    def from_config(cls, api) -> "TopstepXClient":
+        key = api.api_key.get_secret_value() if api.api_key is not None else ""
+        return cls(api.base_url, api.username or "", key, timeout_s=api.request_timeout_s,
+                   write_timeout_s=api.order_timeout_s, rate_limit_per_min=api.rate_limit_per_min,
+                   bars_per_30s=api.bars_rate_limit_per_30s)
+
+    # -- auth ------------------------------------------------------------
+    def login(self) -> str:
+        with self._auth_lock:
+            body = self._raw("/api/Auth/loginKey", {"userName": self.username, "apiKey": self._api_key},
+                             auth=False, timeout=self.timeout_s)
+            token = body.get("token")
+            if not body.get("success") or not token:
+                raise AuthError(f"login as {self.username!r} refused: errorCode {body.get('errorCode')} "
+                                f"{body.get('errorMessage') or ''}".rstrip())
+            self._set_token(token)
+            logger.info(f"AUTH: logged in to {self.base_url} as {self.username}")
+            return token
+
+    def _set_token(self, token: str) -> None:
+        register_secret(token)
+        self._token = token
+        self._token_exp = jwt_exp(token) or (time.time() + 24 * 3600)
+
+    def token(self) -> str:
+        """A token valid for at least `refresh_margin_s` more seconds."""
+        with self._auth_lock:
+            if self._token is None:
+                return self.login()
+            if time.time() > self._token_exp - self.refresh_margin_s:
+                try:
+                    body = self._raw("/api/Auth/validate", {}, auth=True, timeout=self.timeout_s)
+                    if body.get("success") and body.get("newToken"):
+                        self._set_token(body["newToken"])
+                        logger.info("AUTH: token refreshed")
+                        return self._token
+                except TopstepXError:
+                    pass
+                return self.login()
+            return self._token
+
+    def token_expires_at(self) -> float:
+        return self._token_exp
+
+    # -- transport -------------------------------------------------------
+    def _raw(self, path: str, body: dict, auth: bool, timeout: float) -> dict:
+        headers = {"Authorization": f"Bearer {self._token}"} if auth and self._token else {}
+        try:
+            r = self.http.post(self.base_url + path, json=body, headers=headers, timeout=timeout)
+        except requests.Timeout:
+            raise OutcomeUnknown(f"{path}: no answer within {timeout:.1f} s") from None
+        except requests.ConnectionError as exc:
+            raise OutcomeUnknown(f"{path}: connection failed ({type(exc).__name__})") from None
+        self.stats[f"http_{r.status_code}"] += 1
+        if r.status_code == 401:
+            raise AuthError(f"{path}: HTTP 401 (token missing or expired)")
+        if r.status_code == 429:
+            raise RateLimited(f"{path}: HTTP 429 rate limited")
+        if r.status_code >= 500:
+            raise OutcomeUnknown(f"{path}: HTTP {r.status_code}")
+        if r.status_code != 200:
+            raise TopstepXError(f"{path}: HTTP {r.status_code} {r.text[:200]}")
+        try:
+            data = r.json()
+        except ValueError:
+            raise OutcomeUnknown(f"{path}: answer is not JSON ({len(r.content)} bytes)") from None
+        if not isinstance(data, dict):
+            raise TopstepXError(f"{path}: answer is {type(data).__name__}, expected an object")
+        return data
+
+    def call(self, path: str, body: dict, *, write: bool | None = None) -> dict:
+        """POST with auth, rate limit, envelope check. Reads retry; writes do not (except 401/429,
+        which the broker answers before doing anything)."""
+        is_write = (path not in self.READ_PATHS) if write is None else write
+        limiter = self.bars_limiter if path == "/api/History/retrieveBars" else self.limiter
+        attempts = 1 + self.read_retries
+        delay = 0.2
+        reauthed = False
+        for attempt in range(attempts):
+            limiter.wait()
+            self.token()
+            try:
+                data = self._raw(path, body, auth=True,
+                                 timeout=self.write_timeout_s if is_write else self.timeout_s)
+            except AuthError:
+                if reauthed:
+                    raise
+                reauthed = True
+                logger.warning(f"AUTH: {path} answered 401; logging in again")
+                with self._auth_lock:
+                    self._token = None
+                continue
+            except RateLimited:
+                self.stats["rate_limited"] += 1
+                if attempt + 1 >= attempts:
+                    raise
+                pause = delay * (2 ** attempt) * (1 + random.random())
+                logger.warning(f"API: {path} rate limited (429); waiting {pause:.2f} s")
+                time.sleep(pause)
+                continue
+            except OutcomeUnknown:
+                if is_write or attempt + 1 >= attempts:
+                    raise
+                time.sleep(delay * (2 ** attempt) * (1 + random.random()))
+                continue
+            if not data.get("success", False):
+                raise BrokerError(path, int(data.get("errorCode") or -1), data.get("errorMessage") or "", data)
+            return data
+        raise TopstepXError(f"{path}: gave up after {attempts} attempts")
+
+    # -- typed endpoints -------------------------------------------------
+    def accounts(self, only_active: bool = True) -> list[dict]:
+        return self.call("/api/Account/search", {"onlyActiveAccounts": only_active}).get("accounts") or []
+
+    def contract(self, contract_id: str) -> dict | None:
+        data = self.call("/api/Contract/searchById", {"contractId": contract_id})
+        if data.get("contract"):
+            return data["contract"]
+        items = data.get("contracts") or []
+        return items[0] if items else None
+
+    def open_positions(self, account_id: int) -> list[dict]:
+        return self.call("/api/Position/searchOpen", {"accountId": account_id}).get("positions") or []
+
+    def open_orders(self, account_id: int) -> list[dict]:
+        return self.call("/api/Order/searchOpen", {"accountId": account_id}).get("orders") or []
+
+    def orders(self, account_id: int, start: datetime | float, end: datetime | float | None = None) -> list[dict]:
+        body: dict[str, Any] = {"accountId": account_id, "startTimestamp": iso(start)}
+        if end is not None:
+            body["endTimestamp"] = iso(end)
+        return self.call("/api/Order/search", body).get("orders") or []
+
+    def trades(self, account_id: int, start: datetime | float, end: datetime | float | None = None) -> list[dict]:
+        body: dict[str, Any] = {"accountId": account_id, "startTimestamp": iso(start)}
+        if end is not None:
+            body["endTimestamp"] = iso(end)
+        return self.call("/api/Trade/search", body).get("trades") or []
+
+    def place_order(self, account_id: int, contract_id: str, type_: int, side: int, size: int, *,
+                    limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                    custom_tag: str | None = None) -> int:
+        body: dict[str, Any] = {"accountId": account_id, "contractId": contract_id, "type": type_,
+                                "side": side, "size": size}
+        if limit_price is not None:
+            body["limitPrice"] = float(limit_price)
+        if stop_price is not None:
+            body["stopPrice"] = float(stop_price)
+        if custom_tag:
+            body["customTag"] = custom_tag
+        return int(self.call("/api/Order/place", body)["orderId"])
+
+    def cancel_order(self, account_id: int, order_id: int) -> None:
+        self.call("/api/Order/cancel", {"accountId": account_id, "orderId": order_id})
+
+    def modify_order(self, account_id: int, order_id: int, *, size: int | None = None,
+                     limit_price: Decimal | None = None, stop_price: Decimal | None = None) -> None:
+        body: dict[str, Any] = {"accountId": account_id, "orderId": order_id}
+        if size is not None:
+            body["size"] = size
+        if limit_price is not None:
+            body["limitPrice"] = float(limit_price)
+        if stop_price is not None:
+            body["stopPrice"] = float(stop_price)
+        self.call("/api/Order/modify", body)
+
+    def close_contract(self, account_id: int, contract_id: str) -> None:
+        self.call("/api/Position/closeContract", {"accountId": account_id, "contractId": contract_id})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# Broker enums (topstepx_api.md §2)
+class OrderType:
+    LIMIT, MARKET, STOP_LIMIT, STOP, TRAILING_STOP = 1, 2, 3, 4, 5
+
+
+class Side:
+    BUY, SELL = 0, 1
+
+
+class OrderStatus:
+    NONE, OPEN, FILLED, CANCELLED, EXPIRED, REJECTED, PENDING, PENDING_CANCEL, SUSPENDED = range(9)
+    TERMINAL = frozenset({2, 3, 4, 5})
+    WORKING = frozenset({1, 6, 8})
+
+
+class PositionType:
+    UNDEFINED, LONG, SHORT = 0, 1, 2
+
+
+def unwrap(payload: Any) -> Any:
+    """User-hub payloads arrive as {action, data} live, bare in the docs: accept both."""
+    if isinstance(payload, dict) and "data" in payload and isinstance(payload["data"], dict):
+        return payload["data"]
+    return payload
+
+
+def parse_time(value: str | None) -> int:
+    """ISO-8601 with offset or Z, any fraction length -> ns. 0 when missing."""
+    if not value:
+        return 0
+    s = value.strip().replace("Z", "+00:00")
+    frac = ""
+    if "." in s:
+        head, rest = s.split(".", 1)
+        digits = ""
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            digits += rest[i]
+            i += 1
+        frac, s = digits, head + rest[i:]
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    ns = (frac + "000000000")[:9]
+    return int(dt.timestamp()) * 1_000_000_000 + int(ns)
