@@ -1,0 +1,239 @@
+"""`scalper`: the operator's entry point.
+
+    scalper run                 the whole pipeline under supervisord (foreground)
+    scalper status              every service's heartbeat, feed, position, P&L, breakers, orders
+    scalper halt [REASON]       no new entries (engine and order gateway both latch it)
+    scalper resume              lift a manual halt
+    scalper flatten             cancel every order and close every position now
+    scalper report [--day D]    write and print the session report
+    scalper check               config, model, broker connectivity and auth; places nothing
+
+halt and flatten go to the order gateway directly as well as to the engine, so they
+work when the engine is down.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common.config import ROOT, Config, ConfigError, load_config
+
+SERVICES = ("feed", "inference", "engine", "orders", "positions")
+
+
+def _cfg(args) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2)
+
+
+# --------------------------------------------------------------------------
+# talking to the services
+# --------------------------------------------------------------------------
+
+def _request(endpoint: str, msg: Any, timeout_ms: int = 1500):
+    from common.bus import LazyPirateClient, ServiceUnavailable
+    client = LazyPirateClient("cli", endpoint, timeout_ms=timeout_ms, retries=0)
+    try:
+        return client.request(msg).msg
+    except ServiceUnavailable:
+        return None
+    finally:
+        client.close()
+
+
+def _heartbeats(cfg: Config, seconds: float = 1.6) -> dict[str, Any]:
+    """Listen to every publisher for a moment; newest heartbeat per service."""
+    import zmq
+    from common.messages import DecodeError, Heartbeat, decode
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"Heartbeat")
+    for name in SERVICES:
+        sock.connect(getattr(cfg.bus, f"{name}_pub"))
+    got: dict[str, tuple[float, Heartbeat]] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sock.poll(50):
+            try:
+                env = decode(sock.recv_multipart()[-1])
+            except DecodeError:
+                continue
+            if isinstance(env.msg, Heartbeat):
+                got[env.msg.service] = (time.monotonic(), env.msg)
+    sock.close()
+    return {k: v[1] for k, v in got.items()}
+
+
+def cmd_status(args) -> int:
+    from common.instruments import cents_to_str
+    from common.messages import OperatorCommand, OrderCommand, Query
+    cfg = _cfg(args)
+    beats = _heartbeats(cfg)
+    out: dict[str, Any] = {"services": {}}
+    print(f"{'service':<11} {'state':<10} {'pid':>7} {'uptime':>9}  market time / notes")
+    from common.clock import fmt_ny
+    for name in SERVICES:
+        hb = beats.get(name)
+        if hb is None:
+            print(f"{name:<11} {'SILENT':<10} {'-':>7} {'-':>9}  no heartbeat in 1.6 s")
+            out["services"][name] = None
+            continue
+        mt = fmt_ny(hb.exch_ns) if hb.exch_ns else "-"
+        extra = hb.stats.get("feed_state") or hb.stats.get("state") or ""
+        print(f"{name:<11} {hb.state:<10} {hb.pid:>7} {hb.uptime_s:>8.0f}s  {mt} {extra}")
+        out["services"][name] = {"state": hb.state, "pid": hb.pid, "uptime_s": hb.uptime_s, "stats": hb.stats}
+    pos = _request(cfg.bus.positions_query, Query("status"))
+    if pos is not None and pos.ok:
+        out["positions"] = pos.data
+        p = pos.data.get("position") or {}
+        a = pos.data.get("account") or {}
+        side = {1: "LONG", -1: "SHORT"}.get(p.get("direction", 0), "FLAT")
+        print(f"\nposition   {side} {p.get('size', 0)} @ {p.get('avg_price', '-')}  "
+              f"unrealized {cents_to_str(p.get('unrealized_cents', 0))}")
+        if a:
+            print(f"account    balance {cents_to_str(a.get('balance_cents', 0))}  day realized "
+                  f"{cents_to_str(a.get('realized_day_cents', 0))}  trades {a.get('trades_today', 0)}  "
+                  f"consecutive losses {a.get('consecutive_losses', 0)}")
+    else:
+        print("\nposition   keeper not answering")
+    eng = _request(cfg.bus.engine_cmd, OperatorCommand("status"))
+    if eng is not None and eng.ok:
+        out["engine"] = eng.data
+        breakers = eng.data.get("breakers") or eng.data.get("active_breakers") or []
+        print(f"breakers   {', '.join(map(str, breakers)) if breakers else 'none active'}")
+    else:
+        print("breakers   engine not answering")
+    gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"status-{time.time_ns()}", action="status"))
+    if gw is not None and getattr(gw, "ok", False):
+        out["orders"] = gw.detail
+        orders = gw.detail.get("working_orders") or []
+        print(f"orders     {len(orders)} working; gateway {'HALTED' if gw.detail.get('halted') else 'active'}")
+        for o in orders:
+            print(f"           {o}")
+    else:
+        print("orders     gateway not answering")
+    if args.json:
+        print(json.dumps(out, default=str, indent=2))
+    return 0 if all(out["services"].values()) else 1
+
+
+def _operator(args, action: str) -> int:
+    from common.messages import OperatorCommand, OrderCommand
+    cfg = _cfg(args)
+    reason = " ".join(getattr(args, "reason", []) or []) or f"operator {action}"
+    ok = False
+    eng = _request(cfg.bus.engine_cmd, OperatorCommand(action, reason=reason, key=f"op-{time.time_ns()}"))
+    print(f"engine:  {'ok' if eng is not None and eng.ok else 'no answer' if eng is None else 'refused'}"
+          f"{' - ' + eng.message if eng is not None and eng.message else ''}")
+    ok |= eng is not None and eng.ok
+    gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
+                  timeout_ms=5000)
+    print(f"gateway: {'ok' if gw is not None and gw.ok else 'no answer' if gw is None else 'refused'}"
+          f"{' - ' + gw.message if gw is not None and gw.message else ''}")
+    ok |= gw is not None and gw.ok
+    return 0 if ok else 1
+
+
+def cmd_report(args) -> int:
+    cfg = _cfg(args)
+    from services.positions.report import build_report
+    day = args.day or time.strftime("%Y-%m-%d")
+    path = build_report(cfg.path(cfg.logging.dir), day)
+    print(path)
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Config, model and broker checks. Places no order."""
+    cfg = _cfg(args)
+    failures = 0
+
+    def line(ok: bool, what: str, detail: str = "") -> None:
+        nonlocal failures
+        failures += 0 if ok else 1
+        print(f"[{'ok' if ok else 'FAIL'}] {what}{': ' + detail if detail else ''}")
+
+    line(True, "config", f"{cfg.source} (mode {cfg.api.mode}, contract {cfg.trading.contract})")
+    for w in cfg.warnings():
+        print(f"[warn] {w}")
+    try:
+        from services.inference.model import load_model
+        model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
+        line(True, "model", f"{getattr(model, 'version', '?')} ({len(getattr(model, 'feature_names', []))} features)")
+    except Exception as exc:
+        line(False, "model", str(exc))
+    from common.topstepx.rest import TopstepXClient, TopstepXError
+    client = TopstepXClient.from_config(cfg.api)
+    try:
+        client.login()
+        line(True, "authentication", f"{cfg.api.base_url} as {cfg.api.username}")
+        accounts = client.accounts()
+        acct = next((a for a in accounts if cfg.api.account_id in (None, a.get("id"))), None)
+        line(acct is not None, "account", f"{acct.get('name')} id {acct.get('id')} balance {acct.get('balance')} "
+             f"canTrade {acct.get('canTrade')}" if acct else f"{cfg.api.account_id} not among {len(accounts)} accounts")
+        contract = client.contract(cfg.trading.contract)
+        line(contract is not None, "contract", f"{cfg.trading.contract} tickSize {contract.get('tickSize')} "
+             f"tickValue {contract.get('tickValue')}" if contract else f"{cfg.trading.contract} not found")
+        if acct is not None:
+            n_pos = len(client.open_positions(acct["id"]))
+            n_ord = len(client.open_orders(acct["id"]))
+            line(True, "broker state", f"{n_pos} open positions, {n_ord} open orders")
+    except (TopstepXError, OSError) as exc:
+        line(False, "broker", str(exc))
+    finally:
+        client.close()
+    try:
+        from common.topstepx.hub import check_hub
+        ok, detail = check_hub(cfg)
+        line(ok, "market hub", detail)
+    except ImportError:
+        pass
+    return 1 if failures else 0
+
+
+def cmd_run(args) -> int:
+    conf = ROOT / "supervisord.conf"
+    (ROOT / "run").mkdir(exist_ok=True)
+    (ROOT / "logs" / "supervisor").mkdir(parents=True, exist_ok=True)
+    cfg = _cfg(args)
+    for w in cfg.warnings():
+        print(f"warning: {w}", file=sys.stderr)
+    exe = Path(sys.executable).with_name("supervisord")
+    os.execv(str(exe), [str(exe), "-n", "-c", str(conf)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scalper", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="config file (default: $SCALPER_CONFIG or config/live_trading.yaml)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", help="run the pipeline under supervisord in the foreground").set_defaults(fn=cmd_run)
+    s = sub.add_parser("status", help="health of every service, position, P&L, breakers, orders")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    h = sub.add_parser("halt", help="stop new entries (engine and gateway)")
+    h.add_argument("reason", nargs="*")
+    h.set_defaults(fn=lambda a: _operator(a, "halt"))
+    sub.add_parser("resume", help="lift a manual halt").set_defaults(fn=lambda a: _operator(a, "resume"))
+    f = sub.add_parser("flatten", help="cancel all orders and close all positions now")
+    f.add_argument("reason", nargs="*")
+    f.set_defaults(fn=lambda a: _operator(a, "flatten"))
+    r = sub.add_parser("report", help="write and print the session report")
+    r.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
+    r.set_defaults(fn=cmd_report)
+    sub.add_parser("check", help="validate config and model, test broker connectivity; places nothing").set_defaults(
+        fn=cmd_check)
+    args = p.parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
