@@ -1,0 +1,122 @@
+"""Feature/inference worker process: feed SUB -> InferenceWorker -> bars and predictions PUB.
+
+    python -m services.inference --config config/live_trading.yaml
+
+Refuses to start (exit 2, one line) on a bad config or an unusable model.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loguru import logger
+
+from common.bus import Publisher, ServiceLoop, Subscriber
+from common.clock import EventClock, make_clock
+from common.config import ConfigError, load_config
+from common.logging import setup_logging
+from common.messages import Bar, Heartbeat, Prediction, Quote, Trade
+from services.inference.config import InferenceConfig
+from services.inference.features import FEATURE_NAMES
+from services.inference.model import ModelError, load_model
+from services.inference.worker import InferenceWorker
+
+SERVICE = "inference"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.inference", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        sect = cfg.section(SERVICE, InferenceConfig)
+    except ConfigError as exc:
+        print(f"{SERVICE}: {exc}", file=sys.stderr)
+        return 2
+    clock = make_clock(cfg.trading.clock)
+    setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
+    try:
+        model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config), list(FEATURE_NAMES))
+    except ModelError as exc:
+        logger.error(f"MODEL: refusing to start: {exc}")
+        return 2
+    contract = sect.contract or cfg.trading.contract
+    worker = InferenceWorker(model, contract, cfg.risk.atr_period, sect.max_gap_s, sect.publish_minute_bars)
+    logger.info(f"MODEL: loaded {model.version} ({model.n_features} features, classes {model.classes}) "
+                f"for {contract}; feed {cfg.bus.feed_pub} -> {cfg.bus.inference_pub}")
+
+    loop = ServiceLoop(SERVICE)
+    try:
+        pub = Publisher(SERVICE, cfg.bus.inference_pub, cfg.bus.inference_snap).attach(loop)
+    except OSError as exc:
+        logger.error(f"BUS: refusing to start: {exc}")
+        return 2
+    sub = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Trade, Quote, Heartbeat])
+    max_feature_us = cfg.model.max_feature_ms * 1000
+    max_inference_us = cfg.model.max_inference_ms * 1000
+    counts = {"feed_msgs": 0, "ignored": 0}
+
+    def emit(outputs: list) -> None:
+        for m in outputs:
+            if isinstance(m, Bar):
+                pub.publish(m, key=f"{m.contract}:{m.interval_s}", ts_ns=m.start_ns + m.interval_s * 1_000_000_000)
+            else:
+                assert isinstance(m, Prediction)
+                pub.publish(m, key=m.contract, ts_ns=worker.exch_ns)
+                logger.debug(f"PREDICTION: {m.direction:+d} conf {m.confidence:.3f} probs "
+                             f"{[round(p, 3) for p in m.probs]} close {m.close_ticks} atr {m.atr_ticks:.2f} "
+                             f"in_range {m.features_in_range}{' ' + ','.join(m.out_of_range) if m.out_of_range else ''} "
+                             f"feat {m.feature_us:.0f}us inf {m.inference_us:.0f}us")
+                if m.feature_us > max_feature_us or m.inference_us > max_inference_us:
+                    logger.warning(f"MODEL: slow bar: features {m.feature_us:.0f} us, inference "
+                                   f"{m.inference_us:.0f} us (limits {max_feature_us:.0f}/{max_inference_us:.0f})")
+
+    def on_feed() -> None:
+        for env in sub.drain():
+            msg = env.msg
+            counts["feed_msgs"] += 1
+            if isinstance(msg, Trade):
+                if env.snapshot:          # a retained old trade: already seen or too old to count
+                    continue
+                out = worker.on_trade(msg.contract, msg.price_ticks, msg.size, msg.aggressor, msg.exch_ns)
+                ts = msg.exch_ns
+            elif isinstance(msg, Quote):
+                out = worker.on_quote(msg.contract, msg.bid_ticks, msg.ask_ticks, msg.exch_ns)
+                ts = msg.exch_ns
+            elif isinstance(msg, Heartbeat):
+                out = worker.on_time(msg.exch_ns)
+                ts = msg.exch_ns
+            else:
+                counts["ignored"] += 1
+                continue
+            if isinstance(clock, EventClock) and ts > 0:
+                clock.advance(ts)
+            if out:
+                emit(out)
+
+    def heartbeat() -> None:
+        st = worker.stats
+        pub.heartbeat("ok" if st.predictions else "starting", exch_ns=worker.exch_ns, stats={
+            "feed_msgs": counts["feed_msgs"], "trades": st.trades, "quotes": st.quotes, "bars": st.bars,
+            "minute_bars": st.minute_bars, "predictions": st.predictions, "late_ticks": worker.late_ticks,
+            "other_contract": st.other_contract, "out_of_range": st.out_of_range, "resets": st.resets,
+            "breaks": worker.seconds.breaks, "max_feature_us": round(st.max_feature_us, 1),
+            "max_inference_us": round(st.max_inference_us, 1), "malformed": sub.stats.malformed,
+            "gaps": sub.stats.gaps, "model_version": model.version})
+
+    loop.add_reader(sub.sock, on_feed)
+    loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
+
+    def close() -> None:
+        st = worker.stats
+        logger.info(f"MODEL: {st.predictions} predictions, {st.bars} bars, {worker.late_ticks} late ticks dropped")
+        sub.close()
+        pub.close()
+    loop.on_shutdown(close)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

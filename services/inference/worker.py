@@ -1,0 +1,126 @@
+"""Ticks in, bars and predictions out: the worker's logic without sockets.
+
+Used as is by the process loop (__main__), the replay test and the benchmark. For
+each closed 1-second bar it updates the incremental features, scores the model and
+returns a Prediction; closed 1-minute bars update the Wilder ATR carried in every
+Prediction (`atr_ticks`, in ticks, 0.0 until `atr_period` minutes are in).
+
+A prediction is made for every 1-second bar, also during the feature warm-up; those
+carry features_in_range=False and "warmup" among out_of_range, so the engine can
+ignore them. After a session break (bar starts not contiguous) features restart.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from common.messages import Bar, Prediction
+from services.inference.bars import BarAggregator
+from services.inference.features import FeatureEngine, WilderATR
+from services.inference.model import LoadedModel
+
+WARMUP_FLAG = "warmup"
+
+
+@dataclass
+class WorkerStats:
+    trades: int = 0
+    quotes: int = 0
+    other_contract: int = 0
+    bars: int = 0
+    minute_bars: int = 0
+    predictions: int = 0
+    out_of_range: int = 0
+    resets: int = 0
+    last_feature_us: float = 0.0
+    last_inference_us: float = 0.0
+    max_feature_us: float = 0.0
+    max_inference_us: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class InferenceWorker:
+    def __init__(self, model: LoadedModel, contract: str, atr_period: int = 14, max_gap_s: int = 300,
+                 minute_bars: bool = True):
+        self.model = model
+        self.contract = contract
+        self.seconds = BarAggregator(contract, 1, max_gap_s)
+        self.minutes = BarAggregator(contract, 60, max_gap_s) if minute_bars else None
+        self.features = FeatureEngine()
+        self.atr = WilderATR(atr_period)
+        self.classes = list(model.classes)
+        self.stats = WorkerStats()
+        self.last_start_ns: int | None = None
+        self.exch_ns = 0
+
+    # -- inputs ------------------------------------------------------------
+    def on_trade(self, contract: str, price_ticks: int, size: int, aggressor: int, exch_ns: int) -> list:
+        if contract != self.contract:
+            self.stats.other_contract += 1
+            return []
+        self.stats.trades += 1
+        self.exch_ns = max(self.exch_ns, exch_ns)
+        mins = self.minutes.on_trade(price_ticks, size, aggressor, exch_ns) if self.minutes else []
+        return self._closed(self.seconds.on_trade(price_ticks, size, aggressor, exch_ns), mins)
+
+    def on_quote(self, contract: str, bid_ticks: int, ask_ticks: int, exch_ns: int) -> list:
+        if contract != self.contract:
+            self.stats.other_contract += 1
+            return []
+        self.stats.quotes += 1
+        self.exch_ns = max(self.exch_ns, exch_ns)
+        mins = self.minutes.on_quote(bid_ticks, ask_ticks, exch_ns) if self.minutes else []
+        return self._closed(self.seconds.on_quote(bid_ticks, ask_ticks, exch_ns), mins)
+
+    def on_time(self, exch_ns: int) -> list:
+        """Feed heartbeat: exchange time reached exch_ns; closes bars whose interval is over."""
+        if exch_ns <= 0:
+            return []
+        self.exch_ns = max(self.exch_ns, exch_ns)
+        mins = self.minutes.on_time(exch_ns) if self.minutes else []
+        return self._closed(self.seconds.on_time(exch_ns), mins)
+
+    @property
+    def late_ticks(self) -> int:
+        return self.seconds.late_ticks
+
+    # -- per bar -----------------------------------------------------------
+    def _closed(self, seconds: list[Bar], minutes: list[Bar]) -> list:
+        if not seconds and not minutes:
+            return []
+        out: list = []
+        for bar in minutes:
+            self.atr.update(bar)
+            self.stats.minute_bars += 1
+            out.append(bar)
+        for bar in seconds:
+            out.append(bar)
+            out.append(self.predict(bar))
+        return out
+
+    def predict(self, bar: Bar) -> Prediction:
+        t0 = time.perf_counter_ns()
+        if self.last_start_ns is not None and bar.start_ns != self.last_start_ns + 1_000_000_000:
+            self.features.reset()
+            self.stats.resets += 1
+        self.last_start_ns = bar.start_ns
+        raw = self.features.update(bar)
+        t1 = time.perf_counter_ns()
+        probs = self.model.predict(raw)
+        best = int(probs.argmax())
+        t2 = time.perf_counter_ns()
+        bad = self.model.out_of_range(raw)
+        if not self.features.warm:
+            bad.append(WARMUP_FLAG)
+        feature_us, inference_us = (t1 - t0) / 1000, (t2 - t1) / 1000
+        st = self.stats
+        st.bars += 1
+        st.predictions += 1
+        st.out_of_range += bool(bad)
+        st.last_feature_us, st.last_inference_us = feature_us, inference_us
+        st.max_feature_us = max(st.max_feature_us, feature_us)
+        st.max_inference_us = max(st.max_inference_us, inference_us)
+        spread = bar.ask_ticks - bar.bid_ticks if bar.bid_ticks > 0 and bar.ask_ticks > 0 else 0
+        return Prediction(self.contract, bar.start_ns, self.classes[best], float(probs[best]),
+                          [float(p) for p in probs], self.model.version, bar.close_ticks, self.atr.value,
+                          spread, feature_us, inference_us, not bad, bad)
