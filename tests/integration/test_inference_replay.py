@@ -12,7 +12,7 @@ import zmq
 
 from common.bus import Publisher, Subscriber
 from common.messages import Bar, Heartbeat, Prediction, Quote, Trade
-from services.inference.features import FEATURE_NAMES, WARMUP
+from services.inference.features import WARMUP
 from services.inference.model import load_model
 from services.inference.recorded import Ticks, load_trades
 from services.inference.worker import InferenceWorker

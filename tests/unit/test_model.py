@@ -51,8 +51,7 @@ def test_io_binding_path_equals_plain_session_run():
 
 def test_out_of_range_names_the_features_and_exempts_time_of_day():
     m = load_model(ONNX, CFG)
-    raw = (m.config["scaler"]["mean"]).copy()
-    raw = np.array(raw)
+    raw = np.array(m.config["scaler"]["mean"])
     assert m.out_of_range(raw) == []
     i_rv, i_tod = FEATURE_NAMES.index("rv_60"), FEATURE_NAMES.index("tod_h")
     raw[i_rv] = m.range_hi[i_rv] + 1
