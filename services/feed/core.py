@@ -12,6 +12,7 @@ list in tests).
 from __future__ import annotations
 
 import collections
+import math
 import statistics
 import time
 from typing import Any, Callable
@@ -84,7 +85,7 @@ class FeedCore:
         for name, d in (("pub_latency_us", self.pub_lat_us), ("exch_to_recv_us", self.exch_lat_us)):
             if d:
                 s = sorted(d)
-                out[name] = {"median": round(statistics.median(s), 1), "p99": round(s[int(0.99 * (len(s) - 1))], 1)}
+                out[name] = {"median": round(statistics.median(s), 1), "p99": round(s[max(0, math.ceil(0.99 * len(s)) - 1)], 1)}
         return out
 
 

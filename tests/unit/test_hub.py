@@ -15,10 +15,21 @@ from common.topstepx.hub import CONNECTED, HubClient, _with_token
 RS = "\x1e"
 
 
-class FakeHub:
-    """Just enough of the SignalR JSON protocol to exercise the client."""
+def make_jwt(exp: float) -> str:
+    import base64
 
-    def __init__(self):
+    def b64(d: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
+    return f"{b64({'alg': 'none'})}.{b64({'exp': exp, 'n': time.monotonic_ns()})}.c2lnbmF0dXJl"
+
+
+class FakeHub:
+    """Just enough of the SignalR JSON protocol (and of TopstepX login) to exercise the
+    hub client and the feed gateway process before the simulator exists."""
+
+    def __init__(self, token_life_s: float = 3600):
+        self.token_life_s = token_life_s
+        self.logins = 0
         self.tokens: list[str] = []
         self.invocations: list[tuple[str, list]] = []
         self.sockets: set[web.WebSocketResponse] = set()
@@ -32,6 +43,8 @@ class FakeHub:
         asyncio.set_event_loop(self.loop)
         app = web.Application()
         app.router.add_get("/hubs/market", self._ws)
+        app.router.add_post("/api/Auth/loginKey", self._login)
+        app.router.add_post("/api/Auth/validate", self._login)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -43,6 +56,11 @@ class FakeHub:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hubs/market"
+
+    async def _login(self, request: web.Request) -> web.Response:
+        self.logins += 1
+        tok = make_jwt(time.time() + self.token_life_s)
+        return web.json_response({"success": True, "errorCode": 0, "token": tok, "newToken": tok})
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         self.tokens.append(request.query.get("access_token", ""))
@@ -80,6 +98,10 @@ class FakeHub:
             for ws in list(self.sockets):
                 await ws.send_str(text)
         self._call(go)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def drop_all(self) -> None:
         async def go():
