@@ -53,10 +53,11 @@ class Player:
         self.stats = PlayStats()
         self.now_ns = 0                # event time reached (the publisher's clock in replay)
         self._next_hb = 0
-        self._wall0 = 0.0
+        self._last_hb = 0
+        self._wall0: float | None = None
         self._ev0 = 0
         self._burst_n = 0
-        self._burst_t = 0.0
+        self._burst_t: float | None = None
 
     def run(self, records: Iterable[Record]) -> PlayStats:
         t0 = self.monotonic()
@@ -81,7 +82,7 @@ class Player:
                 continue
             self.stats.messages += self.core.on_event(rec.target, rec.args, rec.recv_ns,
                                                       hop_recv_ns=time.time_ns())
-        if self.now_ns:
+        if self.now_ns and self.now_ns > self._last_hb:
             self._emit_heartbeat(self.now_ns)
         self.stats.wall_s = self.monotonic() - t0
         return self.stats
@@ -104,12 +105,13 @@ class Player:
 
     def _emit_heartbeat(self, exch_ns: int) -> None:
         self.now_ns = max(self.now_ns, exch_ns)
+        self._last_hb = exch_ns
         self.heartbeat(exch_ns)
         self.stats.heartbeats += 1
 
     def _pace(self, t_ns: int) -> None:
         if self.speed is not None:
-            if not self._wall0:
+            if self._wall0 is None:
                 self._wall0, self._ev0 = self.monotonic(), t_ns
                 return
             due = self._wall0 + (t_ns - self._ev0) / SECOND / self.speed
@@ -117,11 +119,14 @@ class Player:
             if wait > 0:
                 self.sleep(wait)
             return
+        if self._burst_t is None:
+            self._burst_t = self.monotonic()
         self._burst_n += 1
         if self._burst_n >= self.burst:
+            # a burst may not start before the previous one's share of time has passed
             due = self._burst_t + self._burst_n / self.max_rate
             now = self.monotonic()
-            if self._burst_t and due > now:
+            if due > now:
                 self.sleep(due - now)
-            self._burst_t = max(due, self.monotonic()) if self._burst_t else self.monotonic()
+            self._burst_t = max(due, self.monotonic())
             self._burst_n = 0
