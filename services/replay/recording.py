@@ -145,3 +145,46 @@ class DailyRecorder:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def ticks_from_recording(path: str | os.PathLike, inst: Any = None) -> list:
+    """A recording -> the simulator's tape (services.sim.market.Tick list): one tick per
+    trade, with the book from the latest quote (or one tick around the trade by the tick
+    rule when no quote was seen yet), side 0 buy / 1 sell (unknown aggressor: the tick
+    rule). Uses the feed's own normalizer, so the sim replays what the feed understood.
+    `inst` is accepted for the simulator's call signature; the contract comes from the
+    recording header."""
+    from services.feed.normalize import Normalizer
+    from services.sim.market import Tick as SimTick
+    from common.messages import Quote, Trade
+
+    header = read_header(path)
+    norm = Normalizer(header.get("contract") or "")
+    out: list = []
+    bid = ask = None
+    prev = None
+    side = 0
+    for rec in read_recording(path):
+        if rec.target == STATUS:
+            continue
+        for t in norm.on_event(rec.target, rec.args, rec.recv_ns):
+            m = t.msg
+            if isinstance(m, Quote):
+                if m.bid_ticks < m.ask_ticks:
+                    bid, ask = m.bid_ticks, m.ask_ticks
+                continue
+            if not isinstance(m, Trade) or m.size <= 0 or "bad_price" in t.issues:
+                continue
+            if m.aggressor:
+                side = 0 if m.aggressor > 0 else 1
+            elif prev is not None and m.price_ticks != prev:
+                side = 0 if m.price_ticks > prev else 1
+            prev = m.price_ticks
+            if bid is None or not (bid <= m.price_ticks <= ask):
+                b, a = (m.price_ticks - 1, m.price_ticks) if side == 0 else (m.price_ticks, m.price_ticks + 1)
+            else:
+                b, a = bid, ask
+            out.append(SimTick(m.exch_ns, m.price_ticks, m.size, side, b, a))
+    if not out:
+        raise ValueError(f"{path}: no trades in the recording")
+    return out

@@ -72,3 +72,20 @@ def test_daily_recorder_rolls_at_new_york_midnight(tmp_path):
     r.close()
     names = sorted(f.name for f in tmp_path.iterdir())
     assert names == ["MESH6_2026-01-14.rec", "MESH6_2026-01-15.rec"]
+
+
+def test_ticks_from_recording_for_the_simulator(tmp_path):
+    pytest.importorskip("services.sim.market")
+    from services.replay.recording import ticks_from_recording
+    p = tmp_path / "a.rec"
+    w = RecordingWriter(p, C, 1)
+    ts = "2026-01-15T15:30:45.000Z"
+    w.write(1, "GatewayQuote", [C, {"bestBid": 5000.0, "bestAsk": 5000.25, "timestamp": ts}])
+    w.write(2, "GatewayTrade", [C, [{"price": 5000.25, "volume": 3, "type": 0, "timestamp": ts},
+                                    {"price": 5000.0, "volume": 1, "type": 1, "timestamp": ts}]])
+    w.write(3, "#status", ["stale", ""])
+    w.write(4, "GatewayTrade", [C, {"price": "NaN", "volume": 1}])
+    w.close()
+    ticks = ticks_from_recording(p)
+    assert [(t.price, t.size, t.aggressor, t.bid, t.ask) for t in ticks] == [
+        (20001, 3, 0, 20000, 20001), (20000, 1, 1, 20000, 20001)]
