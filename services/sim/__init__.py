@@ -1,0 +1,1 @@
+"""Local TopstepX stand-in: REST + SignalR hubs + matching engine fed by recorded ticks."""

@@ -1,0 +1,59 @@
+"""python -m services.sim [--config PATH] [--port N] [--speed X] [--only-in-sim-mode]"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from aiohttp import web
+from loguru import logger
+
+from common.config import ConfigError, load_config
+from common.instruments import instrument_for
+from common.logging import register_secret, setup_logging
+from services.sim.config import SimConfig
+from services.sim.market import load_ticks, shift_for
+from services.sim.server import Simulator, build_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.sim", description=__doc__)
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--port", type=int, default=None)
+    ap.add_argument("--speed", type=float, default=None)
+    ap.add_argument("--only-in-sim-mode", action="store_true",
+                    help="exit 0 at once when api.mode is live (for supervisord)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        sim_cfg = cfg.section("sim", SimConfig)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.only_in_sim_mode and cfg.api.mode == "live":
+        print("api.mode is live: the simulator is not started", file=sys.stderr)
+        return 0
+    updates = {k: v for k, v in (("port", args.port), ("speed", args.speed)) if v is not None}
+    sim_cfg = sim_cfg.model_copy(update=updates)
+    setup_logging("sim", cfg.path(cfg.logging.dir), cfg.logging.level, console=cfg.logging.console)
+    contract = sim_cfg.contract or cfg.trading.contract
+    api_key = sim_cfg.api_key or os.environ.get("TOPSTEPX_API_KEY") or "sim-key"
+    register_secret(api_key)
+    data = cfg.path(sim_cfg.data)
+    try:
+        ticks = load_ticks(data, instrument_for(contract))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"sim: cannot load market data {data}: {exc}", file=sys.stderr)
+        return 2
+    offset = shift_for(ticks, sim_cfg.time_mode, sim_cfg.start_at, time.time_ns())
+    sim = Simulator(sim_cfg, contract, ticks, offset, api_key)
+    logger.info(f"SIM: serving {contract} from {data.name} ({len(ticks)} ticks, derived quotes) on "
+                f"http://{sim_cfg.host}:{sim_cfg.port} speed {sim_cfg.speed or 'max'} time_mode {sim_cfg.time_mode}")
+    web.run_app(build_app(sim), host=sim_cfg.host, port=sim_cfg.port, print=None, access_log=None,
+                handle_signals=True, shutdown_timeout=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
