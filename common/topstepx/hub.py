@@ -188,6 +188,11 @@ class HubClient:
         self.stats[f"sent_{method}"] += 1
 
     @property
+    def last_reason(self) -> str:
+        """Why the last connection ended or the last attempt failed ('' while connected)."""
+        return self._reason
+
+    @property
     def connected(self) -> bool:
         return self.state == CONNECTED
 

@@ -47,7 +47,7 @@ class Collector:
 def synced(col: "Collector"):
     """The subscriber has taken its snapshot (the bus heals a late join with one; trades are
     not retained, so push ticks only after this)."""
-    return lambda: col.of(FeedStatus) or col.of(Heartbeat)
+    return lambda: (col.of(FeedStatus) or col.of(Heartbeat)) and not col.sub.need_snapshot
 
 
 def subscribed(hub: FakeHub, n: int):
