@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from loguru import logger
 
@@ -57,13 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     max_inference_us = cfg.model.max_inference_ms * 1000
     counts = {"feed_msgs": 0, "ignored": 0}
 
-    def emit(outputs: list) -> None:
+    def emit(outputs: list, upstream: dict[str, int]) -> None:
+        """Publish bars and predictions. A prediction carries the hops of the tick that closed
+        its bar plus this stage's own (bar closed, features done, model scored), so the session
+        report can show each stage's latency in production."""
         for m in outputs:
             if isinstance(m, Bar):
                 pub.publish(m, key=f"{m.contract}:{m.interval_s}", ts_ns=m.start_ns + m.interval_s * 1_000_000_000)
             else:
                 assert isinstance(m, Prediction)
-                pub.publish(m, key=m.contract, ts_ns=worker.exch_ns)
+                scored = time.time_ns()
+                features_done = scored - int(m.inference_us * 1000)
+                hops = {**upstream, "bar_closed": features_done - int(m.feature_us * 1000),
+                        "features_done": features_done, "model_scored": scored}
+                pub.publish(m, key=m.contract, ts_ns=worker.exch_ns, hops=hops)
                 logger.debug(f"PREDICTION: {m.direction:+d} conf {m.confidence:.3f} probs "
                              f"{[round(p, 3) for p in m.probs]} close {m.close_ticks} atr {m.atr_ticks:.2f} "
                              f"in_range {m.features_in_range}{' ' + ','.join(m.out_of_range) if m.out_of_range else ''} "
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(clock, EventClock) and ts > 0:
                 clock.advance(ts)
             if out:
-                emit(out)
+                emit(out, env.hops)
 
     def heartbeat() -> None:
         st = worker.stats

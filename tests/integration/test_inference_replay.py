@@ -70,6 +70,8 @@ def collect(sub: Subscriber, into: dict, timeout_ms: int = 200) -> None:
     for env in sub.recv(timeout_ms):
         m = env.msg
         into.setdefault(type(m).__name__, []).append(m)
+        if isinstance(m, Prediction):
+            into.setdefault("prediction_hops", []).append(env.hops)
 
 
 def test_replayed_session_gives_one_prediction_per_bar(tmp_path):
@@ -129,6 +131,9 @@ def test_replayed_session_gives_one_prediction_per_bar(tmp_path):
                (w.direction, w.close_ticks, w.atr_ticks, w.spread_ticks, w.model_version)
         np.testing.assert_allclose(p.probs, w.probs, rtol=1e-5)
         assert p.confidence == max(p.probs) and p.feature_us > 0 and p.inference_us > 0
+    # every prediction carries its stage timestamps, in order, for the session report's hop latencies
+    for h in got["prediction_hops"]:
+        assert h["bar_closed"] <= h["features_done"] <= h["model_scored"], h
     assert all("warmup" in p.out_of_range and not p.features_in_range for p in preds[:WARMUP - 1])
     assert not any("warmup" in p.out_of_range for p in preds[WARMUP - 1:])
     # 1-minute Wilder ATR(14): 0.0 until the 14th minute bar closes, which happens with second 14*60-1
