@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test run test test-all bench clean
+.PHONY: install install-test run test test-all soak bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: install-test
 
 test-all: install-test
 	$(BIN)/pytest -q --runslow
+
+soak: install-test
+	$(BIN)/pytest -q --runslow -m slow
 
 bench: install-test
 	for b in tests/bench/bench_*.py; do $(BIN)/python -m tests.bench.$$(basename $$b .py) || exit 1; done

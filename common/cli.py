@@ -191,13 +191,38 @@ def cmd_check(args) -> int:
         line(False, "broker", str(exc))
     finally:
         client.close()
-    try:
-        from common.topstepx.hub import check_hub
-        ok, detail = check_hub(cfg)
-        line(ok, "market hub", detail)
-    except ImportError:
-        pass
+    ok, detail = _check_market_hub(cfg)
+    line(ok, "market hub", detail)
     return 1 if failures else 0
+
+
+def _check_market_hub(cfg: Config, timeout_s: float = 10.0) -> tuple[bool, str]:
+    """Connect to the market hub with a fresh token, subscribe the contract's quotes and wait
+    for one. Places nothing."""
+    import threading
+    from common.topstepx.hub import HubClient
+    from common.topstepx.rest import TopstepXClient, TopstepXError
+    client = TopstepXClient.from_config(cfg.api)
+    got = threading.Event()
+    contract = cfg.trading.contract
+    hub = HubClient(cfg.api.market_hub_url, client.token,
+                    subscriptions=lambda h: h.send("SubscribeContractQuotes", [contract]),
+                    handlers={"GatewayQuote": lambda args: got.set()}, name="market-check",
+                    connect_timeout_s=timeout_s)
+    started = time.monotonic()
+    try:
+        hub.start()
+        if got.wait(timeout_s):
+            return True, f"{cfg.api.market_hub_url}: first {contract} quote after {time.monotonic() - started:.2f} s"
+        if hub.connected:
+            return False, f"{cfg.api.market_hub_url}: connected but no {contract} quote in {timeout_s:.0f} s " \
+                          "(market closed?)"
+        return False, f"{cfg.api.market_hub_url}: not connected in {timeout_s:.0f} s ({hub.last_reason or 'no answer'})"
+    except TopstepXError as exc:
+        return False, str(exc)
+    finally:
+        hub.stop()
+        client.close()
 
 
 def cmd_run(args) -> int:
