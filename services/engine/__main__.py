@@ -1,0 +1,166 @@
+"""Signal + risk engine process: predictions, positions, orders, feed SUB -> order commands (REQ),
+signals and risk events PUB, operator commands REP.
+
+    python -m services.engine --config config/live_trading.yaml
+
+Refuses to start (exit 2, one line) on a bad config.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from loguru import logger
+
+from common.bus import LazyPirateClient, Publisher, ReplyServer, ServiceLoop, ServiceUnavailable, Subscriber
+from common.clock import EventClock, make_clock
+from common.config import ConfigError, load_config
+from common.instruments import InstrumentError, instrument_for
+from common.logging import setup_logging
+from common.messages import (
+    Account, Bar, FeedStatus, Fill, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
+    Prediction, Quote, Reply, RiskEvent,
+)
+from services.engine.config import EngineConfig
+from services.engine.engine import Engine
+
+SERVICE = "engine"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.engine", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        sect = cfg.section(SERVICE, EngineConfig)
+        instrument_for(sect.contract or cfg.trading.contract)
+    except (ConfigError, InstrumentError) as exc:
+        print(f"{SERVICE}: {exc}", file=sys.stderr)
+        return 2
+    clock = make_clock(cfg.trading.clock)
+    setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
+    for w in cfg.warnings():
+        logger.warning(f"CONFIG: {w}")
+
+    loop = ServiceLoop(SERVICE)
+    try:
+        pub = Publisher(SERVICE, cfg.bus.engine_pub, cfg.bus.engine_snap, clock=clock.now_ns).attach(loop)
+    except OSError as exc:
+        logger.error(f"BUS: refusing to start: {exc}")
+        return 2
+    client = LazyPirateClient(SERVICE, cfg.bus.orders_cmd, cfg.bus.request_timeout_ms, cfg.bus.request_retries)
+
+    def send(cmd: OrderCommand, hops: dict) -> OrderReply | None:
+        try:
+            env = client.request(cmd, hops=hops)
+        except ServiceUnavailable as exc:
+            logger.error(f"BUS: {exc}")
+            return None
+        if isinstance(env.msg, OrderReply):
+            return env.msg
+        return OrderReply(cmd.key, False, "error", f"gateway answered {env.type}: {getattr(env.msg, 'message', '')}")
+
+    def publish(msg, key: str | None = None) -> None:
+        pub.publish(msg, key=key, ts_ns=clock.now_ns() or None)
+
+    engine = Engine(cfg, sect, clock, send, publish)
+    logger.info(f"ENGINE: starting for {engine.contract}; orders {cfg.bus.orders_cmd}, clock {cfg.trading.clock}, "
+                f"needed services {sect.needed_services}")
+
+    subs = {
+        "feed": Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, FeedStatus, Heartbeat]),
+        "inference": Subscriber(SERVICE, cfg.bus.inference_pub, cfg.bus.inference_snap,
+                                topics=[Prediction, Bar, Heartbeat]),
+        "positions": Subscriber(SERVICE, cfg.bus.positions_pub, cfg.bus.positions_snap,
+                                topics=[Position, Account, RiskEvent, Heartbeat]),
+        "orders": Subscriber(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap,
+                             topics=[OrderEvent, Fill, RiskEvent, Heartbeat]),
+    }
+
+    def handle(name: str) -> None:
+        for env in subs[name].drain():
+            msg = env.msg
+            if name == "feed" and isinstance(clock, EventClock) and not env.snapshot:
+                ts = getattr(msg, "exch_ns", 0)
+                if ts:
+                    clock.advance(ts)
+            if isinstance(msg, Heartbeat):
+                if not env.snapshot:
+                    engine.on_heartbeat(msg, env.src)
+            elif isinstance(msg, Quote):
+                if not env.snapshot:
+                    engine.on_quote(msg)
+            elif isinstance(msg, FeedStatus):
+                logger.debug(f"FEED: {msg.state} {msg.detail}")
+            elif isinstance(msg, Prediction):
+                engine.on_prediction(msg, env.hops, env.snapshot)
+            elif isinstance(msg, Bar):
+                if not env.snapshot:
+                    engine.on_bar(msg)
+            elif isinstance(msg, Position):
+                engine.on_position(msg)
+            elif isinstance(msg, Account):
+                engine.on_account(msg)
+            elif isinstance(msg, RiskEvent):
+                engine.on_risk_event(msg, env.src)
+            elif isinstance(msg, OrderEvent):
+                engine.on_order_event(msg, env.snapshot)
+            elif isinstance(msg, Fill):
+                engine.on_fill(msg)
+
+    for name, sub in subs.items():
+        loop.add_reader(sub.sock, lambda n=name: handle(n))
+    handle("positions")      # the keeper's snapshot (position, account) before any decision
+    handle("orders")
+
+    def on_cmd(env) -> Reply:
+        if not isinstance(env.msg, OperatorCommand):
+            return Reply(False, f"expected OperatorCommand, got {env.type}")
+        logger.info(f"OPERATOR: {env.msg.action} {env.msg.reason}".rstrip())
+        return engine.operator(env.msg)
+
+    try:
+        rep = ReplyServer(SERVICE, cfg.bus.engine_cmd, on_cmd).attach(loop)
+    except OSError as exc:
+        logger.error(f"BUS: refusing to start: {exc}")
+        return 2
+
+    def gateway_status() -> None:
+        if not engine.need_status:
+            return
+        try:
+            env = client.request(OrderCommand(f"status-{time.time_ns()}", "status"), retries=0)
+        except ServiceUnavailable as exc:
+            logger.warning(f"ENGINE: gateway status unavailable ({exc}); entries stay blocked")
+            return
+        if isinstance(env.msg, OrderReply) and env.msg.ok:
+            engine.sync_status(env.msg.detail)
+        else:
+            logger.warning(f"ENGINE: gateway status refused: {env.msg}")
+
+    def heartbeat() -> None:
+        state = "halted" if engine.breakers.active or engine.day_halt.get(engine.trading_day()) else "ok"
+        if not engine.synced:
+            state = "starting"
+        pub.heartbeat(state, exch_ns=clock.now_ns(), stats=engine.stats())
+
+    loop.every(sect.tick_s, engine.tick, first_in=0.0)
+    loop.every(sect.status_retry_s, gateway_status, first_in=0.0)
+    loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
+
+    def close() -> None:
+        logger.info(f"ENGINE: stopping; {engine.stats()}")
+        for s in subs.values():
+            s.close()
+        rep.close()
+        client.close()
+        pub.close()
+    loop.on_shutdown(close)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""The `engine:` section of the YAML. Every field has a default; the rule parameters
+themselves live in the shared `model:`, `risk:`, `execution:` and `trading:` sections."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contract: str | None = None              # None: trading.contract
+    heartbeat_s: float = Field(1.0, gt=0)
+    tick_s: float = Field(0.2, gt=0)          # how often breakers and the end of day are checked
+    bar_interval_s: int = Field(1, gt=0)      # predictions are made on bars of this length
+    needed_services: list[str] = ["feed", "inference", "orders", "positions"]
+    require_atr: bool = True                  # no entry until the ATR is warm (atr_ticks > 0)
+    log_repeat_s: float = Field(30.0, gt=0)   # identical entry-block logs at most this often
+    pending_timeout_s: float = Field(10.0, gt=0)   # an unconfirmed command: ask the gateway's status
+    status_retry_s: float = Field(2.0, gt=0)  # gateway unreachable at start: retry this often
+    flatten_retry_s: float = Field(15.0, gt=0)  # still not flat this long after a flatten: send again

@@ -1,0 +1,404 @@
+"""The engine core: messages in, signals / risk events / order commands out. No sockets.
+
+`send(cmd, hops)` returns the gateway's OrderReply, or None when it did not answer;
+`publish(msg, key)` puts a Signal / RiskEvent on the bus. Both are injected, so the
+whole decision path runs in unit tests on an EventClock.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from loguru import logger
+
+from common.instruments import instrument_for
+from common.messages import (
+    Account, Bar, Fill, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
+    Prediction, Quote, Reply, RiskEvent, Signal,
+)
+from common.session import SessionCalendar
+from services.engine import breakers as B
+from services.engine import risk as R
+from services.engine.config import EngineConfig
+from services.engine.signals import ENTRIES, EXITS, REVERSALS, SignalParams, downgrade_reverse, generate, signal_id
+
+NS = 1_000_000_000
+REJECTED_STATUS = 5                       # broker OrderStatus.REJECTED
+FAILED_ENTRY_STATUS = {3, 4, 5}           # cancelled, expired, rejected
+TRADING_PHASES = ("open", "no_new_entries")
+IN_SESSION = ("open", "no_new_entries", "flatten")
+CODE_DIRECTION = {"LE": 1, "SE": -1, "RL": 1, "RS": -1, "XL": 0, "XS": 0, "FL": 0}
+
+
+@dataclass
+class Pending:
+    key: str
+    kind: str
+    target: int          # position direction expected once it is done
+    sent_ns: int
+    unknown: bool = False   # the gateway did not answer: ask its status before anything else
+
+
+class Engine:
+    def __init__(self, cfg, sect: EngineConfig, clock, send: Callable[[OrderCommand, dict], OrderReply | None],
+                 publish: Callable[..., Any], session: SessionCalendar | None = None):
+        self.cfg = cfg
+        self.sect = sect
+        self.clock = clock
+        self.send = send
+        self.publish = publish
+        self.contract = sect.contract or cfg.trading.contract
+        self.inst = instrument_for(self.contract)
+        self.session = session or SessionCalendar.from_config(cfg.trading)
+        self.sp = SignalParams(cfg.model.min_confidence, cfg.model.reverse_confidence, cfg.model.max_holding_s)
+        self.rp = R.RiskParams.from_config(cfg, sect.require_atr)
+        self.breakers = B.Breakers(B.BreakerParams.from_risk(cfg.risk), sect.needed_services)
+        self.rules = R.RuleState()
+        # state
+        self.pos_dir = 0
+        self.pos_size = 0
+        self.pos_entry_ns = 0
+        self.pos_unrealized = 0
+        self.pos_stop_order: int | None = None
+        self.position_known = False
+        self.account: Account | None = None
+        self.pending: Pending | None = None
+        self.synced = False                   # the gateway's status was read since start
+        self.need_status = True
+        self.day_halt: dict[str, str] = {}    # trading day -> reason (daily loss, trailing drawdown)
+        self.eod_day = ""                     # trading day the end-of-day flatten was sent
+        self.last_flatten_ns = 0
+        self.mismatch_flattened = False
+        self.spread_ticks: int | None = None
+        self.last_bar_ns = 0
+        self.last_pred: Prediction | None = None
+        self.model_version = ""
+        self.seen_rejects: set[Any] = set()
+        self._last_log: dict[str, tuple[int, str]] = {}
+        self.counts = {"predictions": 0, "signals": 0, "commands": 0, "blocked": 0, "skipped_pending": 0,
+                       "rejects": 0, "unanswered": 0}
+        self.latency_us = {"last": 0.0, "max": 0.0}
+
+    # ------------------------------------------------------------------ helpers
+    def now(self) -> int:
+        return self.clock.now_ns()
+
+    def _risk(self, events: list[RiskEvent]) -> None:
+        for ev in events:
+            level = "INFO" if not ev.active else ev.severity
+            logger.log(level, f"RISK: {ev.kind} {'TRIPPED' if ev.active else 'CLEARED'}: {ev.detail}")
+            self.publish(ev, key=ev.kind)
+
+    def _block(self, reasons: dict[str, str]) -> None:
+        """Entry blocked: one logged risk event per reason, repeated identical ones rate-limited."""
+        self.counts["blocked"] += 1
+        now = self.now()
+        for kind, detail in reasons.items():
+            last = self._last_log.get(kind)
+            if last is not None and now - last[0] < self.sect.log_repeat_s * NS:
+                continue
+            self._last_log[kind] = (now, detail)
+            logger.warning(f"RISK: entry blocked ({kind}): {detail}")
+            self.publish(RiskEvent(f"entry_blocked:{kind}", True, "WARNING", detail))
+
+    def day_pnl(self) -> int:
+        if self.account is None:
+            return 0
+        return self.account.realized_day_cents + self.unrealized()
+
+    def unrealized(self) -> int:
+        if self.pos_dir != 0:
+            return self.pos_unrealized
+        return self.account.unrealized_cents if self.account is not None else 0
+
+    def trading_day(self) -> str:
+        return self.session.trading_day(self.now())
+
+    def exposure(self) -> bool:
+        return self.pos_dir != 0 or (self.pending is not None and self.pending.target != 0)
+
+    def entry_blocks(self) -> dict[str, str]:
+        """Everything that forbids a new position right now (not counting the prediction gates)."""
+        out: dict[str, str] = {}
+        now = self.now()
+        if not self.session.entries_allowed(now):
+            out["session"] = f"no new entries in phase {self.session.phase(now)}"
+        for name in self.breakers.names():
+            out[f"breaker_{name}"] = self.breakers.active[name]
+        for k, d in self.rules.active.items():
+            out[k] = d
+        halted = self.day_halt.get(self.trading_day())
+        if halted:
+            out["day_halt"] = halted
+        if self.pending is not None:
+            out["in_flight"] = f"{self.pending.kind} {self.pending.key} not confirmed yet"
+        if not self.synced:
+            out["gateway_status_unknown"] = "the gateway's status has not been read since start"
+        return out
+
+    # ------------------------------------------------------------------ inputs
+    def on_quote(self, q: Quote) -> None:
+        if q.contract != self.contract:
+            return
+        if q.bid_ticks > 0 and q.ask_ticks > 0:
+            self.spread_ticks = q.ask_ticks - q.bid_ticks
+        self._risk(self.breakers.on_quote(self.now(), q.bid_ticks, q.ask_ticks, q.last_ticks))
+
+    def on_bar(self, bar: Bar) -> None:
+        if bar.contract == self.contract and bar.interval_s == 1:
+            self._risk(self.breakers.on_second_bar(self.now(), bar.high_ticks, bar.low_ticks))
+
+    def on_heartbeat(self, hb: Heartbeat, src: str = "") -> None:
+        self._risk(self.breakers.on_heartbeat(self.now(), hb.service or src))
+
+    def on_position(self, pos: Position) -> None:
+        if pos.contract != self.contract:
+            return
+        was = self.pos_dir
+        self.position_known = True
+        self.pos_dir = pos.direction if pos.size else 0
+        self.pos_size = pos.size if pos.direction else 0
+        self.pos_unrealized = pos.unrealized_cents if self.pos_dir else 0
+        self.pos_stop_order = pos.stop_order_id
+        if self.pos_dir != 0:
+            self.pos_entry_ns = pos.entry_ns or (self.pos_entry_ns if was == self.pos_dir else self.now())
+        else:
+            self.pos_entry_ns = 0
+        if self.pending is not None and self.pos_dir == self.pending.target:
+            logger.debug(f"ENGINE: {self.pending.kind} {self.pending.key} done: position {self.pos_dir:+d} x{self.pos_size}")
+            self.pending = None
+        self.evaluate_account()
+
+    def on_account(self, acct: Account) -> None:
+        self.account = acct
+        self.evaluate_account()
+
+    def on_risk_event(self, ev: RiskEvent, src: str = "") -> None:
+        if ev.kind == B.POSITION_MISMATCH:
+            self._risk(self.breakers.on_mismatch(ev.active, ev.detail))
+            if not ev.active:
+                self.mismatch_flattened = False
+            elif self.pos_dir != 0 and self.pos_stop_order is None and not self.mismatch_flattened:
+                self.mismatch_flattened = True
+                self.flatten("position mismatch: broker position without a working stop")
+
+    def on_order_event(self, ev: OrderEvent, snapshot: bool = False) -> None:
+        if ev.status == REJECTED_STATUS and ("oe", ev.order_id) not in self.seen_rejects:
+            self.seen_rejects.add(("oe", ev.order_id))
+            if not snapshot:
+                self.counts["rejects"] += 1
+                self._risk(self.breakers.on_reject(self.now(), f"order {ev.order_id} {ev.leg} rejected"))
+        p = self.pending
+        if p is not None and ev.leg == "entry" and ev.intent_key == p.key and ev.status in FAILED_ENTRY_STATUS:
+            logger.warning(f"ENGINE: entry {p.key} ended without a fill (status {ev.status}); exposure cleared")
+            self.pending = None
+
+    def on_fill(self, fill: Fill) -> None:
+        pass   # positions come from the keeper; fills only matter to it
+
+    def on_reply(self, reply: OrderReply) -> None:
+        if reply.status in ("rejected", "error"):
+            self.counts["rejects"] += 1
+            self._risk(self.breakers.on_reject(self.now(), f"{reply.key} {reply.status}: {reply.message}"))
+
+    # ------------------------------------------------------------------ predictions
+    def on_prediction(self, pred: Prediction, hops: dict | None = None, snapshot: bool = False) -> None:
+        if pred.contract != self.contract:
+            return
+        if pred.atr_ticks > 0:
+            self.breakers.atr_ticks = pred.atr_ticks
+        if snapshot or pred.bar_start_ns <= self.last_bar_ns:
+            return        # a retained prediction re-delivered (restart, resync): never act on it twice
+        t0 = time.perf_counter()
+        self.last_bar_ns = pred.bar_start_ns
+        self.last_pred = pred
+        self.model_version = pred.model_version
+        self.counts["predictions"] += 1
+        now = self.now()
+        if self.pending is not None:
+            self.counts["skipped_pending"] += 1
+            return
+        holding = (now - self.pos_entry_ns) / NS if self.pos_dir and self.pos_entry_ns else 0.0
+        got = generate(pred.direction, pred.confidence, self.pos_dir, holding, self.sp,
+                       self.session.phase(now) in TRADING_PHASES)
+        if got is None:
+            return
+        kind, reason = got
+        plan = None
+        if kind in ENTRIES or kind in REVERSALS:
+            blocks = self.entry_blocks()
+            blocks.pop("in_flight", None)
+            blocks.update(R.prediction_gates(self.rp, pred, now, self.sect.bar_interval_s))
+            spread = self.spread_ticks if self.spread_ticks is not None else pred.spread_ticks
+            blocks.update(R.spread_gate(self.rp, spread))
+            if not blocks:
+                balance = self.account.balance_cents if self.account else self.rp.starting_capital_cents
+                plan = R.plan_entry(self.rp, self.inst, pred.atr_ticks, balance, self.day_pnl())
+                if plan.size <= 0:
+                    blocks[R.SIZE_ZERO] = (f"size 0 for a {plan.stop_ticks}-tick stop on balance "
+                                           f"{balance / 100:.2f}: trade skipped")
+            if blocks:
+                self._block(blocks)
+                if kind in ENTRIES:
+                    return
+                kind, reason, plan = downgrade_reverse(kind), "reversal blocked: " + ",".join(blocks), None
+        self.act(kind, signal_id(kind, pred.bar_start_ns), pred, reason, plan, hops)
+        us = (time.perf_counter() - t0) * 1e6
+        self.latency_us["last"] = round(us, 1)
+        self.latency_us["max"] = max(self.latency_us["max"], round(us, 1))
+
+    # ------------------------------------------------------------------ acting
+    def act(self, kind: str, key: str, pred: Prediction | None, reason: str, plan: R.EntryPlan | None = None,
+            hops: dict | None = None) -> OrderReply | None:
+        conf = pred.confidence if pred else 1.0
+        price = pred.close_ticks if pred else (self.last_pred.close_ticks if self.last_pred else 0)
+        version = pred.model_version if pred else self.model_version
+        sig = Signal(key, kind, self.contract, conf, price, version, reason)
+        self.counts["signals"] += 1
+        self.publish(sig, key="signal")
+        logger.info(f"SIGNAL: {kind} conf={conf:.2f} price={self.inst.fmt(price)}"
+                    + (f" size={plan.size} stop={plan.stop_ticks}t target={plan.target_ticks}t" if plan else "")
+                    + f" ({reason}; {key})")
+        if kind in ENTRIES or kind in REVERSALS:
+            d = 1 if kind in ("LONG_ENTRY", "REVERSE_TO_LONG") else -1
+            cmd = OrderCommand(key, "enter" if kind in ENTRIES else "reverse", self.contract, d, plan.size,
+                               plan.stop_ticks, plan.target_ticks, key, version, reason)
+            target = d
+        elif kind in EXITS:
+            cmd = OrderCommand(key, "exit", self.contract, 0, 0, 0, 0, key, version, reason)
+            target = 0
+        else:
+            cmd = OrderCommand(key, "flatten", self.contract, 0, 0, 0, 0, key, version, reason)
+            target = 0
+        return self._send(cmd, kind, target, hops)
+
+    def _send(self, cmd: OrderCommand, kind: str, target: int, hops: dict | None = None) -> OrderReply | None:
+        self.counts["commands"] += 1
+        hops = dict(hops or {})
+        hops["engine"] = time.time_ns()
+        reply = self.send(cmd, hops)
+        now = self.now()
+        if reply is None:
+            self.counts["unanswered"] += 1
+            logger.error(f"ENGINE: the order gateway did not answer {cmd.action} {cmd.key}; "
+                         "no new entry until its status is read")
+            self.pending = Pending(cmd.key, kind, target, now, unknown=True)
+            self.need_status = True
+            return None
+        self.on_reply(reply)
+        if reply.ok and reply.status in ("accepted", "filled", "ok", "duplicate"):
+            logger.info(f"ENGINE: {cmd.action} {cmd.key} {reply.status}")
+            if target != self.pos_dir or cmd.action in ("enter", "reverse"):
+                self.pending = Pending(cmd.key, kind, target, now)
+        else:
+            logger.warning(f"ENGINE: {cmd.action} {cmd.key} -> {reply.status}: {reply.message}")
+        return reply
+
+    def flatten(self, reason: str, key: str | None = None) -> OrderReply | None:
+        now = self.now()
+        self.last_flatten_ns = now
+        return self.act("FLATTEN", key or f"FL{now // NS}", None, reason)
+
+    # ------------------------------------------------------------------ account rules
+    def evaluate_account(self) -> None:
+        verdict = R.account_rules(self.rp, self.account, self.unrealized())
+        self._risk(self.rules.update(verdict.blocks))
+        if verdict.flatten is not None:
+            day = self.trading_day()
+            if day not in self.day_halt:
+                rule, detail = verdict.flatten
+                self.day_halt[day] = f"{rule}: {detail}"
+                logger.error(f"RISK: {rule}: {detail}; flattening and halting entries for {day}")
+                self.publish(RiskEvent("day_halt", True, "ERROR", f"{rule}: {detail}"), key="day_halt")
+                self.flatten(rule)
+
+    # ------------------------------------------------------------------ time
+    def tick(self) -> None:
+        now = self.now()
+        if now <= 0:
+            return
+        phase = self.session.phase(now)
+        self._risk(self.breakers.check(now, phase in IN_SESSION))
+        # a new trading day clears the day halt (by construction: keyed by day)
+        day = self.trading_day()
+        if phase == "flatten" and self.eod_day != day:
+            self.eod_day = day
+            flat_ns = self.session.today(now).flatten_ns
+            logger.warning(f"RISK: end of day: flatten time reached ({phase}); flattening")
+            self.publish(RiskEvent("end_of_day", True, "WARNING", f"flatten time {day}"), key="end_of_day")
+            self.flatten("end of day", key=f"FL{flat_ns // NS}")
+        elif (self.session.must_be_flat(now) and self.pos_dir != 0 and self.pending is None
+              and now - self.last_flatten_ns >= self.sect.flatten_retry_s * NS):
+            self.flatten("still holding a position after the flatten time")
+        # max holding time even without predictions
+        if (self.pos_dir != 0 and self.pending is None and self.pos_entry_ns
+                and (now - self.pos_entry_ns) / NS > self.sp.max_holding_s and phase in TRADING_PHASES):
+            kind = "EXIT_LONG" if self.pos_dir > 0 else "EXIT_SHORT"
+            self.act(kind, signal_id(kind, now), None, f"max holding {self.sp.max_holding_s:g} s")
+        # the account rules again (a new day, an unrealized swing)
+        self.evaluate_account()
+        if self.pending is not None and (self.pending.unknown
+                                         or now - self.pending.sent_ns > self.sect.pending_timeout_s * NS):
+            self.need_status = True
+
+    def sync_status(self, detail: dict) -> None:
+        """The gateway's `status` reply: what is in flight and what it holds."""
+        in_flight = [k for k in detail.get("in_flight", []) if isinstance(k, str)]
+        pos = detail.get("position")
+        if pos and not self.position_known and pos.get("contract", self.contract) == self.contract:
+            self.pos_dir = int(pos.get("direction", 0)) if pos.get("size") else 0
+            self.pos_size = int(pos.get("size", 0))
+            self.pos_entry_ns = self.now() if self.pos_dir else 0
+        if self.pending is not None and self.pending.key in in_flight:
+            self.pending.sent_ns = self.now()
+            self.pending.unknown = False
+        elif self.pending is not None:
+            gw_dir = int(pos.get("direction", 0)) if pos and pos.get("size") else 0
+            logger.info(f"ENGINE: {self.pending.key} no longer in flight at the gateway "
+                        f"(its position {gw_dir:+d}); exposure from positions only")
+            self.pending = None
+        for k in in_flight:
+            d = CODE_DIRECTION.get(k[:2])
+            if self.pending is None and d is not None and d != 0:
+                self.pending = Pending(k, "in_flight", d, self.now())
+                logger.warning(f"ENGINE: entry {k} is in flight at the gateway; no new entry until it settles")
+        if not self.synced:
+            logger.info(f"ENGINE: gateway status read: in flight {in_flight}, position {pos}, "
+                        f"halted {detail.get('halted')}")
+        self.synced = True
+        self.need_status = False
+
+    # ------------------------------------------------------------------ operator
+    def operator(self, cmd: OperatorCommand) -> Reply:
+        a = cmd.action
+        if a == "halt":
+            self._risk(self.breakers.halt(cmd.reason))
+        elif a == "resume":
+            self._risk(self.breakers.resume(cmd.reason))
+        elif a == "flatten":
+            reply = self.flatten(cmd.reason or "operator flatten", key=cmd.key or f"op-flatten-{time.time_ns()}")
+            if reply is None or not reply.ok:
+                return Reply(False, f"flatten: {reply.status if reply else 'gateway did not answer'}",
+                             self.status())
+        elif a != "status":
+            return Reply(False, f"unknown action {a!r}; expected halt, resume, flatten or status", self.status())
+        return Reply(True, a, self.status())
+
+    def status(self) -> dict:
+        return {
+            "breakers": self.breakers.names(),
+            "halted": B.MANUAL_HALT in self.breakers.active,
+            "day_halt": self.day_halt.get(self.trading_day(), ""),
+            "rules": sorted(self.rules.active),
+            "position": {"contract": self.contract, "direction": self.pos_dir, "size": self.pos_size}
+            if self.pos_dir else None,
+            "pending": {"key": self.pending.key, "kind": self.pending.kind} if self.pending else None,
+            "synced": self.synced,
+            "phase": self.session.phase(self.now()) if self.now() > 0 else "unknown",
+        }
+
+    def stats(self) -> dict:
+        return {**self.counts, "breakers": self.breakers.names(), "rules": sorted(self.rules.active),
+                "signal_latency_us": dict(self.latency_us), "position": self.pos_dir,
+                "pending": self.pending.key if self.pending else ""}
