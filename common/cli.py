@@ -156,6 +156,9 @@ def cmd_check(args) -> int:
     """Config, model and broker checks. Places no order."""
     cfg = _cfg(args)
     failures = 0
+    from loguru import logger
+    logger.remove()             # the [ok]/[FAIL] lines are the output; client chatter is not
+    logger.add(sys.stderr, level="ERROR", format="{message}")
 
     def line(ok: bool, what: str, detail: str = "") -> None:
         nonlocal failures
