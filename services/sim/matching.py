@@ -260,12 +260,12 @@ class MatchingEngine:
         if pos.qty and (pos.qty > 0) != (signed > 0):
             closing = min(abs(signed), abs(pos.qty))
             direction = 1 if pos.qty > 0 else -1
-            # realized on the closed lots at the average entry: exact in cents because
-            # (px * closing - avg_cost_of_closed) * tick_value; use integer math on cost
-            avg_cost_closed_num = pos.cost_ticks * closing        # divided by |qty| below
-            gross_num = (px * closing * abs(pos.qty) - avg_cost_closed_num) * direction * inst.tick_value_cents
-            pnl = gross_num // abs(pos.qty) if gross_num >= 0 else -((-gross_num) // abs(pos.qty))
-            pos.cost_ticks -= pos.cost_ticks * closing // abs(pos.qty)
+            # realized on the closed lots at the average entry, in whole ticks: the cost taken
+            # off the position is the cost the P&L is computed on, so a round trip's P&L sums
+            # to exactly (proceeds - cost) * tick_value, to the cent, whatever the average
+            removed = pos.cost_ticks * closing // abs(pos.qty)
+            pnl = (px * closing - removed) * direction * inst.tick_value_cents
+            pos.cost_ticks -= removed
             pos.qty += closing * (1 if signed > 0 else -1)
             rest = abs(signed) - closing
             if pos.qty == 0:
