@@ -295,9 +295,11 @@ def _one_line(exc: ValidationError, source: str, prefix: str = "") -> str:
     key = ".".join(p for p in (prefix, loc) if p)
     msg = err["msg"].removeprefix("Value error, ")
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    if err["type"] in ("value_error", "assertion_error") and not loc:
-        return f"config error ({source}): {msg}{more}"
     val = err.get("input")
+    if err["type"] in ("value_error", "assertion_error") and (not loc or isinstance(val, dict)):
+        # a whole-section check: its message names the key and value; the section's raw
+        # input is not printed (it would show every key of it, api_key included)
+        return f"config error ({source}): {msg}{more}"
     shown = "<secret>" if "key" in key or "token" in key else repr(val)
     return f"config error ({source}): {key} = {shown}: {msg}{more}"
 
