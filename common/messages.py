@@ -419,6 +419,10 @@ def decode(frame: bytes) -> Envelope:
     hops = raw.get("hops") or {}
     if not isinstance(hops, dict):
         raise DecodeError(f"{type_name}: hops is {type(hops).__name__}, expected a map")
+    for hop, hop_ns in hops.items():
+        if not isinstance(hop, str) or not isinstance(hop_ns, int) or isinstance(hop_ns, bool):
+            raise DecodeError(f"{type_name}: hop {hop!r} = {hop_ns!r}, expected a name and int ns")
     ep = raw.get("ep", 0)
-    return Envelope(cls(**kwargs), raw["seq"], raw["ts"], raw["src"],
-                    ep if isinstance(ep, int) else 0, hops)
+    if not isinstance(ep, int) or isinstance(ep, bool):
+        raise DecodeError(f"{type_name}: envelope field 'ep' is {ep!r}, expected int")
+    return Envelope(cls(**kwargs), raw["seq"], raw["ts"], raw["src"], ep, hops)
