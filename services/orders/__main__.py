@@ -1,0 +1,158 @@
+"""Order gateway process: REP orders_cmd -> broker (REST + user hub) -> PUB orders_pub.
+
+    python -m services.orders --config config/live_trading.yaml
+
+Refuses to start (exit 2, one line) on a bad config, an unreachable broker or a socket in use.
+SIGTERM/SIGINT: cancel working orders, flatten, verify, save state, exit 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from common.bus import Publisher, ReplyServer, ServiceLoop, Subscriber
+from common.clock import EventClock, make_clock
+from common.config import ConfigError, load_config
+from common.logging import setup_logging
+from common.messages import Heartbeat, OrderCommand, OrderReply, Quote
+from common.session import SessionCalendar
+from common.topstepx.hub import HubClient
+from common.topstepx.rest import TopstepXClient, TopstepXError
+from services.orders.config import OrdersConfig
+from services.orders.gateway import Gateway
+from services.orders.journal import Journal
+
+SERVICE = "orders"
+
+
+def find_account(rest: TopstepXClient, cfg) -> int:
+    if cfg.api.account_id is not None:
+        return int(cfg.api.account_id)
+    accounts = rest.accounts()
+    if cfg.api.account_name:
+        accounts = [a for a in accounts if a.get("name") == cfg.api.account_name]
+    if not accounts:
+        raise TopstepXError("no active account found")
+    return int(accounts[0]["id"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.orders", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        sect = cfg.section(SERVICE, OrdersConfig)
+    except ConfigError as exc:
+        print(f"{SERVICE}: {exc}", file=sys.stderr)
+        return 2
+    clock = make_clock(cfg.trading.clock)
+    setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
+    calendar = SessionCalendar.from_config(cfg.trading)
+    rest = TopstepXClient.from_config(cfg.api)
+    try:
+        rest.login()
+        account_id = find_account(rest, cfg)
+    except TopstepXError as exc:
+        logger.error(f"API: refusing to start: {exc}")
+        return 2
+    state_dir = Path(sect.state_dir) if sect.state_dir else cfg.path(cfg.logging.dir) / "state"
+    journal = Journal(state_dir / f"orders_{account_id}.sqlite")
+
+    loop = ServiceLoop(SERVICE)
+    try:
+        pub = Publisher(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap).attach(loop)
+    except OSError as exc:
+        logger.error(f"BUS: refusing to start: {exc}")
+        return 2
+    gw = Gateway(cfg, sect, rest, journal, account_id, pub.publish, clock, calendar)
+    logger.info(f"ORDERS: account {account_id}, contract {cfg.trading.contract}, journal {journal.path}, "
+                f"max_contracts {cfg.risk.max_contracts}, max_daily_loss {cfg.risk.max_daily_loss}")
+
+    def on_cmd(env):
+        msg = env.msg
+        if not isinstance(msg, OrderCommand):
+            return OrderReply("", False, "error", f"expected OrderCommand, got {env.type}")
+        t0 = time.perf_counter_ns()
+        reply = gw.handle(msg)
+        if msg.action == "enter" and gw.bench and "sent_ns" in gw.bench[-1]:
+            gw.bench[-1]["recv_ns"] = t0
+        return reply
+
+    try:
+        rep = ReplyServer(SERVICE, cfg.bus.orders_cmd, on_cmd).attach(loop)
+    except OSError as exc:
+        logger.error(f"BUS: refusing to start: {exc}")
+        return 2
+
+    # state at start: what did we send, what does the broker hold (kill -9 recovery)
+    for attempt in range(20):
+        if gw.reconcile(initial=True):
+            break
+        time.sleep(min(2.0, 0.2 * (attempt + 1)))
+    else:
+        logger.error("SYNC: cannot reconcile with the broker at start; refusing to start")
+        return 2
+
+    feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat])
+
+    def on_feed() -> None:
+        for env in feed.drain():
+            m = env.msg
+            ts = 0
+            if isinstance(m, Quote):
+                ts = m.exch_ns
+                gw.marks[m.contract] = m.last_ticks or (m.bid_ticks + m.ask_ticks) // 2
+            elif isinstance(m, Heartbeat) and m.service == "feed":
+                ts = m.exch_ns
+            if isinstance(clock, EventClock) and ts > 0:
+                clock.advance(ts)
+    loop.add_reader(feed.sock, on_feed)
+
+    hub = None
+    if sect.user_hub:
+        def subscribe(h):
+            for m in ("SubscribeOrders", "SubscribeTrades", "SubscribePositions"):
+                h.send(m, [account_id])
+        handlers = {t: (lambda args, t=t: loop.call_soon_threadsafe(lambda: gw.on_hub(t, args)))
+                    for t in ("GatewayUserOrder", "GatewayUserTrade", "GatewayUserPosition")}
+        hub = HubClient(cfg.api.user_hub_url, rest.token, subscribe, handlers, name="user",
+                        on_state=lambda s, d: loop.call_soon_threadsafe(lambda: gw.on_hub_state(s, d)),
+                        max_backoff_s=sect.hub_max_backoff_s)
+        hub.start()
+
+    def heartbeat() -> None:
+        state = "halted" if gw.halted else ("ok" if gw.hub_reconciled else "degraded")
+        b = [x for x in gw.bench if "recv_ns" in x]
+        pub.publish(Heartbeat(SERVICE, state, os.getpid(), round(time.monotonic() - pub.started, 3),
+                              clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
+                                               "day_pnl_cents": gw.day_pnl_cents(),
+                                               "bench": gw.bench[-50:] if b else gw.bench[-50:]}))
+
+    loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
+    loop.every(0.25, gw.periodic)
+    loop.every(sect.guard_s, gw.guard)
+
+    def close() -> None:
+        try:
+            gw.shutdown()
+        finally:
+            if hub is not None:
+                hub.stop(2.0)
+            journal.close()
+            feed.close()
+            rep.close()
+            pub.close()
+            rest.close()
+    loop.on_shutdown(close)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

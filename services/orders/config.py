@@ -1,0 +1,23 @@
+"""The `orders:` section of the YAML. Every field has a default; the guard's limits come from
+the shared `risk:` (max_contracts, max_daily_loss) and `trading:` (flatten_time) sections."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OrdersConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heartbeat_s: float = Field(1.0, gt=0)
+    poll_s: float = Field(2.0, gt=0)              # REST reconciliation while something is in flight or the hub is down
+    idle_poll_s: float = Field(5.0, gt=0)         # REST reconciliation otherwise (fills missed, P&L)
+    guard_s: float = Field(1.0, gt=0)             # flatten-time / daily-loss timer
+    lookup_timeout_s: float = Field(4.0, gt=0)    # an unknown placement must be found by tag within this
+    unknown_flatten_s: float = Field(10.0, gt=0)  # an entry still unconfirmed after this is flattened
+    flat_verify_s: float = Field(5.0, gt=0)       # wait this long for the broker to show flat after a close
+    search_lookback_h: float = Field(72.0, gt=0)  # Order/search and Trade/search window
+    repair_stop_ticks: int = Field(8, gt=0)       # stop distance for a position with no known intent
+    repair_target_ticks: int = Field(12, gt=0)
+    state_dir: str | None = None                  # journal dir; None: <logging.dir>/state
+    user_hub: bool = True                         # false: REST polling only
+    hub_max_backoff_s: float = Field(2.0, gt=0)

@@ -1,0 +1,98 @@
+"""The gateway's journal: SQLite in WAL mode (stdlib sqlite3). Every intent (command), every
+order the gateway sends (written BEFORE it is sent, keyed by its customTag), every fill it has
+published (by trade id) and the latched halt, so a restarted gateway knows what it sent."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS intents (key TEXT PRIMARY KEY, action TEXT, state TEXT, data TEXT,
+                                    reply TEXT, created_ns INTEGER);
+CREATE TABLE IF NOT EXISTS orders (tag TEXT PRIMARY KEY, order_id INTEGER, key TEXT, leg TEXT,
+                                   attempt INTEGER, data TEXT, created_ns INTEGER);
+CREATE INDEX IF NOT EXISTS orders_by_id ON orders(order_id);
+CREATE TABLE IF NOT EXISTS fills (trade_id INTEGER PRIMARY KEY, order_id INTEGER, data TEXT);
+CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT);
+"""
+
+
+class Journal:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    # -- intents ---------------------------------------------------------
+    def put_intent(self, key: str, action: str, state: str, data: dict) -> None:
+        self.db.execute("INSERT INTO intents(key, action, state, data, reply, created_ns) VALUES (?,?,?,?,NULL,?) "
+                        "ON CONFLICT(key) DO UPDATE SET state=excluded.state, data=excluded.data",
+                        (key, action, state, json.dumps(data), time.time_ns()))
+
+    def set_intent(self, key: str, *, state: str | None = None, data: dict | None = None) -> None:
+        if state is not None:
+            self.db.execute("UPDATE intents SET state=? WHERE key=?", (state, key))
+        if data is not None:
+            self.db.execute("UPDATE intents SET data=? WHERE key=?", (json.dumps(data), key))
+
+    def set_reply(self, key: str, reply: dict) -> None:
+        self.db.execute("UPDATE intents SET reply=? WHERE key=?", (json.dumps(reply), key))
+
+    def intent(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT key, action, state, data, reply FROM intents WHERE key=?", (key,)).fetchone()
+        return self._intent_row(row) if row else None
+
+    def intents(self, states: tuple[str, ...] | None = None) -> list[dict]:
+        rows = self.db.execute("SELECT key, action, state, data, reply FROM intents ORDER BY created_ns").fetchall()
+        out = [self._intent_row(r) for r in rows]
+        return [r for r in out if states is None or r["state"] in states]
+
+    @staticmethod
+    def _intent_row(row) -> dict:
+        return {"key": row[0], "action": row[1], "state": row[2], "data": json.loads(row[3] or "{}"),
+                "reply": json.loads(row[4]) if row[4] else None}
+
+    # -- orders ----------------------------------------------------------
+    def put_order(self, tag: str, key: str, leg: str, attempt: int, data: dict, order_id: int | None = None) -> None:
+        self.db.execute("INSERT INTO orders(tag, order_id, key, leg, attempt, data, created_ns) VALUES (?,?,?,?,?,?,?) "
+                        "ON CONFLICT(tag) DO UPDATE SET order_id=COALESCE(excluded.order_id, order_id), "
+                        "data=excluded.data",
+                        (tag, order_id, key, leg, attempt, json.dumps(data), time.time_ns()))
+
+    def set_order_id(self, tag: str, order_id: int) -> None:
+        self.db.execute("UPDATE orders SET order_id=? WHERE tag=?", (order_id, tag))
+
+    def orders(self) -> list[dict]:
+        rows = self.db.execute("SELECT tag, order_id, key, leg, attempt, data FROM orders ORDER BY created_ns").fetchall()
+        return [{"tag": r[0], "order_id": r[1], "key": r[2], "leg": r[3], "attempt": r[4],
+                 "data": json.loads(r[5] or "{}")} for r in rows]
+
+    # -- fills -----------------------------------------------------------
+    def add_fill(self, trade_id: int, order_id: int, data: dict) -> bool:
+        """True if new (first time this trade id is seen)."""
+        cur = self.db.execute("INSERT OR IGNORE INTO fills(trade_id, order_id, data) VALUES (?,?,?)",
+                              (trade_id, order_id, json.dumps(data)))
+        return cur.rowcount == 1
+
+    def fill_ids(self) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT trade_id FROM fills")}
+
+    # -- key/value (halt latch, ...) -------------------------------------
+    def get(self, k: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT v FROM kv WHERE k=?", (k,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, k: str, v: Any) -> None:
+        self.db.execute("INSERT INTO kv(k, v) VALUES (?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, json.dumps(v)))
+
+    def close(self) -> None:
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self.db.close()

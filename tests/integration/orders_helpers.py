@@ -1,0 +1,102 @@
+"""Shared pieces of the order gateway integration tests: a real simulator, a real gateway
+process, a LazyPirateClient on orders_cmd and a Subscriber on orders_pub. No fakes."""
+from __future__ import annotations
+
+import time
+
+from common.bus import LazyPirateClient, Subscriber
+from common.config import load_config
+from common.messages import Fill, OrderCommand, OrderEvent, RiskEvent
+from tests.harness.config import write_config
+from tests.harness.procs import ServiceProcess, wait_for
+
+FAST = {"poll_s": 0.5, "idle_poll_s": 1.0, "lookup_timeout_s": 3.0, "flat_verify_s": 3.0,
+        "hub_max_backoff_s": 0.5}
+
+
+class Gw:
+    def __init__(self, tmp_path, sim, orders: dict | None = None, **sections):
+        self.sim = sim
+        self.cfg_path = write_config(tmp_path, sim, orders={**FAST, **(orders or {})}, **sections)
+        self.cfg = load_config(self.cfg_path)
+        self.proc = ServiceProcess("orders", self.cfg_path)
+        self.client: LazyPirateClient | None = None
+        self.sub: Subscriber | None = None
+        self.envs: list = []
+        self.n = 0
+
+    def start(self, wait_ready: bool = True) -> "Gw":
+        self.proc.start()
+        if self.sub is None:
+            self.sub = Subscriber("test", self.cfg.bus.orders_pub, self.cfg.bus.orders_snap)
+        self.client = LazyPirateClient("test", self.cfg.bus.orders_cmd, timeout_ms=3000, retries=3)
+        if wait_ready:
+            wait_for(lambda: self.status().get("entries_ok"), 20, 0.2, "gateway ready (hub up and reconciled)")
+        return self
+
+    def cmd(self, key: str, action: str, **kw):
+        return self.client.request(OrderCommand(key, action, **kw)).msg
+
+    def status(self) -> dict:
+        self.n += 1
+        try:
+            return self.client.request(OrderCommand(f"op-status-{time.time_ns()}", "status"),
+                                       timeout_ms=1000, retries=0).msg.detail
+        except Exception:
+            self.client.close()
+            return {}
+
+    def enter(self, key: str, direction: int = 1, size: int = 1, stop: int = 8, target: int = 16, **kw):
+        return self.cmd(key, "enter", contract=self.sim.contract_id, direction=direction, size=size,
+                        stop_ticks=stop, target_ticks=target, signal_id=key, model_version="m1", **kw)
+
+    def of(self, cls) -> list:
+        self.envs.extend(self.sub.drain())
+        return [e.msg for e in self.envs if isinstance(e.msg, cls)]
+
+    def fills(self) -> list[Fill]:
+        seen, out = set(), []
+        for f in self.of(Fill):
+            if f.trade_id not in seen:
+                seen.add(f.trade_id)
+                out.append(f)
+        return out
+
+    def events(self) -> list[OrderEvent]:
+        return self.of(OrderEvent)
+
+    def risks(self) -> list[RiskEvent]:
+        return self.of(RiskEvent)
+
+    def stop(self) -> None:
+        if self.client:
+            self.client.close()
+        self.proc.terminate(30)
+        if self.sub:
+            self.sub.close()
+
+
+def working(sim) -> list[dict]:
+    return sim.state()["working"]
+
+
+def positions(sim) -> list[dict]:
+    return sim.state()["positions"]
+
+
+def by_leg(orders: list[dict], leg: str) -> list[dict]:
+    return [o for o in orders if (o.get("customTag") or "").split(":")[-2:-1] == [leg]]
+
+
+def protected(sim, size: int = 1) -> bool:
+    w = [o for o in working(sim) if not by_leg([o], "entry")]
+    return len(by_leg(w, "stop")) == 1 and len(by_leg(w, "target")) == 1 and \
+        all(o["size"] == size for o in w) and len(w) == 2
+
+
+def price(sim, ticks_price) -> None:
+    p = float(ticks_price)
+    sim.control("price", bid=p, ask=p + 0.25, last=p)
+
+
+__all__ = ["Gw", "working", "positions", "by_leg", "protected", "price", "wait_for"]
