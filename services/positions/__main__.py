@@ -1,0 +1,455 @@
+"""Position keeper process: gateway fills + feed quotes -> positions, P&L, round trips; broker reconciliation.
+
+    python -m services.positions --config config/live_trading.yaml
+
+Exit 2 with one line on a bad config or a socket that cannot be bound; SIGTERM saves the
+state, writes the session files and the report, and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from loguru import logger
+
+from common.bus import Publisher, ReplyServer, ServiceLoop, Subscriber
+from common.clock import NY, EventClock, from_dt, make_clock
+from common.config import ConfigError, load_config
+from common.instruments import cents_to_str
+from common.logging import setup_logging
+from common.messages import Fill, Heartbeat, OrderEvent, Query, Quote, Reply, RiskEvent, RoundTrip
+from common.session import SessionCalendar
+from services.positions import journal
+from services.positions.config import PositionsConfig
+from services.positions.ledger import Ledger
+from services.positions.reconcile import Reconciler, broker_positions, cents, compare, fill_from_trade
+
+SERVICE = "positions"
+LATENCY_HINTS = ("latency", "_us", "_ms", "lag")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m services.positions", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        sect = cfg.section(SERVICE, PositionsConfig)
+    except ConfigError as exc:
+        print(f"{SERVICE}: {exc}", file=sys.stderr)
+        return 2
+    clock = make_clock(cfg.trading.clock)
+    log_dir = cfg.path(cfg.logging.dir)
+    setup_logging(SERVICE, log_dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
+    return Keeper(cfg, sect, clock, log_dir).run()
+
+
+class Keeper:
+    def __init__(self, cfg, sect: PositionsConfig, clock, log_dir: Path):
+        self.cfg, self.sect, self.clock, self.log_dir = cfg, sect, clock, log_dir
+        self.calendar = SessionCalendar.from_config(cfg.trading)
+        self.ledger = Ledger(cfg.risk.starting_capital_cents, self.calendar.trading_day, sect.fees)
+        self.recon = Reconciler()
+        self.contract = cfg.trading.contract
+        self.published: set[str] = {self.contract}
+        self.service_stats: dict[str, dict] = {}
+        self.counts = {"fills": 0, "order_events": 0, "quotes": 0, "round_trips": 0, "reconciles": 0,
+                       "reconcile_errors": 0, "ingested_fills": 0, "adopted": 0, "queries": 0}
+        self.dirty_marks = False
+        self.sync_busy = False
+        self.sync_pending: tuple[str, bool] | None = None
+        self.need_forced = True
+        self.recheck_at = 0.0
+        self.last_sync_ok_ns = 0
+        self.orders_snapshots = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="positions-rest")
+        self.rest = None
+        self.account_id = cfg.api.account_id
+        self.fresh = True           # no saved state: the first broker balance is the high-water mark
+
+    # -- setup -------------------------------------------------------------
+    def restore(self) -> None:
+        try:
+            data = journal.load_state(self.log_dir)
+        except (OSError, ValueError) as exc:
+            bad = journal.state_path(self.log_dir)
+            logger.error(f"STATE: {bad} unreadable ({exc}); starting empty, the broker will be adopted")
+            try:
+                os.replace(bad, bad.with_suffix(f".bad-{int(time.time())}"))
+            except OSError:
+                pass
+            return
+        if data is None:
+            logger.info("STATE: no saved state; starting empty")
+            return
+        self.fresh = False
+        self.ledger.load_json(data)
+        a = self.ledger.account()
+        logger.info(f"STATE: restored {a.trading_day}: {a.trades_today} trades, realized "
+                    f"{cents_to_str(a.realized_day_cents)}, {a.consecutive_losses} consecutive losses, "
+                    f"balance {cents_to_str(a.balance_cents)}, open {self.ledger.signed_positions() or 'none'}")
+
+    def run(self) -> int:
+        cfg, sect = self.cfg, self.sect
+        self.restore()
+        loop = self.loop = ServiceLoop(SERVICE)
+        try:
+            self.pub = Publisher(SERVICE, cfg.bus.positions_pub, cfg.bus.positions_snap,
+                                 clock=self._now_ns).attach(loop)
+            self.rep = ReplyServer(SERVICE, cfg.bus.positions_query, self.on_query).attach(loop)
+        except OSError as exc:
+            logger.error(f"BUS: refusing to start: {exc}")
+            return 2
+        try:
+            from common.topstepx.rest import TopstepXClient
+            self.rest = TopstepXClient.from_config(cfg.api)
+        except Exception as exc:  # a client that cannot be built: keep tracking fills, say so
+            logger.error(f"RECONCILE: no broker client ({type(exc).__name__}: {exc}); fills only")
+        self.orders = Subscriber(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap,
+                                 topics=[Fill, OrderEvent, Heartbeat])
+        self.feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat])
+        loop.add_reader(self.orders.sock, self.on_orders)
+        loop.add_reader(self.feed.sock, self.on_feed)
+        self.others: list[Subscriber] = []
+        if sect.service_heartbeats:
+            for name in ("inference", "engine"):
+                s = Subscriber(SERVICE, getattr(cfg.bus, f"{name}_pub"), None, topics=[Heartbeat])
+                self.others.append(s)
+                loop.add_reader(s.sock, lambda s=s: self.on_heartbeats(s))
+        loop.every(sect.heartbeat_s, self.heartbeat, first_in=0.0)
+        loop.every(sect.reconcile_s, lambda: self.request_sync("periodic", False), first_in=sect.reconcile_s)
+        loop.every(0.25, self.tick)
+        loop.on_shutdown(self.shutdown)
+        logger.info(f"POSITIONS: keeper up; fills {cfg.bus.orders_pub}, quotes {cfg.bus.feed_pub} -> "
+                    f"{cfg.bus.positions_pub}, queries {cfg.bus.positions_query}; reconcile every {sect.reconcile_s} s")
+        self.publish_all()
+        self.request_sync("start", True)
+        loop.run()
+        return 0
+
+    def _now_ns(self) -> int:
+        return self.clock.now_ns() or time.time_ns()
+
+    # -- bus input -----------------------------------------------------------
+    def on_orders(self) -> None:
+        changed = False
+        for env in self.orders.drain():
+            msg = env.msg
+            if isinstance(msg, Fill):
+                changed |= self.on_fill(msg, "bus")
+            elif isinstance(msg, OrderEvent):
+                self.counts["order_events"] += 1
+                if self.ledger.apply_order_event(msg):
+                    self.published.add(msg.contract)
+                    changed = True
+            elif isinstance(msg, Heartbeat):
+                self.service_stats[msg.service] = dict(msg.stats)
+        if self.orders.stats.snapshots > self.orders_snapshots:
+            first = self.orders_snapshots == 0
+            self.orders_snapshots = self.orders.stats.snapshots
+            if not first:
+                logger.warning("RECONCILE: order gateway resynced by snapshot (restart or gap); checking the broker")
+                self.request_sync("orders resync", True)
+        if changed:
+            self.publish_all()
+            self.save()
+
+    def on_fill(self, fill: Fill, source: str) -> bool:
+        if fill.trade_id in self.ledger.seen:
+            self.ledger.duplicates += 1
+            return False
+        self.counts["fills"] += 1
+        self.published.add(fill.contract)
+        trips = self.ledger.apply_fill(fill)
+        logger.debug(f"POSITIONS: fill {fill.trade_id} ({source}) {'BUY' if fill.side == 0 else 'SELL'} "
+                     f"{fill.size} {fill.contract} @ {fill.price_ticks} ticks leg {fill.leg}")
+        for rt in trips:
+            self.on_trip(rt)
+        return True
+
+    def on_trip(self, rt: RoundTrip) -> None:
+        self.counts["round_trips"] += 1
+        logger.info(f"TRADE CLOSED: {cents_to_str(rt.pnl_cents)} ({rt.ticks} ticks)")
+        logger.info(f"POSITIONS: round trip {'LONG' if rt.direction > 0 else 'SHORT'} {rt.size} {rt.contract} "
+                    f"{rt.entry_price} -> {rt.exit_price}, fees {cents_to_str(rt.fees_cents)}, exit {rt.exit_reason}, "
+                    f"day {cents_to_str(self.ledger.realized_day_cents)} in {self.ledger.trades_today} trades, "
+                    f"{self.ledger.consecutive_losses} losses in a row")
+        self.pub.publish(rt, ts_ns=rt.exit_ns or None)
+        self.write_files()
+
+    def on_feed(self) -> None:
+        for env in self.feed.drain():
+            msg = env.msg
+            if isinstance(msg, Quote):
+                self.counts["quotes"] += 1
+                self.ledger.apply_quote(msg.contract, msg.bid_ticks, msg.ask_ticks, msg.last_ticks)
+                if msg.contract in self.ledger.open:
+                    self.dirty_marks = True
+                ts = msg.exch_ns
+            elif isinstance(msg, Heartbeat):
+                self.service_stats[msg.service] = dict(msg.stats)
+                ts = msg.exch_ns
+            else:
+                continue
+            if isinstance(self.clock, EventClock) and ts > 0 and not env.snapshot:
+                self.clock.advance(ts)
+
+    def on_heartbeats(self, sub: Subscriber) -> None:
+        for env in sub.drain():
+            if isinstance(env.msg, Heartbeat):
+                self.service_stats[env.msg.service] = dict(env.msg.stats)
+
+    def tick(self) -> None:
+        now = self.clock.now_ns()
+        if now and self.ledger.day and self.calendar.trading_day(now) > self.ledger.day:
+            old = self.ledger.day
+            self.write_files()
+            self.ledger.advance(now)
+            logger.info(f"POSITIONS: trading day {old} over; new day {self.ledger.day}, high-water "
+                        f"{cents_to_str(self.ledger.high_water_cents)}")
+            self.publish_all()
+            self.save()
+        elif now:
+            self.ledger.advance(now)
+        if self.recheck_at and time.monotonic() >= self.recheck_at:
+            self.recheck_at = 0.0
+            self.request_sync("recheck", False)
+        if self.dirty_marks:
+            self.dirty_marks = False
+            self.publish_all()
+
+    # -- publishing and files ----------------------------------------------------
+    def publish_all(self) -> None:
+        for c in sorted(self.published | set(self.ledger.open)):
+            self.pub.publish(self.ledger.position(c), key=c)
+        self.pub.publish(self.ledger.account(), key="account")
+
+    def save(self) -> None:
+        try:
+            journal.save_state(self.log_dir, self.ledger.to_json())
+        except OSError as exc:
+            logger.error(f"STATE: cannot save {journal.state_path(self.log_dir)}: {exc}")
+
+    def latency(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for svc, stats in self.service_stats.items():
+            got = {k: v for k, v in stats.items()
+                   if any(h in k for h in LATENCY_HINTS) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if got:
+                out[svc] = got
+        return out
+
+    def write_files(self) -> None:
+        day = self.ledger.day
+        if not day:
+            return
+        try:
+            journal.write_trades_csv(self.log_dir, day, self.ledger.trips)
+            a = self.ledger.account()
+            journal.write_metrics(self.log_dir, day, journal.metrics(self.ledger.trips, self.latency(), {
+                "trading_day": day, "balance_usd": float(journal.usd(a.balance_cents)),
+                "high_water_usd": float(journal.usd(a.high_water_cents)),
+                "consecutive_losses": a.consecutive_losses,
+                "fills": self.counts["fills"], "position_mismatches": self.recon.mismatches}))
+        except OSError as exc:
+            logger.error(f"POSITIONS: cannot write the session files in {self.log_dir}: {exc}")
+
+    def heartbeat(self) -> None:
+        a = self.ledger.account()
+        state = "degraded" if self.recon.active or self.need_forced else "ok"
+        self.pub.heartbeat(state, exch_ns=self.clock.now_ns(), stats={
+            **self.counts, "duplicates": self.ledger.duplicates, "trading_day": a.trading_day,
+            "realized_day_cents": a.realized_day_cents, "unrealized_cents": a.unrealized_cents,
+            "trades_today": a.trades_today, "consecutive_losses": a.consecutive_losses,
+            "open": {c: q for c, q in self.ledger.signed_positions().items()},
+            "mismatch_active": self.recon.active, "reconcile_checks": self.recon.checks,
+            "mismatches": self.recon.mismatches, "last_sync_ok_ns": self.last_sync_ok_ns,
+            "orders_gaps": self.orders.stats.gaps, "malformed": self.orders.stats.malformed + self.feed.stats.malformed})
+
+    # -- queries -------------------------------------------------------------------
+    def on_query(self, env) -> Reply:
+        q = env.msg
+        if not isinstance(q, Query):
+            return Reply(False, f"expected a Query, got {env.type}")
+        self.counts["queries"] += 1
+        if q.what in ("status", "position"):
+            contract = str(q.params.get("contract") or "") or next(iter(self.ledger.open), self.contract)
+            data = {"position": dataclasses.asdict(self.ledger.position(contract)),
+                    "account": dataclasses.asdict(self.ledger.account()),
+                    "positions": [dataclasses.asdict(self.ledger.position(c)) for c in sorted(self.ledger.open)]}
+            if q.what == "status":
+                data["reconcile"] = {"mismatch_active": self.recon.active, "checks": self.recon.checks,
+                                     "mismatches": self.recon.mismatches, "last_ok_ns": self.last_sync_ok_ns}
+            return Reply(True, data=data)
+        if q.what == "trades":
+            return Reply(True, data={"trading_day": self.ledger.day,
+                                     "trades": [dataclasses.asdict(t) for t in self.ledger.trips]})
+        return Reply(False, f"unknown query {q.what!r}; known: status, position, trades")
+
+    # -- reconciliation ------------------------------------------------------------
+    def request_sync(self, reason: str, forced: bool) -> None:
+        forced = forced or self.need_forced
+        if self.rest is None:
+            return
+        if self.sync_busy:
+            if self.sync_pending is None or forced:
+                self.sync_pending = (reason, forced)
+            return
+        self.sync_busy = True
+        start_ns = self.trades_since()
+        fut = self.pool.submit(self.fetch, start_ns)
+        fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(lambda: self.apply_sync(f, reason, forced)))
+
+    def trades_since(self) -> int:
+        if self.ledger.day:
+            d = datetime.fromisoformat(self.ledger.day).replace(tzinfo=NY)
+            return from_dt(d)
+        now = self.clock.now_ns() or time.time_ns()
+        return now - int(self.sect.trades_lookback_h * 3600e9)
+
+    def fetch(self, start_ns: int) -> dict:
+        """On the REST thread: the broker's account, positions, trades of the day and order tags."""
+        aid = self.account_id
+        accounts = self.rest.accounts()
+        if aid is None:
+            if not accounts:
+                raise RuntimeError("Account/search returned no account")
+            aid = int(accounts[0]["id"])
+        acct = next((a for a in accounts if int(a.get("id", -1)) == aid), None)
+        positions = self.rest.open_positions(aid)
+        trades = self.rest.trades(aid, start_ns / 1e9)
+        tags: dict[int, str] = {}
+        if any(int(t["id"]) not in self.ledger.seen for t in trades):
+            tags = {int(o["id"]): o.get("customTag") or "" for o in self.rest.orders(aid, start_ns / 1e9)}
+        # account last: its balance then includes every trade listed above
+        accounts = self.rest.accounts()
+        acct = next((a for a in accounts if int(a.get("id", -1)) == aid), acct)
+        return {"account_id": aid, "account": acct, "positions": positions, "trades": trades, "tags": tags}
+
+    def apply_sync(self, fut, reason: str, forced: bool) -> None:
+        self.sync_busy = False
+        try:
+            snap = fut.result()
+        except Exception as exc:
+            self.counts["reconcile_errors"] += 1
+            logger.warning(f"RECONCILE: broker check ({reason}) failed: {type(exc).__name__}: {exc}")
+            self._next_pending()
+            return
+        self.counts["reconciles"] += 1
+        self.account_id = snap["account_id"]
+        self.ledger.account_id = snap["account_id"]
+        broker = broker_positions(snap["positions"])
+        broker_qty = {c: q for c, (q, _) in broker.items()}
+        fills = {}
+        for row in snap["trades"]:
+            tid = int(row.get("id", 0))
+            if tid in self.ledger.seen or tid in fills:
+                continue
+            f = fill_from_trade(row, snap["tags"])
+            if f is not None:
+                fills[tid] = f
+        ours = self.ledger.signed_positions()
+        dec = self.recon.decide(ours, broker_qty, set(fills), forced)
+        changed = False
+        if dec.act:
+            detail = "; ".join(m.text() for m in dec.mismatches)
+            for m in dec.mismatches:
+                logger.error(f"ALERT: position mismatch ({reason}): {m.text()}; adopting the broker's state")
+            self.pub.publish(RiskEvent("position_mismatch", True, "ERROR", detail), key="position_mismatch")
+        if dec.ingest:
+            todo = sorted((fills[t] for t in dec.ingest), key=lambda f: (f.exch_ns, f.trade_id))
+            if not self.ledger.day and todo:    # fresh start: the broker's latest day is today
+                self.ledger.day = max(self.calendar.trading_day(f.exch_ns) for f in todo if f.exch_ns)
+            applied = 0
+            for f in todo:
+                day = self.calendar.trading_day(f.exch_ns) if f.exch_ns else self.ledger.day
+                if self.ledger.day and day < self.ledger.day:
+                    self.ledger.seen[f.trade_id] = day      # an earlier day's trade: not today's stats
+                    continue
+                if self.on_fill(f, "broker"):
+                    applied += 1
+            if applied:
+                self.counts["ingested_fills"] += applied
+                logger.warning(f"RECONCILE: applied {applied} fill(s) from Trade/search that the bus did not deliver")
+            changed = True
+        if dec.act:
+            for m in compare(self.ledger.signed_positions(), broker_qty):
+                qty, avg = broker.get(m.contract, (0, None))
+                self.ledger.adopt(m.contract, qty, avg, self._now_ns())
+                self.published.add(m.contract)
+                self.counts["adopted"] += 1
+                logger.warning(f"RECONCILE: adopted the broker's {m.contract}: {qty:+d} @ {avg}")
+            changed = True
+        elif dec.mismatches:
+            logger.info(f"RECONCILE: broker differs ({'; '.join(m.text() for m in dec.mismatches)}); "
+                        f"looking again in {self.sect.recheck_s} s")
+            self.recheck_at = time.monotonic() + self.sect.recheck_s
+        elif fills and not dec.ingest:
+            self.recheck_at = time.monotonic() + self.sect.recheck_s
+        acct = snap["account"]
+        if acct is not None:
+            bal = cents(acct.get("balance"))
+            if bal is not None and bal != self.ledger.balance_cents:
+                if self.ledger.balance_cents and abs(bal - self.ledger.balance_cents) > 0 and not dec.ingest:
+                    logger.debug(f"RECONCILE: balance {cents_to_str(self.ledger.balance_cents)} -> broker {cents_to_str(bal)}")
+                self.ledger.balance_cents = bal
+                changed = True
+            can = bool(acct.get("canTrade", True))
+            if can != self.ledger.can_trade:
+                self.ledger.can_trade = can
+                changed = True
+            if self.fresh and bal is not None:     # no saved history: today's opening balance
+                self.ledger.high_water_cents = bal
+                self.fresh = False
+        if dec.resolved:
+            logger.info("RECONCILE: keeper and broker in step again")
+            self.pub.publish(RiskEvent("position_mismatch", False, "INFO", "in step with the broker"),
+                             key="position_mismatch", forget=True)
+        if forced:
+            if self.need_forced:
+                logger.info(f"RECONCILE: {reason}: broker account {self.account_id}, positions "
+                            f"{broker_qty or 'none'}, {len(snap['trades'])} trades in the window")
+            self.need_forced = False
+        self.last_sync_ok_ns = time.time_ns()
+        if changed:
+            self.publish_all()
+            self.save()
+            self.write_files()
+        self._next_pending()
+
+    def _next_pending(self) -> None:
+        if self.sync_pending is not None:
+            reason, forced = self.sync_pending
+            self.sync_pending = None
+            self.request_sync(reason, forced)
+
+    # -- shutdown ---------------------------------------------------------------------
+    def shutdown(self) -> None:
+        self.save()
+        self.write_files()
+        if self.sect.report_on_shutdown and self.ledger.day:
+            try:
+                from services.positions.report import build_report
+                path = build_report(self.log_dir, self.ledger.day)
+                logger.info(f"POSITIONS: session report {path}")
+            except Exception as exc:
+                logger.exception(f"POSITIONS: report failed: {exc}")
+        a = self.ledger.account()
+        logger.info(f"POSITIONS: {a.trading_day}: {a.trades_today} trades, realized {cents_to_str(a.realized_day_cents)}, "
+                    f"fees ${journal.usd(a.fees_day_cents)}; state saved")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for s in [self.orders, self.feed, *self.others]:
+            s.close()
+        self.rep.close()
+        self.pub.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

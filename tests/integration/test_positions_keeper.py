@@ -1,0 +1,136 @@
+"""Position keeper as a real process against the TopstepX simulator (no order gateway, no fakes).
+
+Broker positions are created through the simulator's REST API, so the keeper only learns about
+them by reconciliation: the missing position is adopted, a RiskEvent is published, the query
+socket answers it; closing it makes a round trip; kill -9 and a restart keep the day's stats.
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from common.bus import LazyPirateClient, Subscriber
+from common.config import load_config
+from common.messages import Account, Position, Query, RiskEvent, RoundTrip
+from tests.harness.config import write_config
+from tests.harness.procs import ROOT, ServiceProcess, wait_for
+from tests.harness.sim import SimProcess
+
+pytestmark = pytest.mark.integration
+
+
+def ask(cfg, what: str) -> dict | None:
+    client = LazyPirateClient("test", cfg.bus.positions_query, timeout_ms=1000, retries=0)
+    try:
+        rep = client.request(Query(what)).msg
+    except Exception:
+        return None
+    finally:
+        client.close()
+    assert rep.ok, rep.message
+    return rep.data
+
+
+def place(sim: SimProcess, side: int, size: int, tag: str) -> int:
+    r = sim.api("/api/Order/place", {"accountId": sim.account_id, "contractId": sim.contract_id,
+                                     "type": 2, "side": side, "size": size, "customTag": tag})
+    assert r["success"], r
+    return r["orderId"]
+
+
+def broker_net_cents(sim: SimProcess) -> int:
+    trades = sim.state()["trades"] if "trades" in sim.state() else sim.state()["fills"]
+    gross = sum(round(t["profitAndLoss"] * 100) for t in trades if t.get("profitAndLoss") is not None)
+    fees = sum(round(t["fees"] * 100) for t in trades)
+    return gross - fees
+
+
+@pytest.fixture
+def sim(tmp_path):
+    with SimProcess(tmp_path / "sim") as s:
+        yield s
+
+
+def test_keeper_discovers_broker_positions_and_survives_kill9(tmp_path, sim):
+    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.5, "recheck_s": 0.3})
+    cfg = load_config(path)
+    keeper = ServiceProcess("positions", path).start()
+    sub = Subscriber("test", cfg.bus.positions_pub, cfg.bus.positions_snap,
+                     topics=[Position, Account, RiskEvent, RoundTrip])
+    seen: list = []
+
+    def collect():
+        seen.extend(e.msg for e in sub.drain())
+        return seen
+    try:
+        first = wait_for(lambda: ask(cfg, "status"), timeout=20, what="keeper answers status")
+        wait_for(lambda: any(isinstance(m, Account) for m in collect()), timeout=5, what="Account snapshot")
+        assert first["position"]["size"] == 0
+        wait_for(lambda: "RECONCILE: start" in keeper.output(), timeout=15, what="start reconcile")
+
+        # a position opened behind the keeper's back (no gateway, no fill on the bus)
+        place(sim, 0, 2, "LE1763910000:entry:0")
+        st = wait_for(lambda: collect() and (d := ask(cfg, "status")) and d["position"]["size"] == 2 and d,
+                      timeout=15, what="keeper adopts the broker's long 2")
+        assert st["position"]["direction"] == 1
+        assert st["position"]["signal_id"] == "LE1763910000"
+        broker_pos = sim.api("/api/Position/searchOpen", {"accountId": sim.account_id})["positions"]
+        assert [(p["type"], p["size"]) for p in broker_pos] == [(1, 2)]
+        wait_for(lambda: any(isinstance(m, RiskEvent) and m.kind == "position_mismatch" and m.active
+                             for m in collect()), timeout=10, what="position_mismatch RiskEvent active")
+        assert "ALERT: position mismatch" in keeper.output()
+        wait_for(lambda: any(isinstance(m, RiskEvent) and m.kind == "position_mismatch" and not m.active
+                             for m in collect()), timeout=10, what="position_mismatch cleared")
+        assert st["account"]["fees_day_cents"] == 2 * 37
+
+        # closed at the broker: a round trip with the exit reason from the closing order's tag
+        place(sim, 1, 2, "XL1763910060:exit:0")
+        st = wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["size"] == 0
+                      and d["account"]["trades_today"] == 1 and d, timeout=15, what="flat, one round trip")
+        trades = ask(cfg, "trades")["trades"]
+        assert len(trades) == 1
+        rt = trades[0]
+        assert rt["exit_reason"] == "signal" and rt["size"] == 2 and rt["direction"] == 1
+        assert rt["fees_cents"] == 4 * 37
+        assert rt["pnl_cents"] == broker_net_cents(sim) == st["account"]["realized_day_cents"]
+        balance = round(sim.state()["account"]["balance"] * 100)
+        assert st["account"]["balance_cents"] == balance
+        wait_for(lambda: any(isinstance(m, RoundTrip) for m in collect()), timeout=5, what="RoundTrip published")
+        day = st["account"]["trading_day"]
+        rows = list(csv.DictReader(open(tmp_path / "logs" / f"trades_{day}.csv")))
+        assert len(rows) == 1 and rows[0]["exit_reason"] == "signal"
+        assert round(float(rows[0]["pnl_usd"]) * 100) == rt["pnl_cents"]
+        assert "TRADE CLOSED: " in keeper.output()
+
+        # kill -9, a second losing round trip while it is down, restart: the day survives
+        keeper.kill9()
+        place(sim, 1, 1, "SE1763910120:entry:0")
+        place(sim, 0, 1, "op-flatten-1:flatten:0")
+        keeper.start()
+        st = wait_for(lambda: (d := ask(cfg, "status")) and d["account"]["trades_today"] == 2 and d,
+                      timeout=20, what="restarted keeper: two round trips")
+        assert st["account"]["realized_day_cents"] == broker_net_cents(sim)
+        trades = ask(cfg, "trades")["trades"]
+        assert [t["exit_reason"] for t in trades] == ["signal", "flatten"]
+        assert trades[0] == rt
+        assert "STATE: restored" in keeper.output()
+
+        # SIGTERM: exit 0, report written
+        assert keeper.terminate() == 0
+        assert (tmp_path / "logs" / f"report_{day}.html").exists()
+        assert (tmp_path / "logs" / "state" / "positions.json").exists()
+    finally:
+        sub.close()
+        keeper.terminate(5)
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path):
+    path = write_config(tmp_path, positions={"reconcile_s": -1})
+    r = subprocess.run([sys.executable, "-m", "services.positions", "--config", str(path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "positions.reconcile_s" in lines[0]
