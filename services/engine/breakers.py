@@ -142,9 +142,12 @@ class Breakers:
         silent = [s for s in self.needed if now_ns - self.last_seen.get(s, self.started_ns) > limit]
         if silent:
             detail = "no heartbeat for %gs from %s" % (self.p.silent_service_s, ", ".join(silent))
-            if SILENT_SERVICE in self.active and self.active[SILENT_SERVICE] != detail:
-                self.active[SILENT_SERVICE] = detail      # the set changed; still one breaker
-                return [RiskEvent(SILENT_SERVICE, True, "WARNING", detail)]
+            if SILENT_SERVICE in self.active:
+                before = set(self.active[SILENT_SERVICE].rsplit(" from ", 1)[-1].split(", "))
+                self.active[SILENT_SERVICE] = detail
+                if set(silent) - before:               # another service went silent: say so
+                    return [RiskEvent(SILENT_SERVICE, True, "WARNING", detail)]
+                return []
             return self._set(SILENT_SERVICE, True, detail)
         return self._set(SILENT_SERVICE, False, "every service heartbeating")
 
