@@ -134,3 +134,75 @@ def test_bad_config_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "positions.reconcile_s" in lines[0]
+
+
+def test_fills_from_the_bus_with_quotes_and_broker_agreeing(tmp_path, sim):
+    """The test plays the order gateway's and the feed's publishers (the gateway is built elsewhere):
+    the broker's own trades are published as Fills; the keeper builds the position from them, marks
+    it with the quotes, and the reconciliation finds the broker in step (no alert, no double count)."""
+    import threading
+
+    from common.bus import Publisher, ServiceLoop
+    from common.instruments import instrument_for
+    from common.messages import Fill, OrderEvent, Quote
+    from common.topstepx.rest import parse_time
+
+    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.5, "recheck_s": 1.0})
+    cfg = load_config(path)
+    loop = ServiceLoop("test-pubs")
+    orders = Publisher("orders", cfg.bus.orders_pub, cfg.bus.orders_snap).attach(loop)
+    feed = Publisher("feed", cfg.bus.feed_pub, cfg.bus.feed_snap).attach(loop)
+    th = threading.Thread(target=loop.run, daemon=True)
+    th.start()
+    inst = instrument_for(sim.contract_id)
+
+    def publish(pub, msg, key=None):
+        loop.call_soon_threadsafe(lambda: pub.publish(msg, key=key))
+
+    def gateway_fills(order_id: int, leg: str, signal_id: str) -> list[Fill]:
+        rows = [t for t in sim.state()["trades"] if t["orderId"] == order_id]
+        return [Fill(t["id"], order_id, sim.contract_id, leg, t["side"], t["size"], inst.to_ticks(str(t["price"])),
+                     round(t["fees"] * 100), None if t["profitAndLoss"] is None else round(t["profitAndLoss"] * 100),
+                     parse_time(t["creationTimestamp"]), signal_id, signal_id, "v-test") for t in rows]
+
+    keeper = ServiceProcess("positions", path).start()
+    try:
+        wait_for(lambda: "RECONCILE: start" in keeper.output(), timeout=20, what="start reconcile")
+        oid = place(sim, 1, 1, "SE1763911000:entry:0")
+        [entry] = wait_for(lambda: gateway_fills(oid, "entry", "SE1763911000"), timeout=5, what="sim fill")
+        publish(orders, entry, key=str(entry.trade_id))
+        publish(orders, OrderEvent(oid + 1000, "SE1763911000:stop:0", sim.contract_id, "stop", 0, 4, 1, 1,
+                                   stop_ticks=entry.price_ticks + 8), key=str(oid + 1000))
+        publish(feed, Quote(sim.contract_id, entry.price_ticks - 3, entry.price_ticks - 2, entry.price_ticks - 2,
+                            entry.exch_ns + 1, entry.exch_ns + 1), key=sim.contract_id)
+        st = wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["size"] == 1
+                      and d["position"]["unrealized_cents"] and d, timeout=10, what="short from the bus fill")
+        pos = st["position"]
+        assert pos["direction"] == -1 and pos["model_version"] == "v-test"
+        assert pos["stop_ticks"] == entry.price_ticks + 8 and pos["stop_order_id"] == oid + 1000
+        assert pos["avg_price"] == f"{inst.to_price(entry.price_ticks):.2f}"
+        assert pos["unrealized_cents"] == 2 * 125          # a short marks at the ask, 2 ticks in its favour
+        assert st["account"]["unrealized_cents"] == 250
+
+        oid2 = place(sim, 0, 1, "SE1763911000:target:0")
+        [exit_] = wait_for(lambda: gateway_fills(oid2, "target", ""), timeout=5, what="sim exit fill")
+        publish(orders, exit_, key=str(exit_.trade_id))
+        st = wait_for(lambda: (d := ask(cfg, "status")) and d["account"]["trades_today"] == 1 and d,
+                      timeout=10, what="round trip from bus fills")
+        [rt] = ask(cfg, "trades")["trades"]
+        assert rt["exit_reason"] == "target" and rt["signal_id"] == "SE1763911000" and rt["model_version"] == "v-test"
+        assert rt["pnl_cents"] == broker_net_cents(sim) == st["account"]["realized_day_cents"]
+        assert rt["ticks"] == entry.price_ticks - exit_.price_ticks
+        import time
+        time.sleep(1.5)                                     # a few reconciliations with the broker in step
+        st = ask(cfg, "status")
+        assert st["account"]["trades_today"] == 1 and st["account"]["realized_day_cents"] == rt["pnl_cents"]
+        assert "ALERT: position mismatch" not in keeper.output()
+        assert st["reconcile"]["checks"] >= 2 and not st["reconcile"]["mismatch_active"]
+        assert f"TRADE CLOSED: " in keeper.output()
+    finally:
+        keeper.terminate(5)
+        loop.call_soon_threadsafe(lambda: loop.stop("test over"))
+        th.join(5)
+        orders.close()
+        feed.close()
