@@ -54,7 +54,10 @@ def make_clock(kind: str) -> LiveClock | EventClock:
 
 
 def to_ny(ts_ns: int) -> datetime:
-    return datetime.fromtimestamp(ts_ns / 1e9, tz=NY)
+    """ns -> New York datetime, truncated to the microsecond (integer math: a float of ns
+    since 1970 rounds, and 23:59:59.9999996 would land in the next day)."""
+    s, ns = divmod(int(ts_ns), 1_000_000_000)
+    return datetime.fromtimestamp(s, tz=NY).replace(microsecond=ns // 1000)
 
 
 def from_dt(dt: datetime) -> int:
