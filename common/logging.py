@@ -30,8 +30,10 @@ _KEYVAL = re.compile(r"(?i)(api[_-]?key|apikey|token|access_token|authorization)
 _secrets: set[str] = set()
 _lock = threading.Lock()
 
-LINE = "{extra[stamp]} [{level}] {message}\n{exception}"
-SERVICE_LINE = "{extra[stamp]} [{level}] [{extra[service]}] {message}\n{exception}"
+# loguru appends "\n{exception}" to a string format itself: adding it here gave a blank line
+# after every line and every traceback twice
+LINE = "{extra[stamp]} [{level}] {message}"
+SERVICE_LINE = "{extra[stamp]} [{level}] [{extra[service]}] {message}"
 
 
 def register_secret(value: str | None) -> None:
