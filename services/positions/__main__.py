@@ -26,6 +26,7 @@ from common.instruments import cents_to_str
 from common.logging import setup_logging
 from common.messages import Fill, Heartbeat, OrderEvent, Query, Quote, Reply, RiskEvent, RoundTrip
 from common.session import SessionCalendar
+from common.topstepx.rest import parse_time
 from services.positions import journal
 from services.positions.config import PositionsConfig
 from services.positions.ledger import Ledger
@@ -72,6 +73,7 @@ class Keeper:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="positions-rest")
         self.rest = None
         self.account_id = cfg.api.account_id
+        self.realized_warned: tuple = ()
         self.fresh = True           # no saved state: the first broker balance is the high-water mark
 
     # -- setup -------------------------------------------------------------
@@ -408,6 +410,7 @@ class Keeper:
             if self.fresh and bal is not None:     # no saved history: today's opening balance
                 self.ledger.high_water_cents = bal
                 self.fresh = False
+        self.check_realized(snap["trades"], set(fills) - dec.ingest)
         if dec.resolved:
             logger.info("RECONCILE: keeper and broker in step again")
             self.pub.publish(RiskEvent("position_mismatch", False, "INFO", "in step with the broker"),
@@ -423,6 +426,25 @@ class Keeper:
             self.save()
             self.write_files()
         self._next_pending()
+
+    def check_realized(self, rows: list[dict], pending: set[int]) -> None:
+        """Cross-check the day's realized P&L with the broker's trades (gross P&L minus fees); say so
+        when they differ (the trades CSV is built from fills; the balance is always the broker's)."""
+        if pending or not self.ledger.day:
+            return
+        gross = fees = 0
+        for r in rows:
+            if r.get("voided") or self.calendar.trading_day(parse_time(r.get("creationTimestamp"))) != self.ledger.day:
+                continue
+            gross += cents(r.get("profitAndLoss")) or 0
+            fees += cents(r.get("fees")) or 0
+        broker = gross - fees
+        key = (broker, self.ledger.realized_day_cents)
+        if broker != self.ledger.realized_day_cents and key != self.realized_warned:
+            self.realized_warned = key
+            logger.warning(f"RECONCILE: realized P&L of {self.ledger.day} differs: keeper "
+                           f"{cents_to_str(self.ledger.realized_day_cents)}, broker trades {cents_to_str(broker)} "
+                           f"(gross {cents_to_str(gross)}, fees ${journal.usd(fees)})")
 
     def _next_pending(self) -> None:
         if self.sync_pending is not None:

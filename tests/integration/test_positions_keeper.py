@@ -206,3 +206,35 @@ def test_fills_from_the_bus_with_quotes_and_broker_agreeing(tmp_path, sim):
         th.join(5)
         orders.close()
         feed.close()
+
+
+def test_reversal_and_partial_fills_at_the_broker(tmp_path, sim):
+    """A reversal through zero and a partially filled order, both done at the broker: the keeper
+    reconstructs the round trips from Trade/search and agrees with the broker to the cent."""
+    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.4, "recheck_s": 0.2})
+    cfg = load_config(path)
+    keeper = ServiceProcess("positions", path).start()
+    try:
+        wait_for(lambda: "RECONCILE: start" in keeper.output(), timeout=20, what="start reconcile")
+        place(sim, 0, 1, "LE1763912000:entry:0")
+        wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["direction"] == 1, timeout=10, what="long 1")
+        place(sim, 1, 2, "RS1763912060:exit:0")           # long 1 -> short 1 in one order
+        st = wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["direction"] == -1
+                      and d["account"]["trades_today"] == 1 and d, timeout=10, what="reversed to short 1")
+        assert st["position"]["size"] == 1
+        sim.control("partial_fill", fill=1)                # the cover fills 1 now, 1 on the next market update
+        place(sim, 0, 2, "LE1763912120:entry:0")           # short 1 -> long 1 again
+        st = wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["direction"] == 1
+                      and d["account"]["trades_today"] == 2 and d, timeout=15, what="reversed to long 1")
+        place(sim, 1, 1, "LE1763912120:target:0")
+        st = wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["size"] == 0
+                      and d["account"]["trades_today"] == 3 and d, timeout=15, what="flat after three trips")
+        trades = ask(cfg, "trades")["trades"]
+        assert [t["direction"] for t in trades] == [1, -1, 1]
+        assert [t["exit_reason"] for t in trades] == ["signal", "signal", "target"]
+        assert sum(t["pnl_cents"] for t in trades) == st["account"]["realized_day_cents"] == broker_net_cents(sim)
+        assert sum(t["fees_cents"] for t in trades) == st["account"]["fees_day_cents"] == 6 * 37
+        assert st["account"]["balance_cents"] == round(sim.state()["account"]["balance"] * 100)
+        assert "realized P&L of" not in keeper.output()    # the broker-trades cross-check agreed
+    finally:
+        keeper.terminate(5)
