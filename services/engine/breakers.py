@@ -110,7 +110,9 @@ class Breakers:
 
     def on_heartbeat(self, now_ns: int, service: str) -> list[RiskEvent]:
         self.last_seen[service] = now_ns
-        return self._check_silent(now_ns)
+        # only a clear here: one socket's backlog can run the clock ahead of the others'
+        # heartbeats, so trips are judged in check(), after every input was read
+        return self._check_silent(now_ns, trip=False)
 
     def on_reject(self, now_ns: int, what: str = "") -> list[RiskEvent]:
         self.rejects.append(now_ns)
@@ -133,13 +135,15 @@ class Breakers:
         return self._set(MANUAL_HALT, False, reason or "operator resume")
 
     # -- time ----------------------------------------------------------------
-    def _check_silent(self, now_ns: int) -> list[RiskEvent]:
+    def _check_silent(self, now_ns: int, trip: bool = True) -> list[RiskEvent]:
         if self.started_ns is None:
             if now_ns <= 0:
                 return []
             self.started_ns = now_ns
         limit = int(self.p.silent_service_s * NS)
         silent = [s for s in self.needed if now_ns - self.last_seen.get(s, self.started_ns) > limit]
+        if silent and not trip:
+            return []
         if silent:
             detail = "no heartbeat for %gs from %s" % (self.p.silent_service_s, ", ".join(silent))
             if SILENT_SERVICE in self.active:

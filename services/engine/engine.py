@@ -51,6 +51,7 @@ class Engine:
         self.contract = sect.contract or cfg.trading.contract
         self.inst = instrument_for(self.contract)
         self.session = session or SessionCalendar.from_config(cfg.trading)
+        self.session.today(time.time_ns())      # load the exchange calendar now, not on the first decision
         self.sp = SignalParams(cfg.model.min_confidence, cfg.model.reverse_confidence, cfg.model.max_holding_s)
         self.rp = R.RiskParams.from_config(cfg, sect.require_atr)
         self.breakers = B.Breakers(B.BreakerParams.from_risk(cfg.risk), sect.needed_services)

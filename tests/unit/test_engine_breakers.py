@@ -123,3 +123,11 @@ def test_position_mismatch_and_manual_halt():
     assert b.names() == ["manual_halt"]
     assert names(b.resume()) == [("manual_halt", False)]
     assert b.names() == []
+
+
+def test_a_heartbeat_backlog_from_one_service_never_trips_the_others():
+    b = fresh(["feed", "orders"])
+    b.on_heartbeat(T0, "orders")
+    assert b.on_heartbeat(T0 + 10 * NS, "feed") == []       # the feed's backlog ran the clock ahead
+    b.on_heartbeat(T0 + 10 * NS, "orders")                  # the orders backlog is read next
+    assert b.check(T0 + 10 * NS, False) == []
