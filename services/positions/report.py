@@ -53,10 +53,11 @@ def equity_svg(points: list[int], width: int = 720, height: int = 260, labels: l
         f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{width - pad_r}" y2="{pad_t + h}" stroke="#333"/>',
         f'<text x="{pad_l - 6}" y="{pad_t + 4}" text-anchor="end">{html.escape(_money(hi))}</text>',
         f'<text x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end">{html.escape(_money(lo))}</text>',
-        f'<text x="{pad_l - 6}" y="{zero_y + 4:.1f}" text-anchor="end">$0</text>',
         f'<text x="{pad_l + w / 2:.0f}" y="{height - 8}" text-anchor="middle">round trip (1 to {len(pts) - 1})</text>',
         f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>',
     ]
+    if lo < 0 < hi:
+        parts.append(f'<text x="{pad_l - 6}" y="{zero_y + 4:.1f}" text-anchor="end">$0</text>')
     for i, (x, y) in enumerate(coords[1:], start=1):
         tip = html.escape(labels[i - 1] if labels and i - 1 < len(labels) else _money(pts[i]))
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{tip}</title></circle>')
