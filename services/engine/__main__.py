@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                     engine.on_quote(msg)
             elif isinstance(msg, FeedStatus):
                 logger.debug(f"FEED: {msg.state} {msg.detail}")
+                if not env.snapshot:
+                    engine.on_feed_status(msg.state, msg.detail)
             elif isinstance(msg, Prediction):
                 engine.on_prediction(msg, env.hops, env.snapshot)
             elif isinstance(msg, Bar):

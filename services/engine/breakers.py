@@ -124,6 +124,9 @@ class Breakers:
                                                  f"({what}); cool-down {self.p.reject_cooldown_s:g} s")
         return []
 
+    def feed_lost(self, detail: str) -> list[RiskEvent]:
+        return self._set(STALE_DATA, True, detail)
+
     def on_mismatch(self, active: bool, detail: str = "") -> list[RiskEvent]:
         return self._set(POSITION_MISMATCH, active, detail or ("unresolved" if active else "sync resolved it"),
                          "ERROR" if active else "INFO")

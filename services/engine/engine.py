@@ -146,6 +146,11 @@ class Engine:
             self.spread_ticks = q.ask_ticks - q.bid_ticks
         self._risk(self.breakers.on_quote(self.now(), q.bid_ticks, q.ask_ticks, q.last_ticks))
 
+    def on_feed_status(self, state: str, detail: str = "") -> None:
+        """The feed says it lost the market: stale data now, not 5 s later; a fresh quote clears it."""
+        if state in ("stale", "down", "reconnecting") and self.session.phase(self.now()) in IN_SESSION:
+            self._risk(self.breakers.feed_lost(f"feed {state}: {detail}".rstrip(": ")))
+
     def on_bar(self, bar: Bar) -> None:
         if bar.contract == self.contract and bar.interval_s == 1:
             self._risk(self.breakers.on_second_bar(self.now(), bar.high_ticks, bar.low_ticks))
@@ -258,9 +263,10 @@ class Engine:
         sig = Signal(key, kind, self.contract, conf, price, version, reason)
         self.counts["signals"] += 1
         self.publish(sig, key="signal")
-        logger.info(f"SIGNAL: {kind} conf={conf:.2f} price={self.inst.fmt(price)}"
-                    + (f" size={plan.size} stop={plan.stop_ticks}t target={plan.target_ticks}t" if plan else "")
-                    + f" ({reason}; {key})")
+        logger.info(f"SIGNAL: {kind} conf={conf:.2f} price={self.inst.fmt(price)}")
+        logger.info(f"ENGINE: {key} {kind}: {reason}"
+                    + (f"; size {plan.size}, stop {plan.stop_ticks} ticks, target {plan.target_ticks} ticks, "
+                       f"risk {plan.risk_cents / 100:.2f} USD" if plan else ""))
         if kind in ENTRIES or kind in REVERSALS:
             d = 1 if kind in ("LONG_ENTRY", "REVERSE_TO_LONG") else -1
             cmd = OrderCommand(key, "enter" if kind in ENTRIES else "reverse", self.contract, d, plan.size,

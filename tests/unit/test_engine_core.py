@@ -402,3 +402,15 @@ def test_price_shock_from_quotes_blocks_entries_for_60s():
     assert "price_shock" in k.eng.breakers.active
     k.advance(2)
     assert "price_shock" not in k.eng.breakers.active
+
+
+def test_feed_status_lost_trips_stale_data_at_once_and_a_quote_clears_it():
+    k = Kit(MON)
+    k.eng.on_feed_status("reconnecting", "hub closed")
+    assert "stale_data" in k.eng.breakers.active
+    k.predict(1, 0.9)
+    assert k.gw.commands == []
+    k.quote()
+    assert "stale_data" not in k.eng.breakers.active
+    k.eng.on_feed_status("subscribed")
+    assert "stale_data" not in k.eng.breakers.active
