@@ -74,6 +74,7 @@ class Keeper:
         self.rest = None
         self.account_id = cfg.api.account_id
         self.realized_warned: tuple = ()
+        self.last_alert: tuple = ((), 0.0)
         self.fresh = True           # no saved state: the first broker balance is the high-water mark
 
     # -- setup -------------------------------------------------------------
@@ -101,6 +102,8 @@ class Keeper:
     def run(self) -> int:
         cfg, sect = self.cfg, self.sect
         self.restore()
+        if not self.ledger.account_id and cfg.api.account_id:
+            self.ledger.account_id = cfg.api.account_id
         loop = self.loop = ServiceLoop(SERVICE)
         try:
             self.pub = Publisher(SERVICE, cfg.bus.positions_pub, cfg.bus.positions_snap,
@@ -362,9 +365,14 @@ class Keeper:
         changed = False
         if dec.act:
             detail = "; ".join(m.text() for m in dec.mismatches)
-            for m in dec.mismatches:
-                logger.error(f"ALERT: position mismatch ({reason}): {m.text()}; adopting the broker's state")
-            self.pub.publish(RiskEvent("position_mismatch", True, "ERROR", detail), key="position_mismatch")
+            now = time.monotonic()
+            if (detail, reason) != self.last_alert[0] or now - self.last_alert[1] > 30:
+                self.last_alert = ((detail, reason), now)
+                for m in dec.mismatches:
+                    logger.error(f"ALERT: position mismatch ({reason}): {m.text()}; adopting the broker's state")
+                self.pub.publish(RiskEvent("position_mismatch", True, "ERROR", detail), key="position_mismatch")
+            else:   # the same disagreement again right after adopting it: say it once, not every second
+                logger.warning(f"RECONCILE: mismatch persists after adoption: {detail}")
         if dec.ingest:
             todo = sorted((fills[t] for t in dec.ingest), key=lambda f: (f.exch_ns, f.trade_id))
             if not self.ledger.day and todo:    # fresh start: the broker's latest day is today
