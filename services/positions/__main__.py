@@ -309,7 +309,8 @@ class Keeper:
             return
         self.sync_busy = True
         start_ns = self.trades_since()
-        fut = self.pool.submit(self.fetch, start_ns)
+        known = {oid for p in self.ledger.protective.values() for oid in (p.stop_order_id, p.target_order_id) if oid}
+        fut = self.pool.submit(self.fetch, start_ns, known)
         fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(lambda: self.apply_sync(f, reason, forced)))
 
     def trades_since(self) -> int:
@@ -319,7 +320,7 @@ class Keeper:
         now = self.clock.now_ns() or time.time_ns()
         return now - int(self.sect.trades_lookback_h * 3600e9)
 
-    def fetch(self, start_ns: int) -> dict:
+    def fetch(self, start_ns: int, known_orders: set[int] = frozenset()) -> dict:
         """On the REST thread: the broker's account, positions, trades of the day and order tags."""
         aid = self.account_id
         accounts = self.rest.accounts()
@@ -333,10 +334,12 @@ class Keeper:
         tags: dict[int, str] = {}
         if any(int(t["id"]) not in self.ledger.seen for t in trades):
             tags = {int(o["id"]): o.get("customTag") or "" for o in self.rest.orders(aid, start_ns / 1e9)}
+        working = {int(o["id"]) for o in self.rest.open_orders(aid)} if known_orders else set()
         # account last: its balance then includes every trade listed above
         accounts = self.rest.accounts()
         acct = next((a for a in accounts if int(a.get("id", -1)) == aid), acct)
-        return {"account_id": aid, "account": acct, "positions": positions, "trades": trades, "tags": tags}
+        return {"account_id": aid, "account": acct, "positions": positions, "trades": trades, "tags": tags,
+                "gone": known_orders - working}
 
     def apply_sync(self, fut, reason: str, forced: bool) -> None:
         self.sync_busy = False
@@ -403,6 +406,17 @@ class Keeper:
             self.recheck_at = time.monotonic() + self.sect.recheck_s
         elif fills and not dec.ingest:
             self.recheck_at = time.monotonic() + self.sect.recheck_s
+        for c, p in self.ledger.protective.items():    # stop/target orders the broker no longer works
+            if p.stop_order_id in snap["gone"]:
+                logger.info(f"RECONCILE: stop order {p.stop_order_id} of {c} is no longer working at the broker")
+                p.stop_order_id = p.stop_ticks = None
+                self.published.add(c)
+                changed = True
+            if p.target_order_id in snap["gone"]:
+                logger.info(f"RECONCILE: target order {p.target_order_id} of {c} is no longer working at the broker")
+                p.target_order_id = p.target_ticks = None
+                self.published.add(c)
+                changed = True
         acct = snap["account"]
         if acct is not None:
             bal = cents(acct.get("balance"))

@@ -171,15 +171,23 @@ def test_fills_from_the_bus_with_quotes_and_broker_agreeing(tmp_path, sim):
         oid = place(sim, 1, 1, "SE1763911000:entry:0")
         [entry] = wait_for(lambda: gateway_fills(oid, "entry", "SE1763911000"), timeout=5, what="sim fill")
         publish(orders, entry, key=str(entry.trade_id))
-        publish(orders, OrderEvent(oid + 1000, "SE1763911000:stop:0", sim.contract_id, "stop", 0, 4, 1, 1,
-                                   stop_ticks=entry.price_ticks + 8), key=str(oid + 1000))
+        r = sim.api("/api/Order/place", {"accountId": sim.account_id, "contractId": sim.contract_id, "type": 4,
+                                         "side": 0, "size": 1, "stopPrice": float(inst.to_price(entry.price_ticks + 8)),
+                                         "customTag": "SE1763911000:stop:0"})
+        stop_id = r["orderId"]
+        publish(orders, OrderEvent(stop_id, "SE1763911000:stop:0", sim.contract_id, "stop", 0, 4, 1, 1,
+                                   stop_ticks=entry.price_ticks + 8), key=str(stop_id))
         publish(feed, Quote(sim.contract_id, entry.price_ticks - 3, entry.price_ticks - 2, entry.price_ticks - 2,
                             entry.exch_ns + 1, entry.exch_ns + 1), key=sim.contract_id)
         st = wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["size"] == 1
                       and d["position"]["unrealized_cents"] and d, timeout=10, what="short from the bus fill")
         pos = st["position"]
         assert pos["direction"] == -1 and pos["model_version"] == "v-test"
-        assert pos["stop_ticks"] == entry.price_ticks + 8 and pos["stop_order_id"] == oid + 1000
+        assert pos["stop_ticks"] == entry.price_ticks + 8 and pos["stop_order_id"] == stop_id
+        # the stop is cancelled at the broker and no event says so: the reconciliation notices
+        assert sim.api("/api/Order/cancel", {"accountId": sim.account_id, "orderId": stop_id})["success"]
+        wait_for(lambda: ask(cfg, "status")["position"]["stop_order_id"] is None, timeout=10,
+                 what="stale stop order cleared")
         assert pos["avg_price"] == f"{inst.to_price(entry.price_ticks):.2f}"
         assert pos["unrealized_cents"] == 2 * 125          # a short marks at the ask, 2 ticks in its favour
         assert st["account"]["unrealized_cents"] == 250
