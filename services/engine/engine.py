@@ -294,10 +294,23 @@ class Engine:
             self.need_status = True
             return None
         self.on_reply(reply)
-        if reply.ok and reply.status in ("accepted", "filled", "ok", "duplicate"):
-            logger.info(f"ENGINE: {cmd.action} {cmd.key} {reply.status}")
+        if reply.ok and reply.status == "accepted":
+            logger.info(f"ENGINE: {cmd.action} {cmd.key} accepted")
             if target != self.pos_dir or cmd.action in ("enter", "reverse"):
                 self.pending = Pending(cmd.key, kind, target, now)
+        elif reply.ok and reply.status == "flat":
+            logger.info(f"ENGINE: {cmd.action} {cmd.key}: flat {reply.message}".rstrip())
+        elif reply.ok and cmd.action == "reverse":
+            # the exit leg went out, the entry leg did not (refused, halted): expect flat
+            logger.warning(f"ENGINE: reverse {cmd.key} -> {reply.status}: {reply.message}")
+            self.pending = Pending(cmd.key, "EXIT", 0, now)
+        elif reply.detail.get("in_flight"):
+            # the gateway does not know whether the broker took it: exposure until its status says
+            logger.error(f"ENGINE: {cmd.action} {cmd.key} outcome unknown at the gateway: {reply.message}")
+            self.pending = Pending(cmd.key, kind, target, now, unknown=True)
+            self.need_status = True
+        elif reply.ok:
+            logger.info(f"ENGINE: {cmd.action} {cmd.key} -> {reply.status} {reply.message}".rstrip())
         else:
             logger.warning(f"ENGINE: {cmd.action} {cmd.key} -> {reply.status}: {reply.message}")
         return reply

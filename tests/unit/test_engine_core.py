@@ -414,3 +414,41 @@ def test_feed_status_lost_trips_stale_data_at_once_and_a_quote_clears_it():
     assert "stale_data" not in k.eng.breakers.active
     k.eng.on_feed_status("subscribed")
     assert "stale_data" not in k.eng.breakers.active
+
+
+class ScriptedGateway:
+    def __init__(self, *replies):
+        from common.messages import OrderReply
+        self.replies = list(replies)
+        self.commands = []
+        self.R = OrderReply
+
+    def __call__(self, cmd, hops):
+        self.commands.append(cmd)
+        status, ok, detail = self.replies.pop(0) if self.replies else ("accepted", True, {})
+        return self.R(cmd.key, ok, status, "", detail)
+
+
+def test_gateway_reply_kinds():
+    k = Kit(MON)
+    k.eng.send = gw = ScriptedGateway(("error", False, {"in_flight": True}))
+    k.predict(1, 0.9)                                      # outcome unknown: exposure until status
+    assert k.eng.pending is not None and k.eng.pending.unknown and k.eng.need_status
+    k.eng.sync_status({"in_flight": [gw.commands[0].key], "position": None})
+    k.advance(1)
+    k.predict(1, 0.9)
+    assert len(gw.commands) == 1
+    k.position(1, 1)
+    k.eng.send = gw = ScriptedGateway(("refused", True, {}))
+    k.advance(1)
+    k.predict(-1, 0.9)                                     # reverse: exited, entry refused -> expect flat
+    assert gw.commands[0].action == "reverse" and k.eng.pending.target == 0
+    k.position(0)
+    assert k.eng.pending is None
+    k.eng.send = gw = ScriptedGateway(("flat", True, {}))
+    k.eng.operator(OperatorCommand("flatten"))
+    assert k.eng.pending is None                           # already flat: nothing to wait for
+    k.eng.send = gw = ScriptedGateway(("refused", False, {}))
+    k.advance(1)
+    k.predict(1, 0.9)
+    assert k.eng.pending is None and k.eng.counts["rejects"] == 1    # the unknown-outcome error only
