@@ -205,6 +205,11 @@ class Engine:
 
     def on_reply(self, reply: OrderReply) -> None:
         if reply.status in ("rejected", "error"):
+            oid = reply.detail.get("order_id")
+            if oid is not None:
+                if ("oe", oid) in self.seen_rejects:
+                    return
+                self.seen_rejects.add(("oe", oid))      # its OrderEvent (status 5) is the same reject
             self.counts["rejects"] += 1
             self._risk(self.breakers.on_reject(self.now(), f"{reply.key} {reply.status}: {reply.message}"))
 

@@ -452,3 +452,12 @@ def test_gateway_reply_kinds():
     k.advance(1)
     k.predict(1, 0.9)
     assert k.eng.pending is None and k.eng.counts["rejects"] == 1    # the unknown-outcome error only
+
+
+def test_a_reject_seen_as_reply_and_order_event_counts_once():
+    k = Kit(MON)
+    k.eng.send = ScriptedGateway(("rejected", False, {"order_id": 41, "code": 7}))
+    k.predict(1, 0.9)
+    key = k.eng.send.commands[0].key
+    k.eng.on_order_event(OrderEvent(41, f"{key}:entry:0", CONTRACT, "entry", 0, 2, 1, 5, intent_key=key))
+    assert k.eng.counts["rejects"] == 1 and len(k.eng.breakers.rejects) == 1
