@@ -142,6 +142,12 @@ class MatchingEngine:
         mkt = self.markets.get(order.contract)
         if order.type == MARKET and (mkt is None or mkt.bid is None or mkt.ask is None):
             raise MatchError("No market price available for the contract")
+        if order.type in (JOIN_BID, JOIN_ASK) and order.limit_ticks is None:
+            # join the best bid / ask: a limit order at that price, resting (not a market order)
+            px = None if mkt is None else (mkt.bid if order.type == JOIN_BID else mkt.ask)
+            if px is None:
+                raise MatchError("No market price available for the contract")
+            order.limit_ticks = px
         self.orders[order.id] = order
         events: list = [("order", copy.copy(order))]
         events += self._try_fill(order, self.markets.get(order.contract) or Market(), trade_price=None)
@@ -203,7 +209,7 @@ class MatchingEngine:
         """The price this order fills at now, or None if it does not."""
         buy = o.side == BUY
         slip = self.slippage_ticks if buy else -self.slippage_ticks
-        if o.type in (MARKET, JOIN_BID, JOIN_ASK) or (o.type == STOP and o.triggered):
+        if o.type == MARKET or (o.type == STOP and o.triggered):
             px = mkt.ask if buy else mkt.bid
             return None if px is None else px + slip
         if o.type == STOP:
@@ -215,7 +221,7 @@ class MatchingEngine:
             o.triggered = True
             px = mkt.ask if buy else mkt.bid
             return None if px is None else px + slip
-        if o.type == LIMIT:
+        if o.type in (LIMIT, JOIN_BID, JOIN_ASK):
             lim = o.limit_ticks
             through = self.limit_fill == "through"
             if buy:

@@ -81,12 +81,19 @@ def test_market_without_a_quote_is_refused():
     assert not e.trades and e.account.balance_cents == START
 
 
-def test_join_bid_and_join_ask_fill_like_market_at_the_quote():
+def test_join_bid_and_join_ask_rest_at_the_quote_like_limits():
     e = engine()
-    _, ev = place(e, JOIN_BID, BUY)
-    assert trades(ev)[0].price_ticks == P + 1
-    _, ev = place(e, JOIN_ASK, SELL)
-    assert trades(ev)[0].price_ticks == P
+    jb, ev = place(e, JOIN_BID, BUY)
+    assert kinds(ev) == ["order"] and jb.limit_ticks == P and jb.status == OPEN      # joins the bid
+    ja, ev = place(e, JOIN_ASK, SELL)
+    assert kinds(ev) == ["order"] and ja.limit_ticks == P + 1 and ja.status == OPEN  # joins the ask
+    (t,) = trades(quote(e, P - 1, P))              # offer comes down to our bid
+    assert t.order_id == jb.id and t.price_ticks == P
+    (t,) = trades(quote(e, P + 1, P + 2))          # bid comes up to our offer
+    assert t.order_id == ja.id and t.price_ticks == P + 1
+    e2 = engine(bid=None, ask=None)
+    with pytest.raises(MatchError):
+        e2.place(order(e2, JOIN_BID, BUY))
 
 
 # --------------------------------------------------------------------------
