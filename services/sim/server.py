@@ -341,7 +341,10 @@ class Simulator:
         n = 0
         while True:
             if self.paused or time.monotonic() < self.stall_until:
+                held = time.monotonic()
                 await asyncio.sleep(0.01)
+                if self.paused:     # hold the tape: resume where it stopped, no burst of overdue ticks
+                    self.replay.delay(time.monotonic() - held)
                 continue
             wait = self.replay.due_in(time.monotonic())
             if wait > 0:
@@ -612,7 +615,10 @@ def order_modify(sim: Simulator, body: dict, _req) -> dict:
     if o is None:
         raise Refused(2, f"Order {oid} not found")
     inst = instrument_for(o.contract)
-    limit, stop = price_of(body, "limitPrice", inst), price_of(body, "stopPrice", inst)
+    try:
+        limit, stop = price_of(body, "limitPrice", inst), price_of(body, "stopPrice", inst)
+    except Refused as exc:      # on modify, code 2 is OrderNotFound; a bad price is 3 Rejected
+        raise Refused(3, exc.message) from None
     if size is not None and size <= 0:
         raise Refused(3, f"Invalid size {size}")
     try:
@@ -625,7 +631,7 @@ def order_modify(sim: Simulator, body: dict, _req) -> dict:
 def order_search(sim: Simulator, body: dict, _req) -> dict:
     sim.acct(body)
     start = parse_iso_field(body, "startTimestamp")
-    end = parse_iso(body["endTimestamp"]) if body.get("endTimestamp") else None
+    end = parse_iso_field(body, "endTimestamp") if body.get("endTimestamp") else None
     orders = [sim.order_json(o) for o in sim.engine.orders.values()
               if o.created_ns >= start and (end is None or o.created_ns <= end)]
     return {"orders": orders}
@@ -672,7 +678,7 @@ def position_partial_close(sim: Simulator, body: dict, _req) -> dict:
 def trade_search(sim: Simulator, body: dict, _req) -> dict:
     sim.acct(body)
     start = parse_iso_field(body, "startTimestamp")
-    end = parse_iso(body["endTimestamp"]) if body.get("endTimestamp") else None
+    end = parse_iso_field(body, "endTimestamp") if body.get("endTimestamp") else None
     return {"trades": [sim.trade_json(t) for t in sim.engine.trades
                        if t.ts_ns >= start and (end is None or t.ts_ns <= end)]}
 

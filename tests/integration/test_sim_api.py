@@ -586,6 +586,28 @@ def test_modify_moves_a_working_order(sim):
     assert (o["limitPrice"], o["size"]) == (4996.0, 2)
     j = rest.post("/api/Order/modify", {"accountId": sim.account_id, "orderId": 12345, "size": 1}).json()
     assert (j["success"], j["errorCode"]) == (False, 2)                 # OrderNotFound
+    for bad in ({"limitPrice": -1.0}, {"limitPrice": 4996.1}, {"size": 0}):
+        j = rest.post("/api/Order/modify", {"accountId": sim.account_id, "orderId": oid, **bad}).json()
+        assert (j["success"], j["errorCode"]) == (False, 3), bad          # Rejected (2 is OrderNotFound here)
+    # moved to a marketable price it fills at the ask
+    rest.ok("/api/Order/modify", {"accountId": sim.account_id, "orderId": oid, "limitPrice": 5001.00})
+    (p,) = rest.ok("/api/Position/searchOpen", {"accountId": sim.account_id})["positions"]
+    assert (p["size"], p["averagePrice"]) == (2, 5000.25)
+
+
+def test_pause_holds_the_tape_and_resume_does_not_burst(tmp_path):
+    with SimProcess(tmp_path / "sim", speed=20, start_at="2026-11-23T10:30:00") as sim:
+        wait_for(lambda: sim.state()["stats"].get("ticks", 0) > 5, 10, what="ticks")
+        sim.control("pause")
+        before = sim.state()
+        time.sleep(2.0)
+        mid = sim.state()
+        assert mid["stats"]["ticks"] == before["stats"]["ticks"] and mid["market"]["now_ns"] == before["market"]["now_ns"]
+        sim.control("resume")
+        time.sleep(0.5)
+        after = sim.state()
+        # 0.5 s at 20x is ~10 s of data; a tape that kept running would jump ~50 s
+        assert (after["market"]["now_ns"] - before["market"]["now_ns"]) / 1e9 < 25
 
 
 # --------------------------------------------------------------------------
@@ -856,6 +878,13 @@ MALFORMED = [
     ("cancel orderId string", "/api/Order/cancel", {"accountId": A, "orderId": "x"}, 400, None, False),
     ("search bad timestamp", "/api/Order/search", {"accountId": A, "startTimestamp": "yesterday"}, 400, None, False),
     ("search missing start", "/api/Trade/search", {"accountId": A}, 400, None, False),
+    ("search bad endTimestamp", "/api/Order/search",
+     {"accountId": A, "startTimestamp": "2026-01-01T00:00:00Z", "endTimestamp": "garbage"}, 400, None, False),
+    ("trades endTimestamp int", "/api/Trade/search",
+     {"accountId": A, "startTimestamp": "2026-01-01T00:00:00Z", "endTimestamp": 12345}, 400, None, False),
+    ("trades endTimestamp month 13", "/api/Trade/search",
+     {"accountId": A, "startTimestamp": "2026-01-01T00:00:00Z", "endTimestamp": "2026-13-01T00:00:00Z"},
+     400, None, False),
     ("account search wrong type", "/api/Account/search", {"onlyActiveAccounts": "yes"}, 400, None, False),
     ("contract by id unknown", "/api/Contract/searchById", {"contractId": "CON.F.US.XYZ.Z99"}, 200, 1, False),
     ("contract search missing live", "/api/Contract/search", {"searchText": "MES"}, 400, None, False),
