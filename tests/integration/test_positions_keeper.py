@@ -208,12 +208,27 @@ def test_fills_from_the_bus_with_quotes_and_broker_agreeing(tmp_path, sim):
         assert "ALERT: position mismatch" not in keeper.output()
         assert st["reconcile"]["checks"] >= 2 and not st["reconcile"]["mismatch_active"]
         assert f"TRADE CLOSED: " in keeper.output()
+
+        # the gateway restarts (new publisher epoch): the keeper resyncs and asks the broker at once
+        def restart_gateway():
+            loop.remove_reader(orders.snap)
+            orders.close()
+            holder.append(Publisher("orders", cfg.bus.orders_pub, cfg.bus.orders_snap).attach(loop))
+        holder: list = []
+        loop.call_soon_threadsafe(restart_gateway)
+        new_orders = wait_for(lambda: holder and holder[0], timeout=5, what="gateway publisher restarted")
+        time.sleep(0.3)                                     # let the keeper's SUB socket reconnect
+        publish(new_orders, entry, key=str(entry.trade_id))   # its day's fills, retained again
+        wait_for(lambda: "RECONCILE: order gateway resynced" in keeper.output(), timeout=10,
+                 what="reconcile after the gateway's restart")
+        st = ask(cfg, "status")
+        assert st["account"]["trades_today"] == 1 and st["position"]["size"] == 0   # the repeated fill is a duplicate
     finally:
         keeper.terminate(5)
         loop.call_soon_threadsafe(lambda: loop.stop("test over"))
         th.join(5)
-        orders.close()
-        feed.close()
+        for p in [orders, feed, *locals().get("holder", [])]:
+            p.close()
 
 
 def test_reversal_and_partial_fills_at_the_broker(tmp_path, sim):
