@@ -219,15 +219,22 @@ class Subscriber:
             self._bad(str(exc))
             return None
         self.stats.received += 1
-        if topic in NO_GAP_TOPICS or self.snapshot_endpoint is None:
+        if self.snapshot_endpoint is None:
             return env
         if self.epoch is not None and env.epoch != self.epoch:
+            # a heartbeat shows a restart too: a restarted publisher's first messages are often
+            # lost before this socket reconnects, and then only its heartbeats arrive
             logger.warning(f"BUS: {self.name}: publisher {env.src} restarted (new epoch); resyncing")
             self.epoch = env.epoch
             self.last_seq.clear()
+            if topic in NO_GAP_TOPICS:
+                self.sync(force=True)
+                return env
             self._pending.append(env)
             self.sync(force=True)
             return None
+        if topic in NO_GAP_TOPICS:
+            return env
         last = self.last_seq.get(topic)
         if last is not None and env.seq <= last:
             self.stats.stale_dropped += 1   # already covered by a snapshot
