@@ -182,7 +182,7 @@ class Keeper:
         self.counts["round_trips"] += 1
         logger.info(f"TRADE CLOSED: {cents_to_str(rt.pnl_cents)} ({rt.ticks} ticks)")
         logger.info(f"POSITIONS: round trip {'LONG' if rt.direction > 0 else 'SHORT'} {rt.size} {rt.contract} "
-                    f"{rt.entry_price} -> {rt.exit_price}, fees {cents_to_str(rt.fees_cents)}, exit {rt.exit_reason}, "
+                    f"{rt.entry_price} -> {rt.exit_price}, fees ${journal.usd(rt.fees_cents)}, exit {rt.exit_reason}, "
                     f"day {cents_to_str(self.ledger.realized_day_cents)} in {self.ledger.trades_today} trades, "
                     f"{self.ledger.consecutive_losses} losses in a row")
         self.pub.publish(rt, ts_ns=rt.exit_ns or None)
