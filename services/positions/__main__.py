@@ -458,7 +458,7 @@ class Keeper:
             if r.get("voided") or self.calendar.trading_day(parse_time(r.get("creationTimestamp"))) != self.ledger.day:
                 continue
             gross += cents(r.get("profitAndLoss")) or 0
-            fees += cents(r.get("fees")) or 0
+            fees += (cents(r.get("fees")) or 0) + (cents(r.get("commissions")) or 0)
         broker = gross - fees
         key = (broker, self.ledger.realized_day_cents)
         if broker != self.ledger.realized_day_cents and key != self.realized_warned:

@@ -126,5 +126,5 @@ def fill_from_trade(row: dict, tags: dict[int, str]) -> Fill | None:
     signal_id = key if key[:2] in SIGNAL_CODES and key[2:].isdigit() else ""
     return Fill(int(row["id"]), order_id, row["contractId"], leg_from_tag(tag) or "unknown",
                 int(row.get("side", 0)), int(row.get("size") or 0), price_ticks,
-                cents(row.get("fees")) or 0, cents(row.get("profitAndLoss")),
+                (cents(row.get("fees")) or 0) + (cents(row.get("commissions")) or 0), cents(row.get("profitAndLoss")),
                 parse_time(row.get("creationTimestamp")), intent_key=key, signal_id=signal_id)

@@ -67,3 +67,5 @@ def test_broker_rows():
     g = fill_from_trade({**trade, "profitAndLoss": None}, {99: "op-flatten-5:flatten:0"})
     assert g.leg == "flatten" and g.signal_id == "" and g.pnl_cents is None
     assert fill_from_trade(trade, {}).leg == "unknown"
+    # live TopstepX also reports commissions: they count as fees, as the order gateway counts them
+    assert fill_from_trade({**trade, "commissions": 0.25}, {}).fees_cents == 62
