@@ -363,8 +363,16 @@ class Simulator:
         ts = self.engine.now_ns
         last = last if last is not None else bid
         events = self.engine.on_market(self.contract, bid, ask, last, last if trade else None, ts)
+        tframe = None
+        if trade:   # a trade that fills orders is printed on the market hub too
+            self.session["volume"] += 1
+            tframe = inv("GatewayTrade", self.contract, [{
+                "symbolId": self.inst.symbol_id, "price": float(self.inst.to_price(last)), "timestamp": iso(ts),
+                "type": 0 if last >= ask else 1, "volume": 1}])
         quote = self.quote_json(bid, ask, last, ts)
         for c in list(self.conns):
+            if c.hub == "market" and c.handshaken and tframe and self.contract in c.subs["trades"]:
+                c.push_nowait(tframe)
             if c.hub == "market" and c.handshaken and self.contract in c.subs["quotes"]:
                 c.push_nowait(inv("GatewayQuote", self.contract, quote))
         self.publish_events(events)
@@ -800,6 +808,9 @@ async def handle_record(sim: Simulator, conn: HubConn, record: str) -> bool:
         msg = json.loads(record)
         if not isinstance(msg, dict):
             raise ValueError("not an object")
+        if msg.get("type") == 1 and (not isinstance(msg.get("target"), str)
+                                     or not isinstance(msg.get("arguments", []), list)):
+            raise ValueError("invocation without a string target and an arguments array")  # as ASP.NET
     except ValueError:
         sim.stats["hub_garbage"] += 1
         await conn.ws.send_str(json.dumps({"type": 7, "error": "Connection closed with an error. "

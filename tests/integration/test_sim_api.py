@@ -943,3 +943,51 @@ def test_sim_survives_a_burst_of_malformed_frames_and_bodies(shared_sim):
         hub.close()
     assert rest.ok("/api/Account/search", {"onlyActiveAccounts": True})
     assert shared_sim.proc.poll() is None
+
+
+@pytest.mark.parametrize("record", [
+    '{"type":1,"target":["SubscribeOrders"],"arguments":[26000001],"invocationId":"1"}',
+    '{"type":1,"target":"SubscribeOrders","arguments":{"a":1},"invocationId":"2"}',
+    '{"type":1,"target":"SubscribeOrders","arguments":5,"invocationId":"3"}',
+    '{"type":1,"target":null,"arguments":[]}',
+], ids=["target list", "arguments object", "arguments int", "target null"])
+def test_malformed_invocation_closes_with_an_error_message(shared_sim, record):
+    hub = RawHub(shared_sim, "user")
+    try:
+        hub.send(record)
+        recs = hub.records(3, until=lambda r: isinstance(r, dict) and r.get("type") == 7)
+        assert recs and recs[-1]["type"] == 7 and "error" in recs[-1]
+        assert hub.recv_raw(2) is None and hub.closed
+    finally:
+        hub.close()
+    good = RawHub(shared_sim, "user")        # the hub still serves others
+    try:
+        good.send({"type": 1, "target": "SubscribeOrders", "arguments": [shared_sim.account_id], "invocationId": "9"})
+        done = good.records(3, until=lambda r: isinstance(r, dict) and r.get("type") == 3)
+        assert done and done[-1]["invocationId"] == "9" and "error" not in done[-1]
+    finally:
+        good.close()
+
+
+def test_price_control_trade_prints_on_the_market_hub_and_fills_a_limit(sim):
+    rest = Rest(sim)
+    set_market(sim, 5000.00, 5000.25)
+    raw = RawHub(sim, "market")
+    try:
+        for target in ("SubscribeContractQuotes", "SubscribeContractTrades"):
+            raw.send({"type": 1, "target": target, "arguments": [sim.contract_id], "invocationId": target})
+        raw.records(2, until=lambda r: isinstance(r, dict) and r.get("invocationId") == "SubscribeContractTrades")
+        oid = rest.place(LIMIT, BUY, 1, limitPrice=4999.50)["orderId"]
+        # quote stays above the limit; a trade prints at the limit (touch): the limit fills there
+        sim.control("price", bid=4999.75, ask=5000.00, last=4999.50)
+        recs = raw.records(3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayQuote")
+        (tr,) = invocations(recs, "GatewayTrade")
+        cid, trades = tr["arguments"]
+        assert cid == sim.contract_id and trades[0]["price"] == 4999.5 and trades[0]["type"] == 1
+        assert set(trades[0]) >= TRADE_FIELDS
+        (q,) = invocations(recs, "GatewayQuote")
+        assert (q["arguments"][1]["bestBid"], q["arguments"][1]["lastPrice"]) == (4999.75, 4999.5)
+        (t,) = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago()})["trades"]
+        assert (t["orderId"], t["price"]) == (oid, 4999.5)
+    finally:
+        raw.close()
