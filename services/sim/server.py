@@ -322,6 +322,9 @@ class Simulator:
     async def emit_tick(self, ts: int, t: Tick) -> None:
         self.session["volume"] += t.size
         events = self.engine.on_market(self.contract, t.bid, t.ask, t.price, t.price, ts)
+        # publish the fills now: the awaits below may yield (a full client queue) to a REST order
+        # whose newer position/account snapshot must not be overtaken by these older ones
+        self.publish_events(events)
         trade = [{"symbolId": self.inst.symbol_id, "price": float(self.inst.to_price(t.price)),
                   "timestamp": iso(ts), "type": t.aggressor, "volume": t.size}]
         quote = self.quote_json(t.bid, t.ask, t.price, ts)
@@ -334,7 +337,6 @@ class Simulator:
                 if self.contract in c.subs["quotes"]:
                     await c.push(qframe)
         self.stats["ticks"] += 1
-        self.publish_events(events)
 
     async def run_market(self) -> None:
         self.replay.start(time.monotonic())
