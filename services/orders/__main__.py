@@ -19,7 +19,7 @@ from common.bus import Publisher, ReplyServer, ServiceLoop, Subscriber
 from common.clock import EventClock, make_clock
 from common.config import ConfigError, load_config
 from common.logging import setup_logging
-from common.messages import Heartbeat, OrderCommand, OrderReply, Quote
+from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
 from common.session import SessionCalendar
 from common.topstepx.hub import HubClient
 from common.topstepx.rest import TopstepXClient, TopstepXError
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(f"BUS: refusing to start: {exc}")
         return 2
     gw = Gateway(cfg, sect, rest, journal, account_id, pub.publish, clock, calendar)
+    if gw.republish_fills():
+        logger.info(f"ORDERS: {len(pub.retained)} fills of {gw.last_fill_day} from the journal retained again")
     logger.info(f"ORDERS: account {account_id}, contract {cfg.trading.contract}, journal {journal.path}, "
                 f"max_contracts {cfg.risk.max_contracts}, max_daily_loss {cfg.risk.max_daily_loss}")
 
@@ -135,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
                                                "bench": gw.bench[-50:] if b else gw.bench[-50:]}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
+
+    # common.bus.Subscriber does not check the epoch on Heartbeats, so subscribers only notice a
+    # restarted gateway (and fetch its snapshot) on the next other message: send one soon after start.
+    announced = []
+
+    def announce() -> None:
+        if not announced:
+            announced.append(1)
+            pub.publish(RiskEvent("orders_started", False, "INFO", f"order gateway started (pid {os.getpid()}); "
+                                  "state reconciled with the broker"))
+    loop.every(1.0, announce, first_in=1.0)
     loop.every(0.25, gw.periodic)
     loop.every(sect.guard_s, gw.guard)
 

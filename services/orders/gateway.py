@@ -6,6 +6,7 @@ decisions live in services.orders.logic; what was sent lives in services.orders.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from decimal import Decimal
@@ -64,6 +65,7 @@ class Gateway:
         self.violations: dict[str, int] = {}
         self.busy_until: dict[str, float] = {}      # contract -> monotonic time to leave alone in the invariant check
         self.eod_done_day = ""
+        self.last_fill_day = ""
         self.stats: dict[str, int] = {"commands": 0, "orders_sent": 0, "fills": 0, "repairs": 0,
                                       "unknown_outcomes": 0, "rejects": 0, "reconciles": 0, "reconcile_errors": 0}
         self.bench: list[dict] = []                  # latency samples (bench_orders reads the heartbeat)
@@ -76,9 +78,20 @@ class Gateway:
             if it["action"] in ("enter", "reverse"):
                 self.intents[it["key"]] = it["data"]
         for row in journal.db.execute("SELECT data FROM fills"):
-            import json
             d = json.loads(row[0])
             self.day_pnl[d.get("day", "")] = self.day_pnl.get(d.get("day", ""), 0) + d.get("net", 0)
+            self.last_fill_day = max(self.last_fill_day, d.get("day", ""))
+
+    def republish_fills(self) -> int:
+        """After a restart: retain the journal's fills of the latest trading day again, so a
+        subscriber's snapshot is complete even if the last live copy died with the old process."""
+        n = 0
+        for row in self.journal.db.execute("SELECT trade_id, data FROM fills ORDER BY trade_id"):
+            d = json.loads(row[1])
+            if d.get("fill") and d.get("day") == self.last_fill_day:
+                self.publish(Fill(**d["fill"]), key=str(row[0]))
+                n += 1
+        return n
 
     # ------------------------------------------------------------------
     # helpers
@@ -90,8 +103,10 @@ class Gateway:
         return time.time() - self.sect.search_lookback_h * 3600
 
     def day(self) -> str:
+        """The trading day by the clock; with an event clock and no market data yet, the day of the
+        latest broker fill (so the daily loss rule still holds)."""
         n = self.now_ns()
-        return self.calendar.trading_day(n) if n > 0 else ""
+        return self.calendar.trading_day(n) if n > 0 else self.last_fill_day
 
     def risk(self, kind: str, active: bool, detail: str, severity: str = "WARNING") -> None:
         (logger.error if severity == "ERROR" else logger.warning)(f"RISK: {kind}: {detail}")
@@ -508,7 +523,7 @@ class Gateway:
         self.publish(self.order_event(o), key=str(oid), forget=terminal)
         if o["leg"] == "entry" and terminal and o["fill_volume"] == 0:
             it = self.intents.get(o["key"])
-            if it is not None and it["state"] in ("working", "unknown"):
+            if it is not None and it["state"] in ("working", "unknown") and it.get("entry_oid") == oid:
                 it["state"] = "rejected" if o["status"] == L.REJECTED else "cancelled"
                 logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
                 self.save_intent(it)
@@ -532,16 +547,18 @@ class Gateway:
         o = self.orders.get(oid)
         leg, key = (o["leg"], o["key"]) if o else ("unknown", "")
         side, size = int(raw.get("side", 0)), int(raw.get("size", 0))
-        self.journal.add_fill(tid, oid, {"day": day, "net": net, "leg": leg, "key": key})
+        fill = Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
+                    signal_id=str(self._intent_field(key, "signal_id", key)) if key else "",
+                    model_version=str(self._intent_field(key, "model_version", "")) if key else "")
+        self.journal.add_fill(tid, oid, {"day": day, "net": net, "leg": leg, "key": key,
+                                         "fill": asdict(fill) if publish else None})
         self.day_pnl[day] = self.day_pnl.get(day, 0) + net
+        self.last_fill_day = max(self.last_fill_day, day)
         if not publish:
             return
         self.stats["fills"] += 1
         logger.info(L.fill_line(contract, side, size, price, leg))
-        self.publish(Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
-                          signal_id=str(self._intent_field(key, "signal_id", key)) if key else "",
-                          model_version=str(self._intent_field(key, "model_version", "")) if key else ""),
-                     key=str(tid))
+        self.publish(fill, key=str(tid))
         if o is None:
             logger.warning(f"FILL: trade {tid} for order {oid} that is not ours")
             return
@@ -801,19 +818,19 @@ class Gateway:
 
     def guard(self) -> None:
         now = self.now_ns()
-        if now <= 0:
-            return                           # event clock with no market data yet: no time rules
-        day = self.calendar.trading_day(now)
+        day = self.day()
         h = self.journal.get("halt") or {}
-        if self.halted and h.get("kind") == "daily_loss" and h.get("day") != day:
+        if self.halted and h.get("kind") == "daily_loss" and day and h.get("day") != day:
             logger.info(f"GUARD: new trading day {day}: daily loss halt of {h.get('day')} cleared")
             self.clear_halt()
-        if self.calendar.must_be_flat(now):
+        if now > 0 and self.calendar.must_be_flat(now):    # no time rules before the event clock has data
             exposed = bool(self.positions) or any(it["state"] in ACTIVE for it in self.intents.values()) or \
                 any(o.get("status") in L.WORKING for o in self.orders.values())
             if exposed or self.eod_done_day != day:
                 if self.flatten(f"gw-eod-{day}", "eod", f"flatten time {self.cfg.trading.flatten_time:%H:%M}"):
                     self.eod_done_day = day
+            return
+        if not day:
             return
         real = self.day_pnl.get(day, 0)
         unreal = self.unrealized()

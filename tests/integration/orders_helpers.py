@@ -24,6 +24,7 @@ class Gw:
         self.sub: Subscriber | None = None
         self.envs: list = []
         self.n = 0
+        self.epoch = None
 
     def start(self, wait_ready: bool = True) -> "Gw":
         self.proc.start()
@@ -32,6 +33,12 @@ class Gw:
         self.client = LazyPirateClient("test", self.cfg.bus.orders_cmd, timeout_ms=3000, retries=3)
         if wait_ready:
             wait_for(lambda: self.status().get("entries_ok"), 20, 0.2, "gateway ready (hub up and reconciled)")
+            # join now (live RiskEvents are not retained) and wait until the subscriber has this
+            # gateway's snapshot (new epoch): the gateway announces itself a second after start
+            old = self.epoch
+            wait_for(lambda: self.of(object) is not None and self.sub.epoch not in (None, old), 10,
+                     what="snapshot of the (re)started gateway")
+            self.epoch = self.sub.epoch
         return self
 
     def cmd(self, key: str, action: str, **kw):

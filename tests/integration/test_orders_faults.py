@@ -1,0 +1,135 @@
+"""Order gateway fault drills against the simulator (real processes, no fakes): rejects, margin,
+429 storms, a placement timeout whose order exists, the user hub dropped mid-trade, kill -9 and
+restart, the daily loss halt, SIGTERM with an open position."""
+from __future__ import annotations
+
+import pytest
+
+from tests.harness.sim import SimProcess
+from tests.integration.orders_helpers import Gw, by_leg, positions, price, protected, wait_for, working
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sim(tmp_path):
+    with SimProcess(tmp_path / "sim", speed=1.0) as s:
+        yield s
+
+
+def tagged(sim, prefix: str) -> list[dict]:
+    return [o for o in sim.state()["orders"] if (o.get("customTag") or "").startswith(prefix)]
+
+
+@pytest.fixture
+def gw(tmp_path, sim):
+    g = Gw(tmp_path, sim, api={"order_timeout_s": 1.0}).start()
+    yield g
+    g.stop()
+
+
+def test_reject_is_not_retried(gw, sim):
+    price(sim, "6050.00")
+    sim.control("reject_orders", count=1, code=2, message="Order rejected (test)")
+    rep = gw.enter("LE5000")
+    assert not rep.ok and rep.status == "rejected" and rep.detail["code"] == 2, rep
+    assert len(tagged(sim, "LE5000:")) == 1 and tagged(sim, "LE5000:")[0]["status"] == 5
+    assert not positions(sim)
+    # the key keeps its answer; the engine may send a new signal
+    assert gw.enter("LE5000").status == "rejected"
+    assert gw.enter("LE5001").status == "accepted"
+
+
+def test_insufficient_margin_reduces_size(gw, sim):
+    price(sim, "6050.00")
+    sim.control("reject_orders", count=1, code=3, message="Insufficient funds")
+    rep = gw.enter("LE5100", size=2)
+    assert rep.ok and rep.status == "accepted" and rep.detail["size"] == 1, rep
+    entries = tagged(sim, "LE5100:entry:")
+    assert [(o["customTag"], o["size"], o["status"]) for o in entries] == [
+        ("LE5100:entry:0", 2, 5), ("LE5100:entry:1", 1, 2)]
+    wait_for(lambda: protected(sim, 1), 10, what="protection for the reduced size")
+
+
+def test_429_storm(gw, sim):
+    price(sim, "6050.00")
+    sim.control("http_error", status=429, count=2, path="/api/Order/place")
+    rep = gw.enter("LE5200")
+    assert rep.ok and rep.status == "accepted", rep
+    assert len(tagged(sim, "LE5200:")) == 1
+    wait_for(lambda: protected(sim), 10, what="bracket after the 429s")
+    gw.cmd("XL5201", "exit", contract=sim.contract_id)
+    # a storm longer than the budget: an error, and nothing at the broker
+    sim.control("http_error", status=429, count=50, path="/api/Order/place")
+    rep = gw.enter("LE5202")
+    assert not rep.ok and rep.status == "error" and "429" in rep.message, rep
+    assert tagged(sim, "LE5202:") == []
+    sim.control("clear")
+
+
+def test_placement_timeout_order_created_no_duplicate(gw, sim):
+    price(sim, "6050.00")
+    sim.control("timeout", seconds=4, path="/api/Order/place", count=1)
+    rep = gw.enter("LE5300")
+    assert rep.ok and rep.status == "accepted", rep
+    assert len(tagged(sim, "LE5300:entry")) == 1
+    wait_for(lambda: protected(sim), 10, what="bracket after the timeout")
+    assert len(positions(sim)) == 1 and positions(sim)[0]["size"] == 1
+    assert "outcome unknown" in gw.proc.output()
+
+
+def test_user_hub_dropped_mid_trade(gw, sim):
+    price(sim, "6050.00")
+    assert gw.enter("LE5400").status == "accepted"
+    wait_for(lambda: protected(sim), 10, what="bracket")
+    sim.control("drop_ws", hub="user")
+    price(sim, "6054.50")          # the target fills during the gap
+    wait_for(lambda: not positions(sim) and not working(sim), 15, what="stop cancelled after the gap")
+    fills = wait_for(lambda: len(gw.fills()) >= 2 and gw.fills(), 10, what="target fill found")
+    assert [f.leg for f in fills] == ["entry", "target"]
+    wait_for(lambda: gw.status().get("entries_ok"), 10, what="hub back and reconciled")
+
+
+def test_kill9_after_entry_and_restart(gw, sim):
+    price(sim, "6050.00")
+    rep = gw.enter("LE5500")
+    assert rep.status == "accepted"
+    gw.proc.kill9()
+    gw.start()
+    wait_for(lambda: protected(sim), 10, what="protection in place after the restart")
+    assert len(tagged(sim, "LE5500:entry")) == 1
+    assert len(tagged(sim, "LE5500:stop")) == 1 and len(tagged(sim, "LE5500:target")) == 1
+    again = gw.enter("LE5500")
+    assert (again.status, again.detail) == (rep.status, rep.detail)
+    assert len(tagged(sim, "LE5500:entry")) == 1
+    # fills are published once across the restart
+    assert [f.leg for f in gw.fills()].count("entry") == 1
+
+
+def test_daily_loss_halt_latched(tmp_path, sim):
+    g = Gw(tmp_path, sim, risk={"max_daily_loss": 5}).start()
+    try:
+        price(sim, "6050.00")
+        assert g.enter("LE5600", stop=8, target=16).status == "accepted"
+        wait_for(lambda: protected(sim), 10, what="bracket")
+        price(sim, "6047.00")      # through the stop at 6048.25: -$10 and fees
+        wait_for(lambda: g.status().get("halted"), 10, what="daily loss halt")
+        assert not positions(sim) and not working(sim)
+        assert g.enter("LE5601").status == "halted"
+        assert not g.cmd("op-resume-1", "resume").ok      # latched for the trading day
+        assert any(r.kind == "daily_loss" and r.active for r in g.risks())
+        g.proc.kill9()
+        g.start()
+        assert g.status()["halted"] and g.enter("LE5602").status == "halted"
+    finally:
+        g.stop()
+
+
+def test_sigterm_with_open_position(gw, sim):
+    price(sim, "6050.00")
+    assert gw.enter("LE5700", size=2).status == "accepted"
+    wait_for(lambda: protected(sim, 2), 10, what="bracket")
+    assert gw.proc.terminate(45) == 0
+    st = sim.state()
+    assert not st["positions"] and not st["working"]
+    assert "SHUTDOWN: flat" in gw.proc.output()
