@@ -159,7 +159,8 @@ class RawHub:
 
     def __init__(self, sim: SimProcess, hub: str, token: str | None = None, handshake: bool = True):
         url = f"ws://127.0.0.1:{sim.port}/hubs/{hub}?access_token={token or sim.token()}"
-        self.ws = ws_connect(url, open_timeout=5, max_size=1 << 22).__enter__()
+        # unbounded receive queue: an unread backlog must not hold up the close handshake
+        self.ws = ws_connect(url, open_timeout=5, close_timeout=2, max_size=1 << 22, max_queue=None).__enter__()
         self.buf = ""
         self.closed = False
         if handshake:
