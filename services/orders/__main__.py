@@ -80,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = env.msg
         if not isinstance(msg, OrderCommand):
             return OrderReply("", False, "error", f"expected OrderCommand, got {env.type}")
-        t0 = time.perf_counter_ns()
-        reply = gw.handle(msg)
-        if msg.action == "enter" and gw.bench and "sent_ns" in gw.bench[-1]:
-            gw.bench[-1]["recv_ns"] = t0
-        return reply
+        return gw.handle(msg)
 
     try:
         rep = ReplyServer(SERVICE, cfg.bus.orders_cmd, on_cmd).attach(loop)
@@ -130,11 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def heartbeat() -> None:
         state = "halted" if gw.halted else ("ok" if gw.hub_reconciled else "degraded")
-        b = [x for x in gw.bench if "recv_ns" in x]
         pub.publish(Heartbeat(SERVICE, state, os.getpid(), round(time.monotonic() - pub.started, 3),
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
-                                               "day_pnl_cents": gw.day_pnl_cents(),
-                                               "bench": gw.bench[-50:] if b else gw.bench[-50:]}))
+                                               "day_pnl_cents": gw.day_pnl_cents()}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 

@@ -69,6 +69,7 @@ class Gateway:
         self.stats: dict[str, int] = {"commands": 0, "orders_sent": 0, "fills": 0, "repairs": 0,
                                       "unknown_outcomes": 0, "rejects": 0, "reconciles": 0, "reconcile_errors": 0}
         self.bench: list[dict] = []                  # latency samples (bench_orders reads the heartbeat)
+        self.cmd_t0 = 0
         for r in journal.orders():
             self.rows[r["tag"]] = r
             if r["order_id"]:
@@ -179,8 +180,8 @@ class Gateway:
             self._register(tag, oid, data)
             self.on_order(found)
             return oid
-        self.bench.append({"sent_ns": t0, "ack_ns": time.perf_counter_ns(), "leg": leg})
-        del self.bench[:-200]
+        self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
+        del self.bench[:-1000]
         self._register(tag, oid, data)
         return oid
 
@@ -226,6 +227,7 @@ class Gateway:
     # commands
     # ------------------------------------------------------------------
     def handle(self, cmd: OrderCommand) -> OrderReply:
+        self.cmd_t0 = time.perf_counter_ns()
         self.stats["commands"] += 1
         if cmd.action == "status":
             return self.status(cmd)
@@ -259,7 +261,8 @@ class Gateway:
             "position": ({"contract": pos.contract, "direction": pos.direction, "size": pos.size} if pos else None),
             "in_flight": [k for k, it in self.intents.items() if it["state"] in ("placing", "working", "unknown")],
             "hub": self.hub_state, "day_pnl_cents": self.day_pnl_cents(),
-            "entries_ok": self.hub_reconciled})
+            "entries_ok": self.hub_reconciled,
+            "latency_samples": self.bench[-1000:] if cmd.reason == "bench" else []})
 
     def entry_check(self, contract: str, size: int) -> tuple[str, str] | None:
         now = self.now_ns()
