@@ -38,7 +38,8 @@ def pct(xs: list[float]) -> dict:
 def main(n: int = 40) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-orders-"))
     with SimProcess(tmp / "sim", speed=1.0, rate_limit_per_min=100000) as sim:
-        gw = Gw(tmp, sim, api={"rate_limit_per_min": 100000}, orders={"idle_poll_s": 30.0, "poll_s": 30.0})
+        gw = Gw(tmp, sim, api={"rate_limit_per_min": 100000}, risk={"max_daily_loss": 100000},
+                orders={"idle_poll_s": 30.0, "poll_s": 30.0})
         gw.start()
         try:
             price(sim, "6050.00")
