@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-import tempfile
 
 import requests
 import websockets
