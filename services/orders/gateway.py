@@ -78,6 +78,11 @@ class Gateway:
         for it in journal.intents(ACTIVE):
             if it["action"] in ("enter", "reverse"):
                 self.intents[it["key"]] = it["data"]
+        # a command cut off by a restart before its reply (exit, flatten, ...): forget the key so a
+        # resend runs it again (each step checks the broker first); entries are resolved by tag instead
+        for it in journal.intents(("new",)):
+            if it["reply"] is None:
+                journal.db.execute("DELETE FROM intents WHERE key=?", (it["key"],))
         for row in journal.db.execute("SELECT data FROM fills"):
             d = json.loads(row[0])
             self.day_pnl[d.get("day", "")] = self.day_pnl.get(d.get("day", ""), 0) + d.get("net", 0)
@@ -507,6 +512,10 @@ class Gateway:
         o = self.orders.get(oid)
         if o is None:
             return
+        if o["leg"] == "entry":
+            it = self.intents.get(o["key"])
+            if it is not None and it["state"] in ("placing", "unknown"):
+                self._adopt_entry(it, oid)
         inst = instrument_for(raw.get("contractId") or o["contract"])
         fp = raw.get("filledPrice")
         new = {"status": int(raw.get("status", o.get("status", 0))), "fill_volume": int(raw.get("fillVolume") or 0),
@@ -530,6 +539,20 @@ class Gateway:
                 it["state"] = "rejected" if o["status"] == L.REJECTED else "cancelled"
                 logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
                 self.save_intent(it)
+
+    def _adopt_entry(self, it: dict, oid: int) -> None:
+        """An entry whose placement outcome was unknown (timeout, restart) is found at the broker."""
+        key = it["key"]
+        was = it["state"]
+        it["entry_oid"], it["state"] = oid, "working"
+        logger.warning(f"SYNC: entry {key} found at the broker as order {oid} (was {was})")
+        if was == "unknown":
+            self.risk("order_unknown", False, f"entry {key} resolved: order {oid}")
+        rec = self.journal.intent(key)
+        if rec and rec["reply"] is None:
+            self.journal.set_reply(key, asdict(OrderReply(key, True, "accepted", "",
+                                                          {"order_id": oid, "size": it["size"]})))
+        self.save_intent(it)
 
     def on_trade(self, raw: dict, publish: bool = True) -> None:
         tid = int(raw["id"])
@@ -683,23 +706,30 @@ class Gateway:
     # reconciliation, invariant, guard (timers)
     # ------------------------------------------------------------------
     def reconcile(self, initial: bool = False) -> bool:
-        try:
-            orders = self.rest.orders(self.acct, self.since())
-            trades = self.rest.trades(self.acct, self.since())
-            positions = self.rest.open_positions(self.acct)
-        except TopstepXError as exc:
-            self.stats["reconcile_errors"] += 1
-            logger.warning(f"SYNC: reconciliation failed: {exc}")
-            return False
-        self.stats["reconciles"] += 1
+        got: dict[str, list] = {}
+        for name, fn in (("orders", lambda: self.rest.orders(self.acct, self.since())),
+                         ("trades", lambda: self.rest.trades(self.acct, self.since())),
+                         ("positions", lambda: self.rest.open_positions(self.acct))):
+            try:
+                got[name] = fn()
+            except TopstepXError as exc:
+                logger.warning(f"SYNC: reconciliation: {name} failed: {exc}")
         fresh = initial and not self.journal.get("initialized")
-        for o in orders:
+        # each part on its own: fills still come in while (say) Order/search fails
+        for o in got.get("orders", []):
             self.on_order(o)
-        for t in sorted(trades, key=lambda t: int(t["id"])):
-            self.on_trade(t, publish=not fresh)
-        self.positions = {}
-        for p in positions:
-            self._on_position(p)
+        if "trades" in got and ("orders" in got or not fresh):
+            for t in sorted(got["trades"], key=lambda t: int(t["id"])):
+                self.on_trade(t, publish=not fresh)
+        if "positions" in got:
+            self.positions = {}
+            for p in got["positions"]:
+                self._on_position(p)
+        if len(got) < 3:
+            self.stats["reconcile_errors"] += 1
+            return False
+        orders = got["orders"]
+        self.stats["reconciles"] += 1
         if fresh:
             self.journal.set("initialized", True)
         self.last_reconcile = time.monotonic()
@@ -717,14 +747,7 @@ class Gateway:
             if it["state"] in ("placing", "unknown"):
                 found = [by_tag[t] for t, r in self.rows.items() if r["key"] == key and r["leg"] == "entry" and t in by_tag]
                 if found:
-                    it["entry_oid"] = int(found[-1]["id"])
-                    it["state"] = "working"
-                    logger.warning(f"SYNC: entry {key} found at the broker as order {it['entry_oid']}")
-                    self.risk("order_unknown", False, f"entry {key} resolved: order {it['entry_oid']}")
-                    rec = self.journal.intent(key)
-                    if rec and rec["reply"] is None:
-                        self.journal.set_reply(key, asdict(OrderReply(key, True, "accepted", "resolved after restart",
-                                                                      {"order_id": it["entry_oid"], "size": it["size"]})))
+                    self._adopt_entry(it, int(found[-1]["id"]))
                 elif initial or time.monotonic() - it.get("since", 0) > self.sect.unknown_flatten_s:
                     pos = self.positions.get(it["contract"])
                     if pos is not None:
@@ -847,7 +870,23 @@ class Gateway:
         busy = any(it["state"] in ("placing", "working", "unknown") for it in self.intents.values())
         period = self.sect.poll_s if (busy or not self.hub_reconciled) else self.sect.idle_poll_s
         if time.monotonic() - self.last_reconcile >= period:
-            self.reconcile()
+            if not self.reconcile():
+                self.last_reconcile = time.monotonic()      # no tight loop against a failing broker
+                self.flatten_unconfirmed()
+
+    def flatten_unconfirmed(self) -> None:
+        """An entry whose outcome is still unknown after unknown_flatten_s while the broker's order
+        search keeps failing: close whatever is open in that contract rather than sit unprotected."""
+        for it in list(self.intents.values()):
+            if it["state"] == "unknown" and time.monotonic() - it.get("since", 0) > self.sect.unknown_flatten_s:
+                self.risk("order_unknown", True, f"entry {it['key']} unconfirmed after "
+                          f"{self.sect.unknown_flatten_s:.0f} s: closing {contract_name(it['contract'])}", "ERROR")
+                ok, _, msg = self.close_contract(it["contract"], it["key"], "exit")
+                if ok:
+                    it["state"] = "failed"
+                    self.save_intent(it)
+                else:
+                    logger.error(f"GUARD: closing after an unknown entry failed: {msg}; retrying")
 
     def shutdown(self) -> None:
         logger.warning("SHUTDOWN: cancelling working orders, flattening, verifying")

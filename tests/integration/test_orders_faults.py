@@ -133,3 +133,47 @@ def test_sigterm_with_open_position(gw, sim):
     st = sim.state()
     assert not st["positions"] and not st["working"]
     assert "SHUTDOWN: flat" in gw.proc.output()
+
+
+def test_kill9_during_placement_resend_gets_first_answer(gw, sim):
+    """Killed while Order/place is in flight (the broker creates the order and answers late);
+    the engine's Lazy Pirate resend of the same key reaches the restarted gateway."""
+    from common.bus import ServiceUnavailable
+    from common.messages import OrderCommand
+    price(sim, "6050.00")
+    sim.control("timeout", seconds=3, path="/api/Order/place", count=1)
+    cmd = OrderCommand("LE5800", "enter", contract=sim.contract_id, direction=1, size=1, stop_ticks=8,
+                       target_ticks=16, signal_id="LE5800", model_version="m1")
+    with pytest.raises(ServiceUnavailable):
+        gw.client.request(cmd, timeout_ms=400, retries=0)
+    gw.proc.kill9()
+    gw.start()
+    rep = gw.client.request(cmd).msg
+    assert rep.ok and rep.status == "accepted", rep
+    entries = tagged(sim, "LE5800:entry")
+    assert len(entries) == 1 and rep.detail["order_id"] == entries[0]["id"]
+    wait_for(lambda: protected(sim), 10, what="protection after the restart")
+    assert len(positions(sim)) == 1 and positions(sim)[0]["size"] == 1
+
+
+def test_unconfirmable_entry_is_flattened(tmp_path, sim):
+    """REST only (no user hub): the placement times out and the order search keeps failing, so the
+    outcome cannot be confirmed: the gateway answers 'error' (in flight), never resends, and closes
+    the position it cannot vouch for after unknown_flatten_s."""
+    g = Gw(tmp_path, sim, api={"order_timeout_s": 1.0},
+           orders={"user_hub": False, "unknown_flatten_s": 5.0, "lookup_timeout_s": 1.5}).start()
+    try:
+        price(sim, "6050.00")
+        sim.control("timeout", seconds=2, path="/api/Order/place", count=1)
+        sim.control("http_error", status=500, count=-1, path="/api/Order/search")
+        rep = g.enter("LE5900")
+        assert not rep.ok and rep.status == "error" and rep.detail.get("in_flight"), rep
+        assert g.enter("LE5901").status == "refused"          # in flight counts as exposure
+        wait_for(lambda: not positions(sim) and not working(sim) and
+                 any(o["customTag"] == "LE5900:exit:0" for o in sim.state()["orders"]), 20,
+                 what="unconfirmed entry closed")
+        assert len(tagged(sim, "LE5900:entry")) == 1
+        assert any(r.kind == "order_unknown" for r in g.risks())
+        sim.control("clear")
+    finally:
+        g.stop()
