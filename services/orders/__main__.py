@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     for t in ("GatewayUserOrder", "GatewayUserTrade", "GatewayUserPosition")}
         hub = HubClient(cfg.api.user_hub_url, rest.token, subscribe, handlers, name="user",
                         on_state=lambda s, d: loop.call_soon_threadsafe(lambda: gw.on_hub_state(s, d)),
-                        max_backoff_s=sect.hub_max_backoff_s)
+                        min_backoff_s=sect.hub_min_backoff_s,
+                        max_backoff_s=max(sect.hub_max_backoff_s, sect.hub_min_backoff_s))
         hub.start()
 
     def heartbeat() -> None:

@@ -20,4 +20,5 @@ class OrdersConfig(BaseModel):
     repair_target_ticks: int = Field(12, gt=0)
     state_dir: str | None = None                  # journal dir; None: <logging.dir>/state
     user_hub: bool = True                         # false: REST polling only
+    hub_min_backoff_s: float = Field(0.25, gt=0)  # user hub reconnect backoff (doubling, jittered)
     hub_max_backoff_s: float = Field(2.0, gt=0)

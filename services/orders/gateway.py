@@ -347,7 +347,7 @@ class Gateway:
             return OrderReply(cmd.key, False, "error", f"exit failed: {msg}")
         refusal = self.entry_check(contract, cmd.size)
         if refusal:
-            return OrderReply(cmd.key, True, refusal[0], f"exited; entry {refusal[0]}: {refusal[1]}",
+            return OrderReply(cmd.key, False, refusal[0], f"exited; entry {refusal[0]}: {refusal[1]}",
                               {"exit_order_id": exit_oid})
         rep = self._enter(cmd, contract)
         rep.detail["exit_order_id"] = exit_oid
@@ -447,12 +447,15 @@ class Gateway:
         self.cancel_all(contract)     # a protective order placed meanwhile must not survive
         return True, oid, "" if pos else "already flat"
 
-    def flatten(self, key: str, leg: str, reason: str) -> bool:
+    def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0) -> bool:
         """Cancel every working order, close every position, verify flat over REST."""
         logger.warning(f"GUARD: flatten ({reason})")
+        end = time.monotonic() + budget_s
         for c in list(self.positions) + [self.contract]:
             self.busy_until[c] = time.monotonic() + 5
         for _ in range(3):
+            if time.monotonic() > end:
+                break
             self.cancel_all()
             try:
                 ps = self.rest.open_positions(self.acct)
@@ -807,6 +810,7 @@ class Gateway:
                 self.rest.modify_order(self.acct, oid, size=size)
             except TopstepXError as exc:
                 logger.warning(f"REPAIR: resize {oid} failed: {exc}")
+        repair_key = f"gw-repair-{time.time_ns()}"
         for pos, leg, type_ in [(p, "stop", L.STOP) for p in rep.place_stop] + \
                                [(p, "target", L.LIMIT) for p in rep.place_target]:
             it = self.active_intent(pos.contract)
@@ -815,7 +819,7 @@ class Gateway:
                 key, base = it["key"], it["fill_ticks"]
                 sd, td = it["stop_ticks"], it["target_ticks"]
             else:
-                key, base = f"gw-repair-{time.time_ns()}", round(pos.avg_ticks_x4 / 4)
+                key, base = repair_key, round(pos.avg_ticks_x4 / 4)
                 sd, td = self.sect.repair_stop_ticks, self.sect.repair_target_ticks
                 leg = "repair" if leg == "stop" else leg
             stop_px, tgt_px = L.bracket_ticks(base, pos.direction, sd, td)
@@ -890,5 +894,5 @@ class Gateway:
 
     def shutdown(self) -> None:
         logger.warning("SHUTDOWN: cancelling working orders, flattening, verifying")
-        ok = self.flatten(f"gw-shutdown-{time.time_ns()}", "flatten", "shutdown")
+        ok = self.flatten(f"gw-shutdown-{time.time_ns()}", "flatten", "shutdown", budget_s=25.0)
         logger.info(f"SHUTDOWN: {'flat' if ok else 'NOT verified flat'}; state saved")
