@@ -106,6 +106,10 @@ class Gateway:
         return self.clock.now_ns()
 
     def since(self) -> float:
+        """Start of the Order/search and Trade/search window. The simulator's clock follows its
+        tape (days away from the wall clock), so against it the whole history is asked for."""
+        if self.cfg.api.mode == "sim":
+            return 0.0
         return time.time() - self.sect.search_lookback_h * 3600
 
     def day(self) -> str:
@@ -347,7 +351,7 @@ class Gateway:
             return OrderReply(cmd.key, False, "error", f"exit failed: {msg}")
         refusal = self.entry_check(contract, cmd.size)
         if refusal:
-            return OrderReply(cmd.key, False, refusal[0], f"exited; entry {refusal[0]}: {refusal[1]}",
+            return OrderReply(cmd.key, True, refusal[0], f"exited; entry {refusal[0]}: {refusal[1]}",
                               {"exit_order_id": exit_oid})
         rep = self._enter(cmd, contract)
         rep.detail["exit_order_id"] = exit_oid
