@@ -78,16 +78,27 @@ def test_placement_timeout_order_created_no_duplicate(gw, sim):
     assert "outcome unknown" in gw.proc.output()
 
 
-def test_user_hub_dropped_mid_trade(gw, sim):
-    price(sim, "6050.00")
-    assert gw.enter("LE5400").status == "accepted"
-    wait_for(lambda: protected(sim), 10, what="bracket")
-    sim.control("drop_ws", hub="user")
-    price(sim, "6054.50")          # the target fills during the gap
-    wait_for(lambda: not positions(sim) and not working(sim), 15, what="stop cancelled after the gap")
-    fills = wait_for(lambda: len(gw.fills()) >= 2 and gw.fills(), 10, what="target fill found")
-    assert [f.leg for f in fills] == ["entry", "target"]
-    wait_for(lambda: gw.status().get("entries_ok"), 10, what="hub back and reconciled")
+def test_user_hub_dropped_mid_trade(tmp_path, sim):
+    """The target fills while the user hub is down (reconnect backoff 2-4 s): REST polling finds
+    the fill during the gap, cancels the stop, and entries wait for the hub + a reconciliation."""
+    import time
+    g = Gw(tmp_path, sim, orders={"hub_min_backoff_s": 4.0, "hub_max_backoff_s": 4.0}).start()
+    try:
+        price(sim, "6050.00")
+        assert g.enter("LE5400").status == "accepted"
+        wait_for(lambda: protected(sim), 10, what="bracket")
+        sim.control("drop_ws", hub="user")
+        t0 = time.monotonic()
+        price(sim, "6054.50")          # the target fills during the gap
+        wait_for(lambda: not positions(sim) and not working(sim), 15, what="stop cancelled after the gap")
+        fills = wait_for(lambda: len(g.fills()) >= 2 and g.fills(), 10, what="target fill found")
+        assert time.monotonic() - t0 < 2.0, "found by REST polling, before the hub came back"
+        assert g.status().get("hub") != "connected"
+        assert [f.leg for f in fills] == ["entry", "target"]
+        wait_for(lambda: g.status().get("entries_ok"), 10, what="hub back and reconciled")
+        assert [f.leg for f in g.fills()] == ["entry", "target"]      # nothing twice after the reconnect
+    finally:
+        g.stop()
 
 
 def test_kill9_after_entry_and_restart(gw, sim):
