@@ -6,7 +6,7 @@ import time
 
 from common.bus import LazyPirateClient, Subscriber
 from common.config import load_config
-from common.messages import Fill, OrderCommand, OrderEvent, RiskEvent
+from common.messages import Fill, Heartbeat, OrderCommand, OrderEvent, RiskEvent
 from tests.harness.config import write_config
 from tests.harness.procs import ServiceProcess, wait_for
 
@@ -39,6 +39,11 @@ class Gw:
             wait_for(lambda: self.of(object) is not None and self.sub.epoch not in (None, old), 10,
                      what="snapshot of the (re)started gateway")
             self.epoch = self.sub.epoch
+            # and until the SUB socket itself is connected (a live heartbeat, not the snapshot):
+            # a message published before that would be lost to this slow joiner
+            n = len(self.envs)
+            wait_for(lambda: any(isinstance(e.msg, Heartbeat) and not e.snapshot and e.epoch == self.epoch
+                                 for e in (self.of(object) and self.envs[n:])), 10, what="live heartbeat")
         return self
 
     def cmd(self, key: str, action: str, **kw):
