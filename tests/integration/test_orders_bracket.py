@@ -97,3 +97,19 @@ def test_exit_cancels_both_then_closes(gw, sim):
     st = sim.state()
     assert not st["positions"] and not st["working"]
     assert [f.leg for f in wait_for(lambda: len(gw.fills()) >= 2 and gw.fills(), 5, what="fills")] == ["entry", "exit"]
+
+
+def test_short_stop_hit_cancels_target(gw, sim):
+    price(sim, "6050.00")          # a sell fills at the bid 6050.00
+    assert gw.enter("SE8000", direction=-1, size=1, stop=8, target=16).status == "accepted"
+    wait_for(lambda: protected(sim), 10, what="short bracket")
+    w = working(sim)
+    assert by_leg(w, "stop")[0]["side"] == 0 and Decimal(str(by_leg(w, "stop")[0]["stopPrice"])) == Decimal("6052.00")
+    assert Decimal(str(by_leg(w, "target")[0]["limitPrice"])) == Decimal("6046.00")
+    price(sim, "6052.25")          # ask 6052.50: through the stop
+    wait_for(lambda: not positions(sim) and not working(sim), 10, what="stop filled and target cancelled")
+    legs = [f.leg for f in wait_for(lambda: len(gw.fills()) >= 2 and gw.fills(), 5, what="fills")]
+    assert legs == ["entry", "stop"]
+    assert "(STOP HIT)" in gw.proc.output()
+    stop_fill = gw.fills()[1]
+    assert stop_fill.pnl_cents is not None and stop_fill.pnl_cents < 0 and stop_fill.intent_key == "SE8000"

@@ -188,3 +188,16 @@ def test_unconfirmable_entry_is_flattened(tmp_path, sim):
         sim.control("clear")
     finally:
         g.stop()
+
+
+def test_restart_cancels_protection_of_a_flat_position(gw, sim):
+    price(sim, "6050.00")
+    assert gw.enter("LE6100").status == "accepted"
+    wait_for(lambda: protected(sim), 10, what="bracket")
+    gw.proc.kill9()
+    # flattened behind the dead gateway's back: closeContract leaves the stop and target working
+    sim.api("/api/Position/closeContract", {"accountId": sim.account_id, "contractId": sim.contract_id})
+    assert len(working(sim)) == 2
+    gw.start()
+    wait_for(lambda: not working(sim), 10, what="orphaned protection cancelled at start")
+    assert gw.status()["in_flight"] == [] and gw.enter("LE6101").status == "accepted"
