@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     def publish(msg, key: str | None = None) -> None:
         pub.publish(msg, key=key, ts_ns=clock.now_ns() or None)
 
-    engine = Engine(cfg, sect, clock, send, publish)
+    # heartbeats come once a second of wall time, whatever the clock: judge silence on wall time
+    engine = Engine(cfg, sect, clock, send, publish, wall=time.monotonic_ns)
     logger.info(f"ENGINE: starting for {engine.contract}; orders {cfg.bus.orders_cmd}, clock {cfg.trading.clock}, "
                 f"needed services {sect.needed_services}")
 

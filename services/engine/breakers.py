@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import Callable
 
 from common.messages import RiskEvent
 
@@ -39,13 +40,19 @@ class BreakerParams:
 
 
 class Breakers:
-    def __init__(self, p: BreakerParams, needed_services: list[str] | tuple[str, ...] = ()):
+    def __init__(self, p: BreakerParams, needed_services: list[str] | tuple[str, ...] = (),
+                 wall: Callable[[], int] | None = None):
+        """`wall` (ns, e.g. time.monotonic_ns) times the silent-service breaker: services beat
+        once a second of WALL time, so on the event clock of a sped-up replay every service would
+        look silent. None judges heartbeats on the event time passed in (unit tests)."""
         self.p = p
+        self.wall = wall
         self.needed = list(needed_services)
         self.active: dict[str, str] = {}          # name -> detail (silent service: one per service)
         self.last_quote_ns: int | None = None
         self.last_seen: dict[str, int] = {}
         self.started_ns: int | None = None
+        self.silent_since: int | None = None      # wall time the silent-service watch began
         self.rejects: collections.deque[int] = collections.deque()
         self.reject_until = 0
         self.shock_until = 0
@@ -109,6 +116,7 @@ class Breakers:
         return []
 
     def on_heartbeat(self, now_ns: int, service: str) -> list[RiskEvent]:
+        now_ns = self.wall() if self.wall is not None else now_ns
         self.last_seen[service] = now_ns
         # only a clear here: one socket's backlog can run the clock ahead of the others'
         # heartbeats, so trips are judged in check(), after every input was read
@@ -139,12 +147,22 @@ class Breakers:
 
     # -- time ----------------------------------------------------------------
     def _check_silent(self, now_ns: int, trip: bool = True) -> list[RiskEvent]:
-        if self.started_ns is None:
-            if now_ns <= 0:
-                return []
-            self.started_ns = now_ns
+        if self.wall is not None:
+            now_ns = self.wall()
+            if self.silent_since is None:
+                self.silent_since = now_ns
+            start = self.silent_since
+        else:
+            if self.started_ns is None:
+                if now_ns <= 0:
+                    return []
+                self.started_ns = now_ns
+            start = self.started_ns
+        return self._judge_silent(now_ns, start, trip)
+
+    def _judge_silent(self, now_ns: int, start: int, trip: bool) -> list[RiskEvent]:
         limit = int(self.p.silent_service_s * NS)
-        silent = [s for s in self.needed if now_ns - self.last_seen.get(s, self.started_ns) > limit]
+        silent = [s for s in self.needed if now_ns - self.last_seen.get(s, start) > limit]
         if silent and not trip:
             return []
         if silent:

@@ -42,7 +42,8 @@ class Pending:
 
 class Engine:
     def __init__(self, cfg, sect: EngineConfig, clock, send: Callable[[OrderCommand, dict], OrderReply | None],
-                 publish: Callable[..., Any], session: SessionCalendar | None = None):
+                 publish: Callable[..., Any], session: SessionCalendar | None = None,
+                 wall: Callable[[], int] | None = None):
         self.cfg = cfg
         self.sect = sect
         self.clock = clock
@@ -54,7 +55,7 @@ class Engine:
         self.session.today(time.time_ns())      # load the exchange calendar now, not on the first decision
         self.sp = SignalParams(cfg.model.min_confidence, cfg.model.reverse_confidence, cfg.model.max_holding_s)
         self.rp = R.RiskParams.from_config(cfg, sect.require_atr)
-        self.breakers = B.Breakers(B.BreakerParams.from_risk(cfg.risk), sect.needed_services)
+        self.breakers = B.Breakers(B.BreakerParams.from_risk(cfg.risk), sect.needed_services, wall=wall)
         self.rules = R.RuleState()
         # state
         self.pos_dir = 0

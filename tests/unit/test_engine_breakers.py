@@ -56,6 +56,21 @@ def test_silent_service_never_seen_gets_a_grace_period():
     assert "positions" in b.active["silent_service"]
 
 
+def test_silent_service_is_judged_on_wall_time_when_event_time_races_ahead():
+    """A replay at 40x moves event time 40 s between two heartbeats a second apart: no trip."""
+    wall = [10 * NS]
+    b = B.Breakers(P, ["feed"], wall=lambda: wall[0])
+    for i in range(1, 6):
+        wall[0] += NS
+        b.on_heartbeat(T0 + 40 * i * NS, "feed")
+        assert b.check(T0 + 40 * i * NS, True) == [] or "silent_service" not in b.active
+    assert "silent_service" not in b.active
+    wall[0] += 3 * NS + 1                   # now the feed really is silent for 3 s of wall time
+    assert ("silent_service", True) in names(b.check(T0 + 400 * NS, True))
+    wall[0] += NS
+    assert names(b.on_heartbeat(T0 + 401 * NS, "feed")) == [("silent_service", False)]
+
+
 def test_reject_storm_3_in_60s_then_300s_cool_down():
     b = fresh()
     assert b.on_reject(T0) == [] and b.on_reject(T0 + 10 * NS) == []
