@@ -441,6 +441,11 @@ class ServiceLoop:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.poller.register(self._wake_r, zmq.POLLIN)
+        self._stop_requested = False
+        # installed now, not in run(): a SIGTERM during a slow start-up (a broker
+        # reconciliation) must still end in the shutdown hooks, not the default action
+        if threading.current_thread() is threading.main_thread():
+            self.install_signal_handlers()
 
     def add_reader(self, sock: Any, fn: Callable[[], None]) -> None:
         self.readers[sock] = fn
@@ -465,6 +470,7 @@ class ServiceLoop:
 
     def stop(self, reason: str = "stop requested") -> None:
         self.stop_reason = reason
+        self._stop_requested = True
         self.running = False
 
     def install_signal_handlers(self) -> None:
@@ -476,7 +482,7 @@ class ServiceLoop:
     def run(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
-        self.running = True
+        self.running = not self._stop_requested     # a stop asked for before run() still counts
         try:
             while self.running:
                 self.run_once()

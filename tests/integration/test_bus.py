@@ -122,7 +122,12 @@ CHILD = textwrap.dedent(r'''
         loop.on_shutdown(lambda: write("first " + loop.stop_reason))
         loop.on_shutdown(failing_hook)
         loop.on_shutdown(lambda: write("second"))
-        loop.call_soon_threadsafe(lambda: print("ready", flush=True))
+        if args.get("slow_start"):
+            # a start-up that blocks before run() (a broker reconciliation): SIGTERM lands here
+            print("ready", flush=True)
+            time.sleep(args["slow_start"])
+        else:
+            loop.call_soon_threadsafe(lambda: print("ready", flush=True))
         loop.run()
         write("exited run")
 ''')
@@ -417,3 +422,11 @@ def test_signal_runs_shutdown_hooks_and_exits_0(tmp_path, children, sig):
     proc.send_signal(sig)
     assert proc.wait(10) == 0
     assert out.read_text().splitlines() == [f"first {sig.name} received", "second", "exited run"]
+
+
+def test_signal_during_start_up_still_runs_the_shutdown_hooks(tmp_path, children):
+    out = tmp_path / "hooks.txt"
+    proc = children.start("loop", out=str(out), slow_start=1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert out.read_text().splitlines() == ["first SIGTERM received", "second", "exited run"]
