@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = env.msg
         if not isinstance(msg, OrderCommand):
             return OrderReply("", False, "error", f"expected OrderCommand, got {env.type}")
-        return gw.handle(msg)
+        return gw.handle(msg, env.hops)
 
     try:
         rep = ReplyServer(SERVICE, cfg.bus.orders_cmd, on_cmd).attach(loop)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         state = "halted" if gw.halted else ("ok" if gw.hub_reconciled else "degraded")
         pub.publish(Heartbeat(SERVICE, state, os.getpid(), round(time.monotonic() - pub.started, 3),
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
-                                               "day_pnl_cents": gw.day_pnl_cents()}))
+                                               "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat()}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from loguru import logger
 
+from common.hops import HopStats
 from common.instruments import contract_name, instrument_for
 from common.messages import Fill, OrderCommand, OrderEvent, OrderReply, RiskEvent
 from common.topstepx.rest import (
@@ -70,6 +71,8 @@ class Gateway:
                                       "unknown_outcomes": 0, "rejects": 0, "reconciles": 0, "reconcile_errors": 0}
         self.bench: list[dict] = []                  # latency samples (bench_orders reads the heartbeat)
         self.cmd_t0 = 0
+        self.cmd_hops: dict[str, int] = {}           # the current command's hop timestamps (wall ns)
+        self.hops = HopStats()                       # tick -> order ack, per stage, for every entry
         for r in journal.orders():
             self.rows[r["tag"]] = r
             if r["order_id"]:
@@ -167,6 +170,7 @@ class Gateway:
         price = inst.to_price(price_ticks) if price_ticks is not None else None
         self.stats["orders_sent"] += 1
         t0 = time.perf_counter_ns()
+        sent_wall = time.time_ns()
         try:
             oid = self.rest.place_order(self.acct, contract, type_, side, size,
                                         limit_price=price if type_ == L.LIMIT else None,
@@ -191,6 +195,8 @@ class Gateway:
             return oid
         self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
         del self.bench[:-1000]
+        if leg == "entry" and self.cmd_hops:
+            self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
         self._register(tag, oid, data)
         return oid
 
@@ -235,8 +241,11 @@ class Gateway:
     # ------------------------------------------------------------------
     # commands
     # ------------------------------------------------------------------
-    def handle(self, cmd: OrderCommand) -> OrderReply:
+    def handle(self, cmd: OrderCommand, hops: dict[str, int] | None = None) -> OrderReply:
+        """One command from the REP socket. `hops` are the envelope's stage timestamps (tick
+        received ... engine decided); the gateway adds its own for the latency figures."""
         self.cmd_t0 = time.perf_counter_ns()
+        self.cmd_hops = {**(hops or {}), "cmd_recv": time.time_ns()}
         self.stats["commands"] += 1
         if cmd.action == "status":
             return self.status(cmd)

@@ -45,9 +45,11 @@ class Collector:
 
 
 def synced(col: "Collector"):
-    """The subscriber has taken its snapshot (the bus heals a late join with one; trades are
-    not retained, so push ticks only after this)."""
-    return lambda: (col.of(FeedStatus) or col.of(Heartbeat)) and not col.sub.need_snapshot
+    """The subscriber has taken its snapshot AND a live message has arrived (a heartbeat: they
+    are never retained), so the SUB socket's subscription has reached the publisher. Trades are
+    not retained: push ticks only after this, or the slow joiner loses them."""
+    return lambda: any(isinstance(e.msg, Heartbeat) and not e.snapshot for e in col.poll()) \
+        and not col.sub.need_snapshot
 
 
 def subscribed(hub: FakeHub, n: int):

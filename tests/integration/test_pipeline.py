@@ -118,6 +118,9 @@ def test_full_session_trades_logs_and_flattens(tmp_path, sim):
     assert csv_net_cents == broker_net_cents, (csv_net_cents, broker_net_cents)
     metrics = json.loads(metrics_json.read_text())
     assert metrics.get("trades") == len(rows)
+    # every entry's hops, tick received -> broker ack, summarised by the gateway and kept in the metrics
+    hops = metrics["latency"].get("orders", {})
+    assert hops.get("hop_total_us_p50", 0) > 0 and hops.get("hop_inference_us_p99", 0) > 0, metrics["latency"]
     assert any(r.get("exit_reason") in ("eod", "flatten", "target", "stop", "signal") for r in rows)
 
 
