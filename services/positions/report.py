@@ -96,7 +96,7 @@ def build_report(log_dir: Path, day: str) -> Path:
         ("Wins / losses", f"{wins} / {losses}"),
         ("Win rate", f"{100 * wins / len(rows):.1f} %" if rows else "-"),
         ("Net P&L (after fees)", _money(sum(pnl))),
-        ("Fees", _money(fees)),
+        ("Fees", _money(fees).lstrip("+")),          # a cost, shown without a sign
         ("Max drawdown", _money(-int(metrics.get("max_drawdown_cents", 0) or 0))),
         ("Profit factor", "-" if metrics.get("profit_factor") is None else f"{metrics['profit_factor']:.2f}"),
         ("Average hold", f"{metrics.get('avg_hold_s', 0):.1f} s"),
