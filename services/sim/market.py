@@ -84,12 +84,22 @@ def shift_for(ticks: list[Tick], time_mode: str, start_at: str | None, now_ns: i
         dt = datetime.fromisoformat(start_at)
         dt = dt.replace(tzinfo=NY) if dt.tzinfo is None else dt
         return from_dt(dt) - first
-    # start_at mode without a date: the data's own time of day on the latest weekday
+    # start_at mode without a date: the data's own time of day on the latest full CME trading
+    # day (not a weekend, holiday or early close), so a demo run on Thanksgiving still trades
     tod: time = to_ny(first).time()
-    day = to_ny(now_ns).date()
-    while day.weekday() >= 5:
-        day -= timedelta(days=1)
+    day = latest_full_session(to_ny(now_ns).date())
     return from_dt(datetime.combine(day, tod, NY)) - first
+
+
+def latest_full_session(day):
+    from common.session import SessionCalendar
+    cal = SessionCalendar(time(9, 30), time(16, 30), time(16, 25))
+    for _ in range(14):
+        t = cal.times(day)
+        if t.is_trading_day and not t.early_close:
+            return day
+        day -= timedelta(days=1)
+    return day
 
 
 class Replay:
