@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     updates = {k: v for k, v in (("port", args.port), ("speed", args.speed)) if v is not None}
     sim_cfg = sim_cfg.model_copy(update=updates)
-    setup_logging("sim", cfg.path(cfg.logging.dir), cfg.logging.level, console=cfg.logging.console)
+    market_clock = _MarketClock()   # the sim's log lines carry its market time, like the services'
+    setup_logging("sim", cfg.path(cfg.logging.dir), cfg.logging.level, clock=market_clock,
+                  console=cfg.logging.console)
     contract = sim_cfg.contract or cfg.trading.contract
     api_key = sim_cfg.api_key or os.environ.get("TOPSTEPX_API_KEY") or "sim-key"
     register_secret(api_key)
@@ -48,11 +50,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     offset = shift_for(ticks, sim_cfg.time_mode, sim_cfg.start_at, time.time_ns())
     sim = Simulator(sim_cfg, contract, ticks, offset, api_key)
+    market_clock.sim = sim
     logger.info(f"SIM: serving {contract} from {data.name} ({len(ticks)} ticks, derived quotes) on "
                 f"http://{sim_cfg.host}:{sim_cfg.port} speed {sim_cfg.speed or 'max'} time_mode {sim_cfg.time_mode}")
     web.run_app(build_app(sim), host=sim_cfg.host, port=sim_cfg.port, print=None, access_log=None,
                 handle_signals=True, shutdown_timeout=2)
     return 0
+
+
+class _MarketClock:
+    """now_ns() of the simulator's market (0 until it runs: the logger then uses the wall clock)."""
+    sim = None
+
+    def now_ns(self) -> int:
+        return self.sim.engine.now_ns if self.sim is not None else 0
 
 
 if __name__ == "__main__":
