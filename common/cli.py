@@ -100,7 +100,7 @@ def cmd_status(args) -> int:
         print(f"\nposition   {side} {p.get('size', 0)} @ {p.get('avg_price', '-')}  "
               f"unrealized {cents_to_str(p.get('unrealized_cents', 0))}")
         if a:
-            print(f"account    balance {cents_to_str(a.get('balance_cents', 0))}  day realized "
+            print(f"account    balance {cents_to_str(a.get('balance_cents', 0)).lstrip('+')}  day realized "
                   f"{cents_to_str(a.get('realized_day_cents', 0))}  trades {a.get('trades_today', 0)}  "
                   f"consecutive losses {a.get('consecutive_losses', 0)}")
     else:

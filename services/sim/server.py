@@ -223,6 +223,12 @@ class Simulator:
         self.engine = MatchingEngine(SimAccount(cfg.account_id, cfg.account_name,
                                                 int(cfg.starting_balance * 100)),
                                      slippage_ticks=cfg.slippage_ticks, limit_fill=cfg.limit_fill)
+        # ids never repeat across simulator runs (a real broker never reuses one): a restarted
+        # sim must not hand out an id that a gateway's journal or a keeper's fill set still holds
+        run = (time.time_ns() // 10**9 - 1_700_000_000) * 1000
+        self.engine._order_ids = itertools.count(3_300_000_001 + run)
+        self.engine._trade_ids = itertools.count(1_100_000_001 + run)
+        self.engine._position_ids = itertools.count(400_000_001 + run)
         self.replay = Replay(ticks, offset_ns, cfg.speed, cfg.loop, cfg.start_offset_s)
         self.engine.now_ns = self.replay.t0_data
         self.conns: set[HubConn] = set()
