@@ -235,8 +235,23 @@ def cmd_run(args) -> int:
     cfg = _cfg(args)
     for w in cfg.warnings():
         print(f"warning: {w}", file=sys.stderr)
+    if cfg.api.mode == "sim":
+        _archive_sim_state(cfg)
     exe = Path(sys.executable).with_name("supervisord")
     os.execv(str(exe), [str(exe), "-n", "-c", str(conf)])
+
+
+def _archive_sim_state(cfg: Config) -> None:
+    """The simulator keeps no account between runs: every run is a fresh broker. The journals of
+    the last run (gateway intents, keeper day statistics) describe an account that no longer
+    exists, so a sim run starts without them; they are kept under logs/state-runs/<time>/.
+    In live mode nothing is moved: the broker remembers, and so must we."""
+    state = cfg.path(cfg.logging.dir) / "state"
+    if state.is_dir() and any(state.iterdir()):
+        dest = state.parent / "state-runs" / time.strftime("%Y%m%d-%H%M%S")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        state.rename(dest)
+        print(f"sim mode: the last run's journals moved to {dest}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -745,6 +745,7 @@ class Gateway:
             self.stats["reconcile_errors"] += 1
             return False
         orders = got["orders"]
+        self.drop_vanished(orders)
         self.stats["reconciles"] += 1
         if fresh:
             self.journal.set("initialized", True)
@@ -755,6 +756,28 @@ class Gateway:
         self.resolve_intents(orders, initial)
         self.check_invariant(orders, initial)
         return True
+
+    def drop_vanished(self, orders: list[dict]) -> None:
+        """An order the journal holds as working that the broker knows nothing of (not in its
+        order history, not open) is not working: it would otherwise be reported, swept and
+        counted as protection forever. Seen when a simulated broker was started afresh."""
+        seen = {int(o["id"]) for o in orders if o.get("id") is not None}
+        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in L.WORKING and oid not in seen]
+        if not ghosts:
+            return
+        try:
+            open_ids = {int(o["id"]) for o in self.rest.open_orders(self.acct)}
+        except TopstepXError as exc:
+            logger.warning(f"SYNC: cannot confirm {len(ghosts)} journal orders missing at the broker: {exc}")
+            return
+        for oid in ghosts:
+            if oid in open_ids:
+                continue
+            o = self.orders[oid]
+            logger.warning(f"SYNC: order {oid} ({o['tag']}) is working in the journal but unknown to the broker; "
+                           "marked cancelled")
+            self.on_order({"id": oid, "customTag": o["tag"], "contractId": o["contract"], "status": L.CANCELLED,
+                           "fillVolume": o.get("fill_volume", 0), "size": o.get("size", 0)})
 
     def resolve_intents(self, orders: list[dict], initial: bool) -> None:
         by_tag = {o.get("customTag"): o for o in orders}
@@ -783,7 +806,10 @@ class Gateway:
                     it["filled"] = o["fill_volume"]
                 if it["filled"] > 0 and it["fill_ticks"] is not None:
                     it["state"] = "open"
-                    if initial or not (it.get("stop_oid") and it.get("target_oid")):
+                    # at start, protect only what the broker still holds: a position closed while
+                    # the gateway was down (or a broker started afresh) is closed below, not protected
+                    if (initial and it["contract"] in self.positions) or \
+                            (not initial and not (it.get("stop_oid") and it.get("target_oid"))):
                         self.protect(it)
                 if it["state"] == "open" and it["contract"] not in self.positions \
                         and time.monotonic() > self.busy_until.get(it["contract"], 0):

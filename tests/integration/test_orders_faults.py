@@ -201,3 +201,25 @@ def test_restart_cancels_protection_of_a_flat_position(gw, sim):
     gw.start()
     wait_for(lambda: not working(sim), 10, what="orphaned protection cancelled at start")
     assert gw.status()["in_flight"] == [] and gw.enter("LE6101").status == "accepted"
+
+
+def test_a_broker_started_afresh_leaves_no_ghost_orders_in_the_journal(tmp_path, gw, sim):
+    """The simulator keeps nothing between runs. A gateway whose journal still holds the last
+    run's working stop and target must not report, sweep or count them as protection."""
+    price(sim, "6050.00")
+    assert gw.enter("LE6200").status == "accepted"
+    wait_for(lambda: protected(sim), 10, what="bracket")
+    gw.proc.kill9()
+    sim.stop()
+    with SimProcess(tmp_path / "sim2", port=sim.port, speed=0) as fresh:
+        price(fresh, "6050.00")
+        gw.sim = fresh
+        gw.start()
+        wait_for(lambda: gw.status().get("working_orders") == [], 15,
+                 what=f"ghost orders dropped: {gw.status().get('working_orders')}")
+        assert "unknown to the broker; marked cancelled" in gw.proc.output()
+        wait_for(lambda: gw.status().get("in_flight") == [], 15,
+                 what=f"the last run's intent closed (the fresh broker is flat): {gw.status().get('in_flight')}")
+        r = gw.enter("LE6201")
+        assert r.status == "accepted", (r, gw.status())
+        wait_for(lambda: protected(fresh), 10, what="a new bracket at the fresh broker")
