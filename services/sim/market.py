@@ -136,12 +136,20 @@ class Replay:
         if self.t0_wall is not None:
             self.t0_wall += seconds
 
+    def next_ts(self) -> int:
+        """Shifted time of the tick next() returns (the next lap's first one at the end)."""
+        if self.i < len(self.ticks):
+            return self.ts(self.i)
+        return self.ticks[0].ts_ns + self.offset + (self.laps + 1) * self.span
+
     def due_in(self, wall: float) -> float:
         if self.finished:
             return 3600.0
         if self.speed <= 0 or self.t0_wall is None:
             return 0.0
-        target = self.t0_wall + (self.ts(self.i) - self.t0_data) / NS / self.speed
+        if self.i >= len(self.ticks) and not self.loop:
+            return 0.0                  # next() ends the tape
+        target = self.t0_wall + (self.next_ts() - self.t0_data) / NS / self.speed
         return max(0.0, target - wall)
 
     def next(self) -> tuple[int, Tick] | None:

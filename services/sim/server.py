@@ -345,27 +345,41 @@ class Simulator:
         self.stats["ticks"] += 1
 
     async def run_market(self) -> None:
+        """The tape. An error in one tick is logged and the tape goes on: a dead market task
+        would freeze the simulated market with every connection still open."""
         self.replay.start(time.monotonic())
         n = 0
         while True:
-            if self.paused or time.monotonic() < self.stall_until:
-                held = time.monotonic()
-                await asyncio.sleep(0.01)
-                if self.paused:     # hold the tape: resume where it stopped, no burst of overdue ticks
-                    self.replay.delay(time.monotonic() - held)
-                continue
-            wait = self.replay.due_in(time.monotonic())
-            if wait > 0:
-                await asyncio.sleep(min(wait, 0.05))
-                continue
-            got = self.replay.next()
-            if got is None:
-                await asyncio.sleep(0.2)
-                continue
-            await self.emit_tick(*got)
-            n += 1
-            if n % 64 == 0:
-                await asyncio.sleep(0)
+            try:
+                n = await self._market_step(n)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats["market_errors"] += 1
+                logger.exception(f"SIM: market tape error (tape goes on): {exc!r}")
+                await asyncio.sleep(0.1)
+
+    async def _market_step(self, n: int) -> int:
+        """One step of the tape: wait, hold, or emit the next tick. Returns the tick count."""
+        if self.paused or time.monotonic() < self.stall_until:
+            held = time.monotonic()
+            await asyncio.sleep(0.01)
+            if self.paused:     # hold the tape: resume where it stopped, no burst of overdue ticks
+                self.replay.delay(time.monotonic() - held)
+            return n
+        wait = self.replay.due_in(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(min(wait, 0.05))
+            return n
+        got = self.replay.next()
+        if got is None:
+            await asyncio.sleep(0.2)
+            return n
+        await self.emit_tick(*got)
+        n += 1
+        if n % 64 == 0:
+            await asyncio.sleep(0)
+        return n
 
     def set_price(self, bid: int, ask: int, last: int | None, trade: bool) -> None:
         ts = self.engine.now_ns
