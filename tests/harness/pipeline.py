@@ -78,9 +78,14 @@ class Pipeline:
         self.proc = subprocess.Popen([str(exe), "-c", str(self.conf)], cwd=ROOT,
                                      stdout=open(self.logs / "supervisord.stdout", "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: (self.run_dir / "supervisor.sock").exists(), 10, what="supervisord control socket")
-        wait_for(lambda: all(self.state(n) == "RUNNING" for n in self.services), timeout,
-                 what=f"all services RUNNING ({self.states()})")
+        try:
+            wait_for(lambda: (self.run_dir / "supervisor.sock").exists(), 10, what="supervisord control socket")
+            wait_for(lambda: all(self.state(n) == "RUNNING" for n in self.services), timeout,
+                     what="all services RUNNING")
+        except AssertionError as exc:
+            states = self.states()
+            self.stop()           # a failed start must not leave supervisord and its children behind
+            raise AssertionError(f"{exc}: {states}\n{self.tails()}") from None
         return self
 
     def stop(self, timeout: float = 60) -> None:

@@ -20,7 +20,7 @@ from tests.harness.pipeline import Pipeline, memory_rss
 from tests.harness.procs import ROOT, wait_for
 from tests.harness.sim import SimProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DAY = "2026-11-23"
 SPEED = 120                 # 8 h of market time in 4 minutes of wall time
@@ -41,7 +41,9 @@ def test_eight_hour_session_memory_is_stable(tmp_path):
                 now = sim.state()["market"]["now"]
                 for n in names:
                     samples.setdefault(n, []).append((now, memory_rss(pipe.pid(n)) / 2**20))
-                assert time.monotonic() - started < 900, f"market time stuck at {now}\n{pipe.tails()}"
+                assert time.monotonic() - started < 1500, f"market time stuck at {now}\n{pipe.tails()}"
+                if len(samples[names[0]]) % 15 == 1:
+                    print(f"soak: wall {time.monotonic() - started:.0f} s, market {now}", flush=True)
                 time.sleep(2)
             states = pipe.states()
             st = sim.state()
