@@ -31,7 +31,9 @@ def test_eight_hour_session_memory_is_stable(tmp_path):
     out = ROOT / "logs" / "bench" / "soak_memory.json"
     with SimProcess(tmp_path / "sim", speed=SPEED, time_mode="start_at", start_at=f"{DAY}T09:30:00",
                     loop=True) as sim:
+        # keep trading all day (no loss-streak or daily-loss halt) so the soak exercises orders too
         cfg = write_config(tmp_path, sim, model={"min_confidence": 0.45},
+                           risk={"max_consecutive_losses": 1000, "max_daily_loss": 100000},
                            logging={"dir": str(tmp_path / "logs"), "level": "INFO", "console": False})
         samples: dict[str, list[tuple[str, float]]] = {}
         with Pipeline(tmp_path, cfg) as pipe:
