@@ -66,6 +66,14 @@ class RateLimiter:
         self.calls: collections.deque[float] = collections.deque()
         self.lock = threading.Lock()
 
+    def free(self) -> int:
+        """Calls still allowed in the current window (a caller can keep a reserve for orders)."""
+        with self.lock:
+            now = time.monotonic()
+            while self.calls and now - self.calls[0] >= self.window_s:
+                self.calls.popleft()
+            return self.limit - len(self.calls)
+
     def wait(self) -> float:
         waited = 0.0
         while True:
@@ -125,11 +133,14 @@ class TopstepXClient:
         self.stats = collections.Counter()
 
     @classmethod
-    def from_config(cls, api) -> "TopstepXClient":
+    def from_config(cls, api, share: float = 1.0) -> "TopstepXClient":
+        """`share`: this process's part of the account's REST budget. The broker counts every
+        call of the user, whichever process makes it, so the gateway and the keeper split it."""
         key = api.api_key.get_secret_value() if api.api_key is not None else ""
         return cls(api.base_url, api.username or "", key, timeout_s=api.request_timeout_s,
-                   write_timeout_s=api.order_timeout_s, rate_limit_per_min=api.rate_limit_per_min,
-                   bars_per_30s=api.bars_rate_limit_per_30s)
+                   write_timeout_s=api.order_timeout_s,
+                   rate_limit_per_min=max(1, int(api.rate_limit_per_min * share)),
+                   bars_per_30s=max(1, int(api.bars_rate_limit_per_30s * share)))
 
     # -- auth ------------------------------------------------------------
     def login(self) -> str:

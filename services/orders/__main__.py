@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = make_clock(cfg.trading.clock)
     setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
     calendar = SessionCalendar.from_config(cfg.trading)
-    rest = TopstepXClient.from_config(cfg.api)
+    rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share)
     try:
         rest.login()
         account_id = find_account(rest, cfg)

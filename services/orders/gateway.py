@@ -913,6 +913,9 @@ class Gateway:
         busy = any(it["state"] in ("placing", "working", "unknown") for it in self.intents.values())
         period = self.sect.poll_s if (busy or not self.hub_reconciled) else self.sect.idle_poll_s
         if time.monotonic() - self.last_reconcile >= period:
+            if self.rest.limiter.free() < self.sect.rate_reserve + 3:
+                self.stats["polls_deferred"] = self.stats.get("polls_deferred", 0) + 1
+                return                      # keep the REST budget for orders; poll when it refills
             if not self.reconcile():
                 self.last_reconcile = time.monotonic()      # no tight loop against a failing broker
                 self.flatten_unconfirmed()
