@@ -40,8 +40,12 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     out = ROOT / "logs" / "bench" / "pipeline.json"
-    with SimProcess(tmp / "sim", speed=20, time_mode="start_at", start_at=f"{DAY}T10:00:00", loop=True) as sim:
-        cfg_path = write_config(tmp, sim, model={"min_confidence": 0.40},
+    # At 20x the pipeline trades 20 times as often per wall minute as it would live, which would
+    # spend the account's REST budget (200 calls a minute) and measure the rate limiter instead
+    # of the pipeline: the budget is lifted on both sides, as in bench_orders.
+    with SimProcess(tmp / "sim", speed=20, time_mode="start_at", start_at=f"{DAY}T10:00:00", loop=True,
+                    rate_limit_per_min=100000) as sim:
+        cfg_path = write_config(tmp, sim, model={"min_confidence": 0.40}, api={"rate_limit_per_min": 100000},
                                 risk={"max_consecutive_losses": 1000, "max_daily_loss": 100000},
                                 logging={"dir": str(tmp / "logs"), "level": "INFO", "console": False})
         cfg = load_config(cfg_path)
