@@ -22,5 +22,5 @@ class OrdersConfig(BaseModel):
     user_hub: bool = True                         # false: REST polling only
     hub_min_backoff_s: float = Field(0.25, gt=0)  # user hub reconnect backoff (doubling, jittered)
     hub_max_backoff_s: float = Field(2.0, gt=0)
-    rate_share: float = Field(0.75, gt=0, le=1)   # part of the account's REST budget (the keeper has 0.2)
+    rate_share: float = Field(0.65, gt=0, le=1)   # part of the account's REST budget (the keeper has 0.3)
     rate_reserve: int = Field(20, ge=0)           # calls kept free for orders: a periodic poll waits below this

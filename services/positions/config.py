@@ -16,5 +16,5 @@ class PositionsConfig(BaseModel):
     trades_lookback_h: float = Field(72, gt=0)   # Trade/search window when the trading day is not known yet
     fees: Literal["broker", "table"] = "broker"  # broker: the fill's fees (table when 0); table: instrument table
     report_on_shutdown: bool = True
-    rate_share: float = Field(0.2, gt=0, le=1)   # part of the account's REST budget (the gateway has 0.75)
+    rate_share: float = Field(0.3, gt=0, le=1)   # part of the account's REST budget (the gateway has 0.65)
     service_heartbeats: bool = True              # gather latency figures from the other services' heartbeats

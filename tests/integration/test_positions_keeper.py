@@ -21,6 +21,10 @@ from tests.harness.sim import SimProcess
 
 pytestmark = pytest.mark.integration
 
+# the keeper is the only REST client here and reconciles every half second: it gets the whole
+# budget (live, it shares it with the order gateway: positions.rate_share)
+ALONE = {"rate_share": 1.0}
+
 
 def ask(cfg, what: str) -> dict | None:
     client = LazyPirateClient("test", cfg.bus.positions_query, timeout_ms=1000, retries=0)
@@ -55,7 +59,7 @@ def sim(tmp_path):
 
 
 def test_keeper_discovers_broker_positions_and_survives_kill9(tmp_path, sim):
-    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.5, "recheck_s": 0.3})
+    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.5, "recheck_s": 0.3, **ALONE})
     cfg = load_config(path)
     keeper = ServiceProcess("positions", path).start()
     sub = Subscriber("test", cfg.bus.positions_pub, cfg.bus.positions_snap,
@@ -147,7 +151,7 @@ def test_fills_from_the_bus_with_quotes_and_broker_agreeing(tmp_path, sim):
     from common.messages import Fill, OrderEvent, Quote
     from common.topstepx.rest import parse_time
 
-    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.5, "recheck_s": 1.0})
+    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.5, "recheck_s": 1.0, **ALONE})
     cfg = load_config(path)
     loop = ServiceLoop("test-pubs")
     orders = Publisher("orders", cfg.bus.orders_pub, cfg.bus.orders_snap).attach(loop)
@@ -234,7 +238,7 @@ def test_fills_from_the_bus_with_quotes_and_broker_agreeing(tmp_path, sim):
 def test_reversal_and_partial_fills_at_the_broker(tmp_path, sim):
     """A reversal through zero and a partially filled order, both done at the broker: the keeper
     reconstructs the round trips from Trade/search and agrees with the broker to the cent."""
-    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.4, "recheck_s": 0.2})
+    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.4, "recheck_s": 0.2, **ALONE})
     cfg = load_config(path)
     keeper = ServiceProcess("positions", path).start()
     try:

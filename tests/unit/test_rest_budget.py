@@ -17,9 +17,9 @@ def test_free_counts_the_calls_left_in_the_window():
 
 def test_from_config_takes_this_process_share_of_the_budget():
     api = ApiConfig(api_key=SecretStr("k"), rate_limit_per_min=200, bars_rate_limit_per_30s=50)
-    gw = TopstepXClient.from_config(api, share=0.75)
-    keeper = TopstepXClient.from_config(api, share=0.2)
-    assert gw.limiter.limit == 150 and keeper.limiter.limit == 40
+    gw = TopstepXClient.from_config(api, share=0.65)
+    keeper = TopstepXClient.from_config(api, share=0.3)
+    assert gw.limiter.limit == 130 and keeper.limiter.limit == 60
     assert gw.limiter.limit + keeper.limiter.limit < 200
     assert TopstepXClient.from_config(api).limiter.limit == 200
     assert TopstepXClient.from_config(api, share=0.001).limiter.limit == 1
