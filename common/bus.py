@@ -32,6 +32,10 @@ from common.messages import (
 )
 
 HWM = 100_000
+# For a subscriber that needs only the latest quote (marks, the clock): a loop held up by a slow
+# REST call must not queue 100,000 quotes in memory. What overflows is healed by a snapshot,
+# which holds the latest quote (Clone pattern).
+LATEST_ONLY_HWM = 2_000
 NO_GAP_TOPICS = {b"Heartbeat"}   # losing a heartbeat is harmless; the next one arrives in a second
 
 

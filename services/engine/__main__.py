@@ -7,21 +7,21 @@ Refuses to start (exit 2, one line) on a bad config.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from loguru import logger
 
-from common.bus import LazyPirateClient, Publisher, ReplyServer, ServiceLoop, ServiceUnavailable, Subscriber
-from common.clock import EventClock, make_clock
-from common.config import ConfigError, load_config
+from common.bus import (
+    LATEST_ONLY_HWM, LazyPirateClient, Publisher, ReplyServer, ServiceLoop, ServiceUnavailable, Subscriber,
+)
+from common.clock import EventClock
 from common.instruments import InstrumentError, instrument_for
-from common.logging import setup_logging
 from common.messages import (
     Account, Bar, FeedStatus, Fill, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
     Prediction, Quote, Reply, RiskEvent,
 )
+from common.service import boot
 from services.engine.config import EngineConfig
 from services.engine.engine import Engine
 
@@ -29,18 +29,12 @@ SERVICE = "engine"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.engine", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    args = ap.parse_args(argv)
+    cfg, sect, clock = boot(SERVICE, EngineConfig, argv, __doc__)
     try:
-        cfg = load_config(args.config)
-        sect = cfg.section(SERVICE, EngineConfig)
         instrument_for(sect.contract or cfg.trading.contract)
-    except (ConfigError, InstrumentError) as exc:
-        print(f"{SERVICE}: {exc}", file=sys.stderr)
+    except InstrumentError as exc:
+        print(f"{SERVICE}: config error ({cfg.source}): engine.contract: {exc}", file=sys.stderr)
         return 2
-    clock = make_clock(cfg.trading.clock)
-    setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
     for w in cfg.warnings():
         logger.warning(f"CONFIG: {w}")
 
@@ -71,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"needed services {sect.needed_services}")
 
     subs = {
-        "feed": Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, FeedStatus, Heartbeat]),
+        "feed": Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, FeedStatus, Heartbeat],
+                           hwm=LATEST_ONLY_HWM),
         "inference": Subscriber(SERVICE, cfg.bus.inference_pub, cfg.bus.inference_snap,
                                 topics=[Prediction, Bar, Heartbeat]),
         "positions": Subscriber(SERVICE, cfg.bus.positions_pub, cfg.bus.positions_snap,

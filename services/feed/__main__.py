@@ -9,17 +9,15 @@ the raw recording (logs/ticks/) and the heartbeat every second.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from loguru import logger
 
 from common.bus import Publisher, ServiceLoop
-from common.clock import EventClock, make_clock
-from common.config import ConfigError, load_config
-from common.logging import setup_logging
+from common.clock import EventClock
 from common.messages import FeedStatus
+from common.service import boot
 from common.session import SessionCalendar
 from common.topstepx.hub import CONNECTED, CONNECTING, RECONNECTING, STOPPED, HubClient
 from common.topstepx.rest import TopstepXClient
@@ -157,17 +155,7 @@ class FeedGateway:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.feed", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        fcfg = cfg.section(SERVICE, FeedConfig)
-    except ConfigError as exc:
-        print(f"{SERVICE}: {exc}", file=sys.stderr)
-        return 2
-    clock = make_clock(cfg.trading.clock)
-    setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
+    cfg, fcfg, clock = boot(SERVICE, FeedConfig, argv, __doc__)
     loop = ServiceLoop(SERVICE)
     try:
         pub = Publisher(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap).attach(loop)

@@ -6,17 +6,15 @@ Refuses to start (exit 2, one line) on a bad config or an unusable model.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from loguru import logger
 
 from common.bus import Publisher, ServiceLoop, Subscriber
-from common.clock import EventClock, make_clock
-from common.config import ConfigError, load_config
-from common.logging import setup_logging
+from common.clock import EventClock
 from common.messages import Bar, Heartbeat, Prediction, Quote, Trade
+from common.service import boot
 from services.inference.config import InferenceConfig
 from services.inference.features import FEATURE_NAMES
 from services.inference.model import ModelError, load_model
@@ -26,17 +24,7 @@ SERVICE = "inference"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.inference", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        sect = cfg.section(SERVICE, InferenceConfig)
-    except ConfigError as exc:
-        print(f"{SERVICE}: {exc}", file=sys.stderr)
-        return 2
-    clock = make_clock(cfg.trading.clock)
-    setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
+    cfg, sect, clock = boot(SERVICE, InferenceConfig, argv, __doc__)
     try:
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config), list(FEATURE_NAMES))
     except ModelError as exc:

@@ -7,7 +7,6 @@ SIGTERM/SIGINT: cancel working orders, flatten, verify, save state, exit 0.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -15,11 +14,10 @@ from pathlib import Path
 
 from loguru import logger
 
-from common.bus import Publisher, ReplyServer, ServiceLoop, Subscriber
-from common.clock import EventClock, make_clock
-from common.config import ConfigError, load_config
-from common.logging import setup_logging
+from common.bus import LATEST_ONLY_HWM, Publisher, ReplyServer, ServiceLoop, Subscriber
+from common.clock import EventClock
 from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
+from common.service import boot
 from common.session import SessionCalendar
 from common.topstepx.hub import HubClient
 from common.topstepx.rest import TopstepXClient, TopstepXError
@@ -42,17 +40,7 @@ def find_account(rest: TopstepXClient, cfg) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.orders", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        sect = cfg.section(SERVICE, OrdersConfig)
-    except ConfigError as exc:
-        print(f"{SERVICE}: {exc}", file=sys.stderr)
-        return 2
-    clock = make_clock(cfg.trading.clock)
-    setup_logging(SERVICE, cfg.logging.dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
+    cfg, sect, clock = boot(SERVICE, OrdersConfig, argv, __doc__)
     calendar = SessionCalendar.from_config(cfg.trading)
     rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share)
     try:
@@ -97,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("SYNC: cannot reconcile with the broker at start; refusing to start")
         return 2
 
-    feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat])
+    feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat],
+                      hwm=LATEST_ONLY_HWM)
 
     def on_feed() -> None:
         for env in feed.drain():

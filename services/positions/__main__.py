@@ -7,7 +7,6 @@ state, writes the session files and the report, and exits 0.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -18,12 +17,11 @@ from pathlib import Path
 
 from loguru import logger
 
-from common.bus import Publisher, ReplyServer, ServiceLoop, Subscriber
-from common.clock import NY, EventClock, from_dt, make_clock
-from common.config import ConfigError, load_config
+from common.bus import LATEST_ONLY_HWM, Publisher, ReplyServer, ServiceLoop, Subscriber
+from common.clock import NY, EventClock, from_dt
 from common.instruments import cents_to_str
-from common.logging import setup_logging
 from common.messages import Fill, Heartbeat, OrderEvent, Query, Quote, Reply, RiskEvent, RoundTrip
+from common.service import boot
 from common.session import SessionCalendar
 from common.topstepx.rest import parse_time
 from services.positions import journal
@@ -36,18 +34,8 @@ LATENCY_HINTS = ("latency", "_us", "_ms", "lag")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.positions", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-        sect = cfg.section(SERVICE, PositionsConfig)
-    except ConfigError as exc:
-        print(f"{SERVICE}: {exc}", file=sys.stderr)
-        return 2
-    clock = make_clock(cfg.trading.clock)
+    cfg, sect, clock = boot(SERVICE, PositionsConfig, argv, __doc__)
     log_dir = cfg.path(cfg.logging.dir)
-    setup_logging(SERVICE, log_dir, cfg.logging.level, clock=clock, console=cfg.logging.console)
     return Keeper(cfg, sect, clock, log_dir).run()
 
 
@@ -118,7 +106,8 @@ class Keeper:
             logger.error(f"RECONCILE: no broker client ({type(exc).__name__}: {exc}); fills only")
         self.orders = Subscriber(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap,
                                  topics=[Fill, OrderEvent, Heartbeat])
-        self.feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat])
+        self.feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat],
+                               hwm=LATEST_ONLY_HWM)
         loop.add_reader(self.orders.sock, self.on_orders)
         loop.add_reader(self.feed.sock, self.on_feed)
         self.others: list[Subscriber] = []

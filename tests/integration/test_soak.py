@@ -30,10 +30,13 @@ GROWTH_LIMIT_MB = 64        # per process, warm-up end to session end
 def test_eight_hour_session_memory_is_stable(tmp_path):
     out = ROOT / "logs" / "bench" / "soak_memory.json"
     with SimProcess(tmp_path / "sim", speed=SPEED, time_mode="start_at", start_at=f"{DAY}T09:30:00",
-                    loop=True) as sim:
-        # keep trading all day (no loss-streak or daily-loss halt) so the soak exercises orders too
+                    loop=True, rate_limit_per_min=100000) as sim:
+        # keep trading all day (no loss-streak or daily-loss halt) so the soak exercises orders too;
+        # at 120x the day's REST calls come 120 times as fast as live, so the per-minute budget is
+        # lifted on both sides (the soak measures memory, not the rate limiter)
         cfg = write_config(tmp_path, sim, model={"min_confidence": 0.45},
                            risk={"max_consecutive_losses": 1000, "max_daily_loss": 100000},
+                           api={"rate_limit_per_min": 100000},
                            logging={"dir": str(tmp_path / "logs"), "level": "INFO", "console": False})
         samples: dict[str, list[tuple[str, float]]] = {}
         with Pipeline(tmp_path, cfg) as pipe:
