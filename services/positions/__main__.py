@@ -463,7 +463,27 @@ class Keeper:
             self.request_sync(reason, forced)
 
     # -- shutdown ---------------------------------------------------------------------
+    def final_sync(self) -> None:
+        """Before the last files: take the fills already on the socket, then one broker check,
+        done here and now. The order gateway stops just before the keeper and flattens on its way
+        out; that round trip belongs in today's trades and report."""
+        try:
+            self.on_orders()
+        except Exception as exc:
+            logger.warning(f"POSITIONS: final read of the gateway's fills failed: {exc}")
+        if self.rest is None:
+            return
+        from concurrent.futures import Future
+        fut: Future = Future()
+        known = {oid for p in self.ledger.protective.values() for oid in (p.stop_order_id, p.target_order_id) if oid}
+        try:
+            fut.set_result(self.fetch(self.trades_since(), known))
+        except Exception as exc:
+            fut.set_exception(exc)
+        self.apply_sync(fut, "shutdown", True)
+
     def shutdown(self) -> None:
+        self.final_sync()
         self.save()
         self.write_files()
         if self.sect.report_on_shutdown and self.ledger.day:

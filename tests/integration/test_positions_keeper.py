@@ -265,3 +265,26 @@ def test_reversal_and_partial_fills_at_the_broker(tmp_path, sim):
         assert "realized P&L of" not in keeper.output()    # the broker-trades cross-check agreed
     finally:
         keeper.terminate(5)
+
+
+def test_a_close_just_before_sigterm_is_in_the_session_files(tmp_path, sim):
+    """The order gateway flattens on its way out, a second before the keeper stops: the keeper's
+    last broker check at shutdown puts that round trip in the trades CSV and the report."""
+    path = write_config(tmp_path, sim, positions={"reconcile_s": 60, "recheck_s": 0.2, **ALONE})
+    cfg = load_config(path)
+    keeper = ServiceProcess("positions", path).start()
+    try:
+        wait_for(lambda: "RECONCILE: start" in keeper.output(), timeout=20, what="start reconcile")
+        place(sim, 0, 1, "LE1763913000:entry:0")
+        keeper.kill9()                       # not yet seen: the keeper learns of it at its next start
+        keeper.start()
+        wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["direction"] == 1, timeout=20,
+                 what="long 1 adopted at start")
+        place(sim, 1, 1, "gw-shutdown-1:flatten:0")    # the gateway's shutdown flatten
+        assert keeper.terminate(20) == 0, keeper.tail()
+    finally:
+        keeper.terminate(5)
+    day = sim.state()["market"]["now"][:10]
+    rows = (tmp_path / "logs" / f"trades_{day}.csv").read_text().splitlines()
+    assert len(rows) == 2 and ",flatten," in rows[1], rows
+    assert (tmp_path / "logs" / f"report_{day}.html").exists()
