@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from common.bus import LazyPirateClient, Subscriber
 from common.config import load_config
 from common.messages import Fill, Heartbeat, OrderCommand, OrderEvent, RiskEvent
 from tests.harness.config import write_config
 from tests.harness.procs import ServiceProcess, wait_for
+from tests.harness.sim import SimProcess
 
 FAST = {"poll_s": 0.5, "idle_poll_s": 1.0, "lookup_timeout_s": 3.0, "flat_verify_s": 3.0,
         "hub_max_backoff_s": 0.5}
@@ -112,3 +115,17 @@ def price(sim, ticks_price) -> None:
 
 
 __all__ = ["Gw", "working", "positions", "by_leg", "protected", "price", "wait_for"]
+
+
+# the default fixtures of the gateway tests (import them: `from ...orders_helpers import gw, sim`)
+@pytest.fixture
+def sim(tmp_path):
+    with SimProcess(tmp_path / "sim", speed=1.0) as s:
+        yield s
+
+
+@pytest.fixture
+def gw(tmp_path, sim):
+    g = Gw(tmp_path, sim).start()
+    yield g
+    g.stop()

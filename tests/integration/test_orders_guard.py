@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.sim import SimProcess
-from tests.integration.orders_helpers import Gw, by_leg, positions, price, protected, wait_for, working
+from tests.integration.orders_helpers import (  # noqa: F401  (gw, sim: fixtures)
+    Gw, by_leg, gw, positions, price, protected, sim, wait_for, working,
+)
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def sim(tmp_path):
-    with SimProcess(tmp_path / "sim", speed=1.0) as s:
-        yield s
-
-
-@pytest.fixture
-def gw(tmp_path, sim):
-    g = Gw(tmp_path, sim).start()
-    yield g
-    g.stop()
 
 
 def test_missing_stop_is_repaired_and_orphan_swept(gw, sim):
