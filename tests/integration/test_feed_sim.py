@@ -41,7 +41,13 @@ class Feed:
         return len(self.envs)
 
     def ticks_flow(self, after: int = 0, timeout: float = 15):
-        wait_for(lambda: self.of(Trade, after) or self.of(Quote, after), timeout, what="ticks from the simulator")
+        """Wait for a live tick, not one replayed from the feed's snapshot.
+
+        A snapshot answers before this SUB socket's TCP connection is up (slow joiner);
+        a fault injected in that window publishes a FeedStatus nobody here receives.
+        """
+        wait_for(lambda: any(not e.snapshot for e in self.of(Trade, after) + self.of(Quote, after)),
+                 timeout, what="live ticks from the simulator")
 
     def state(self) -> str:
         """The feed's latest connection state: its newest FeedStatus, else its heartbeat's."""
