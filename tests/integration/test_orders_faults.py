@@ -223,3 +223,5 @@ def test_a_broker_started_afresh_leaves_no_ghost_orders_in_the_journal(tmp_path,
         r = gw.enter("LE6201")
         assert r.status == "accepted", (r, gw.status())
         wait_for(lambda: protected(fresh), 10, what="a new bracket at the fresh broker")
+        gw.stop()       # while the fresh broker is up: its shutdown flatten needs one
+        assert not positions(fresh) and not working(fresh)

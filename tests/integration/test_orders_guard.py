@@ -45,7 +45,8 @@ def test_halt_cancel_all_flatten_status(gw, sim):
     f = gw.cmd("op-flatten-1", "flatten", reason="operator")
     assert f.ok and f.status == "flat", f
     assert not positions(sim) and not working(sim)
-    assert [x.leg for x in gw.fills()][-1] == "flatten"
+    # verified flat over REST; the fill itself comes on the user hub, a moment later
+    wait_for(lambda: [x.leg for x in gw.fills()][-1:] == ["flatten"], 5, what="the flatten fill")
     assert gw.cmd("op-flatten-1", "flatten").status == "flat"      # same key: first answer, nothing sent
     assert len([o for o in sim.state()["orders"] if o["customTag"].startswith("op-flatten-1:")]) == 1
     assert gw.cmd("op-resume-1", "resume").ok
