@@ -74,7 +74,7 @@ def test_partial_fill_resizes_protection(gw, sim):
     price(sim, "6050.25")          # market update: the rest fills
     wait_for(lambda: positions(sim) and positions(sim)[0]["size"] == 2 and protected(sim, 2), 10,
              what="protection resized to 2")
-    assert len([f for f in gw.fills() if f.leg == "entry"]) == 2
+    wait_for(lambda: len([f for f in gw.fills() if f.leg == "entry"]) == 2, 5, what="two entry fills on the bus")
 
 
 def test_exit_cancels_both_then_closes(gw, sim):

@@ -114,6 +114,8 @@ def test_kill9_after_entry_and_restart(gw, sim):
     assert (again.status, again.detail) == (rep.status, rep.detail)
     assert len(tagged(sim, "LE5500:entry")) == 1
     # fills are published once across the restart
+    wait_for(lambda: [f.leg for f in gw.fills()].count("entry") >= 1, 5, what="the entry fill on the bus")
+    gw.status()
     assert [f.leg for f in gw.fills()].count("entry") == 1
 
 
