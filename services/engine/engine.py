@@ -72,6 +72,7 @@ class Engine:
         self.eod_day = ""                     # trading day the end-of-day flatten was sent
         self.last_flatten_ns = 0
         self.mismatch_flattened = False
+        self.gateway_halt = ""                # the order gateway's own halt (operator or its daily-loss guard)
         self.spread_ticks: int | None = None
         self.last_bar_ns = 0
         self.last_pred: Prediction | None = None
@@ -135,6 +136,8 @@ class Engine:
             out["day_halt"] = halted
         if self.pending is not None:
             out["in_flight"] = f"{self.pending.kind} {self.pending.key} not confirmed yet"
+        if self.gateway_halt:
+            out["gateway_halt"] = self.gateway_halt
         if not self.synced:
             out["gateway_status_unknown"] = "the gateway's status has not been read since start"
         return out
@@ -182,6 +185,14 @@ class Engine:
         self.evaluate_account()
 
     def on_risk_event(self, ev: RiskEvent, src: str = "") -> None:
+        if src == "orders" and ev.kind in ("halt", "daily_loss"):
+            # mirror the gateway's halt: entries it would refuse are not sent at all
+            if ev.active:
+                self.gateway_halt = ev.detail or ev.kind
+            elif ev.kind == "halt":
+                self.gateway_halt = ""
+            logger.info(f"ENGINE: order gateway {'halted: ' + self.gateway_halt if self.gateway_halt else 'resumed'}")
+            return
         if ev.kind == B.POSITION_MISMATCH:
             self._risk(self.breakers.on_mismatch(ev.active, ev.detail))
             if not ev.active:
@@ -205,6 +216,8 @@ class Engine:
         pass   # positions come from the keeper; fills only matter to it
 
     def on_reply(self, reply: OrderReply) -> None:
+        if reply.status == "halted":
+            self.gateway_halt = reply.message or "order gateway halted"
         if reply.status in ("rejected", "error"):
             oid = reply.detail.get("order_id")
             if oid is not None:
@@ -389,6 +402,7 @@ class Engine:
             if self.pending is None and d is not None and d != 0:
                 self.pending = Pending(k, "in_flight", d, self.now())
                 logger.warning(f"ENGINE: entry {k} is in flight at the gateway; no new entry until it settles")
+        self.gateway_halt = (detail.get("halt_reason") or "order gateway halted") if detail.get("halted") else ""
         if not self.synced:
             logger.info(f"ENGINE: gateway status read: in flight {in_flight}, position {pos}, "
                         f"halted {detail.get('halted')}")
@@ -421,6 +435,7 @@ class Engine:
             if self.pos_dir else None,
             "pending": {"key": self.pending.key, "kind": self.pending.kind} if self.pending else None,
             "synced": self.synced,
+            "gateway_halt": self.gateway_halt,
             "phase": self.session.phase(self.now()) if self.now() > 0 else "unknown",
         }
 

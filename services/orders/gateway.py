@@ -892,6 +892,7 @@ class Gateway:
         if self.halted and h.get("kind") == "daily_loss" and day and h.get("day") != day:
             logger.info(f"GUARD: new trading day {day}: daily loss halt of {h.get('day')} cleared")
             self.clear_halt()
+            self.risk("halt", False, f"new trading day {day}: daily loss halt cleared")
         if now > 0 and self.calendar.must_be_flat(now):    # no time rules before the event clock has data
             exposed = bool(self.positions) or any(it["state"] in ACTIVE for it in self.intents.values()) or \
                 any(o.get("status") in L.WORKING for o in self.orders.values())

@@ -461,3 +461,33 @@ def test_a_reject_seen_as_reply_and_order_event_counts_once():
     key = k.eng.send.commands[0].key
     k.eng.on_order_event(OrderEvent(41, f"{key}:entry:0", CONTRACT, "entry", 0, 2, 1, 5, intent_key=key))
     assert k.eng.counts["rejects"] == 1 and len(k.eng.breakers.rejects) == 1
+
+
+def test_the_gateways_own_halt_blocks_entries_until_it_resumes():
+    """A halt the gateway latched (operator, or its own daily-loss guard) is mirrored: the engine
+    stops sending entries the gateway would refuse, and sends them again once it resumes."""
+    k = Kit(MON)
+    k.eng.on_risk_event(RiskEvent("daily_loss", True, "ERROR", "day P&L -100000 cents"), "orders")
+    k.predict(1, 0.9)
+    assert k.gw.commands == [] and "gateway_halt" in blocked(k)
+    assert k.eng.operator(OperatorCommand("status")).data["gateway_halt"] == "day P&L -100000 cents"
+    k.eng.on_risk_event(RiskEvent("halt", True, "WARNING", "x"), "positions")     # not the gateway's
+    k.eng.on_risk_event(RiskEvent("halt", False, "WARNING", "new trading day"), "orders")
+    k.advance(1)
+    k.predict(1, 0.9)
+    assert k.gw.commands[-1].action == "enter"
+
+
+def test_a_halted_reply_or_status_sets_the_gateway_halt():
+    k = Kit(MON)
+    k.gw.status = "halted"
+    k.predict(1, 0.9)
+    assert len(k.gw.commands) == 1 and k.eng.gateway_halt
+    k.gw.status = "accepted"
+    k.advance(1)
+    k.predict(1, 0.9)
+    assert len(k.gw.commands) == 1                      # not sent again while halted
+    k.eng.sync_status({"in_flight": [], "position": None, "halted": False})
+    k.advance(1)
+    k.predict(1, 0.9)
+    assert len(k.gw.commands) == 2
