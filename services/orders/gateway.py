@@ -122,7 +122,8 @@ class Gateway:
         return self.calendar.trading_day(n) if n > 0 else self.last_fill_day
 
     def risk(self, kind: str, active: bool, detail: str, severity: str = "WARNING") -> None:
-        (logger.error if severity == "ERROR" else logger.warning)(f"RISK: {kind}: {detail}")
+        log = logger.info if not active else logger.error if severity == "ERROR" else logger.warning
+        log(f"RISK: {kind} {'TRIPPED' if active else 'CLEARED'}: {detail}")
         self.publish(RiskEvent(kind, active, severity, detail))
 
     def active_intent(self, contract: str) -> dict | None:
