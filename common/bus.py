@@ -86,6 +86,8 @@ class Publisher:
         """Send `msg`. With `key` the message is retained for snapshots (last one per key);
         `forget=True` sends it and drops that key from the retained state (e.g. a closed order)."""
         topic = topic_of(msg)
+        if topic == b"Heartbeat" and not msg.seqs:
+            msg.seqs = {t.decode(): s for t, s in self.seqs.items() if t != b"Heartbeat"}
         seq = self.seqs[topic] + 1
         self.seqs[topic] = seq
         frame = encode(msg, seq=seq, ts_ns=self.clock() if ts_ns is None else ts_ns,
@@ -238,6 +240,8 @@ class Subscriber:
             self.sync(force=True)
             return None
         if topic in NO_GAP_TOPICS:
+            if topic == b"Heartbeat" and self._tail_lost(env):
+                self.sync(force=True)
             return env
         last = self.last_seq.get(topic)
         if last is not None and env.seq <= last:
@@ -255,6 +259,22 @@ class Subscriber:
         if self.epoch is None:
             self.epoch = env.epoch
         return env
+
+    def _tail_lost(self, env: Envelope) -> bool:
+        """The publisher's heartbeat says it sent more on a topic of ours than we received."""
+        seqs = getattr(env.msg, "seqs", None)
+        if not seqs or not isinstance(seqs, dict) or self.need_snapshot or self.epoch is None:
+            return False
+        for name, sent in seqs.items():
+            if self.topics and name not in self.topics or not isinstance(sent, int):
+                continue
+            got = self.last_seq.get(name.encode(), 0)
+            if sent > got:
+                self.stats.gaps += 1
+                logger.warning(f"BUS: {self.name}: {env.src}'s heartbeat says {name} reached {sent}, "
+                               f"received {got}; asking for a snapshot")
+                return True
+        return False
 
     # -- snapshot --------------------------------------------------------
     def sync(self, force: bool = False) -> bool:

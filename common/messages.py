@@ -265,6 +265,9 @@ class Heartbeat:
     uptime_s: float
     exch_ns: int = 0            # latest exchange time this service has seen (0: none)
     stats: dict[str, Any] = field(default_factory=dict)
+    # last sequence number per topic sent before this heartbeat (filled in by the Publisher):
+    # a subscriber sees a message lost at the end of a burst here, not at the next message
+    seqs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

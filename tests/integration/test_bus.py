@@ -58,6 +58,14 @@ CHILD = textwrap.dedent(r'''
             if q.what == "publish":
                 for key, size in q.params["items"]:
                     pub.publish(pos(key, size), key=key)
+            elif q.what == "lose":
+                # numbered and retained like any message, but the frame never leaves: lost in transit
+                real, pub.sock = pub.sock, type("Void", (), {"send_multipart": lambda *a, **k: None})()
+                try:
+                    for key, size in q.params["items"]:
+                        pub.publish(pos(key, size), key=key)
+                finally:
+                    pub.sock = real
             elif q.what == "burst":
                 p = q.params
                 for i in range(p["n"]):
@@ -254,6 +262,28 @@ def test_hwm_overflow_gap_healed_by_snapshot(tmp_path, children):
     pump(sub, state, lambda: state == expected, what="live updates after the heal")
     assert sub.stats.gaps == gaps
     assert sub.last_seq[b"Position"] == rep.data["seqs"]["Position"]
+    sub.close()
+    ctl.close()
+
+
+def test_a_message_lost_at_the_end_of_a_burst_is_seen_at_the_next_heartbeat(tmp_path, children):
+    """No further message on the topic: the publisher's heartbeat carries its last sequence numbers."""
+    e = eps(tmp_path)
+    children.start("pub", heartbeat_s=0.1, **e)
+    ctl = control(tmp_path)
+    sub = Subscriber("test", e["pub"], e["snap"], topics=[Position, Heartbeat], snapshot_timeout_ms=5000)
+    state: dict[str, int] = {}
+    connect_live(sub, ctl, state)
+    ctl.request(Query("publish", {"items": [["ES", 1], ["NQ", 2]]}))
+    pump(sub, state, lambda: state.get("NQ") == 2, what="live updates")
+    assert sub.stats.gaps == 0
+
+    # the last two updates of a burst are lost and nothing else is ever published on Position
+    ctl.request(Query("lose", {"items": [["ES", 3], ["NQ", 4]]}))
+    pump(sub, state, lambda: state.get("ES") == 3 and state.get("NQ") == 4,
+         what="the lost tail restored by the snapshot a heartbeat asked for")
+    assert sub.stats.gaps == 1 and sub.stats.snapshots == 2
+    assert sub.last_seq[b"Position"] == ctl.request(Query("publish", {"items": []})).msg.data["seqs"]["Position"]
     sub.close()
     ctl.close()
 
