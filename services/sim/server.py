@@ -31,11 +31,12 @@ from common.instruments import INSTRUMENTS, Instrument, InstrumentError, instrum
 from services.sim.config import SimConfig
 from services.sim.market import NS, Replay, Tick
 from services.sim.matching import (
-    BUY, JOIN_ASK, JOIN_BID, LIMIT, MARKET, SELL, STOP, WORKING, MatchError, MatchingEngine, Order,
-    SimAccount, SimPosition, SimTrade,
+    BUY, JOIN_ASK, JOIN_BID, LIMIT, MARKET, SELL, STOP, STOP_LIMIT, SUSPENDED, TRAILING_STOP, WORKING, Bracket,
+    MatchError, MatchingEngine, Order, Rejected, SimAccount, SimPosition, SimTrade, check_brackets,
 )
 
 RS = "\x1e"
+DOM_BEST_ASK, DOM_BEST_BID = 3, 4      # DomType (topstepx_api.md §2)
 
 
 def iso(ns: int) -> str:
@@ -239,6 +240,7 @@ class Simulator:
         self.session = {"open": None, "high": None, "low": None, "volume": 0}
         self.stats = collections.Counter()
         self.month_code, self.year = parse_contract_id(contract)[1:]
+        self._depth_last: tuple[int, int] | None = None    # best bid/ask last sent as GatewayDepth
 
     # -- contracts -------------------------------------------------------
     def contracts(self) -> list[dict]:
@@ -261,7 +263,18 @@ class Simulator:
                 "limitPrice": float(inst.to_price(o.limit_ticks)) if o.limit_ticks is not None else None,
                 "stopPrice": float(inst.to_price(o.stop_ticks)) if o.stop_ticks is not None else None,
                 "fillVolume": o.fill_volume, "filledPrice": float(fp) if fp is not None else None,
-                "customTag": o.tag}
+                "customTag": o.tag, "parentOrderId": o.parent_id, "linkedOrderId": o.linked_id,
+                **self._trail_json(o, inst)}
+
+    @staticmethod
+    def _trail_json(o: Order, inst: Instrument) -> dict:
+        """Live extras: a bracket child's signed ticks from the entry (trailDistance) and the same
+        in price (trailPrice) -- the doc's wording leaves open whether both legs carry them; both
+        do here; a trailing stop's distance, read back as a price distance (topstepx_api.md §1.6)."""
+        ticks = o.offset_ticks if o.parent_id is not None else o.trail_ticks
+        if ticks is None:
+            return {"trailDistance": None, "trailPrice": None}
+        return {"trailDistance": ticks, "trailPrice": float(inst.to_price(ticks))}
 
     def trade_json(self, t: SimTrade) -> dict:
         inst = instrument_for(t.contract)
@@ -325,6 +338,23 @@ class Simulator:
                 "low": float(inst.to_price(s["low"])), "volume": s["volume"],
                 "lastUpdated": iso(ts_ns), "timestamp": iso(ts_ns)}
 
+    def depth_frame(self, bid: int | None, ask: int | None, ts_ns: int, size: int, force: bool = False) -> str | None:
+        """GatewayDepth, minimal: one BestBid and one BestAsk entry (DomType 4 / 3) when the best
+        prices change (or `force`, a snapshot for a new subscriber). The data has no book sizes:
+        volume/currentVolume are synthetic (the size of the trade that set the quote)."""
+        if bid is None or ask is None or (not force and (bid, ask) == self._depth_last):
+            return None
+        self._depth_last = (bid, ask)   # a snapshot too: every depth subscriber has seen this book now
+        stamp, inst = iso(ts_ns), self.inst
+        return inv("GatewayDepth", self.contract, [
+            {"timestamp": stamp, "type": DOM_BEST_BID, "price": float(inst.to_price(bid)), "volume": size,
+             "currentVolume": size},
+            {"timestamp": stamp, "type": DOM_BEST_ASK, "price": float(inst.to_price(ask)), "volume": size,
+             "currentVolume": size}])
+
+    def _depth_subscribers(self) -> list[HubConn]:
+        return [c for c in self.conns if c.hub == "market" and c.handshaken and self.contract in c.subs["depth"]]
+
     async def emit_tick(self, ts: int, t: Tick) -> None:
         self.session["volume"] += t.size
         events = self.engine.on_market(self.contract, t.bid, t.ask, t.price, t.price, ts)
@@ -336,12 +366,16 @@ class Simulator:
         quote = self.quote_json(t.bid, t.ask, t.price, ts)
         tframe = inv("GatewayTrade", self.contract, trade)
         qframe = inv("GatewayQuote", self.contract, quote)
+        depth = self._depth_subscribers()           # cheap: the depth frame is built only when wanted
+        dframe = self.depth_frame(t.bid, t.ask, ts, t.size) if depth else None
         for c in list(self.conns):
             if c.hub == "market" and c.handshaken:
                 if self.contract in c.subs["trades"]:
                     await c.push(tframe)
                 if self.contract in c.subs["quotes"]:
                     await c.push(qframe)
+                if dframe and c in depth:
+                    await c.push(dframe)
         self.stats["ticks"] += 1
 
     async def run_market(self) -> None:
@@ -392,11 +426,15 @@ class Simulator:
                 "symbolId": self.inst.symbol_id, "price": float(self.inst.to_price(last)), "timestamp": iso(ts),
                 "type": 0 if last >= ask else 1, "volume": 1}])
         quote = self.quote_json(bid, ask, last, ts)
+        depth = self._depth_subscribers()
+        dframe = self.depth_frame(bid, ask, ts, 1) if depth else None
         for c in list(self.conns):
             if c.hub == "market" and c.handshaken and tframe and self.contract in c.subs["trades"]:
                 c.push_nowait(tframe)
             if c.hub == "market" and c.handshaken and self.contract in c.subs["quotes"]:
                 c.push_nowait(inv("GatewayQuote", self.contract, quote))
+            if dframe and c in depth:
+                c.push_nowait(dframe)
         self.publish_events(events)
 
     # -- REST ------------------------------------------------------------
@@ -583,16 +621,30 @@ def order_place(sim: Simulator, body: dict, _req) -> dict:
         raise Refused(8, f"Contract {cid} not found")
     limit = price_of(body, "limitPrice", inst)
     stop = price_of(body, "stopPrice", inst)
+    # an absolute level for a TrailingStop (the engine turns it into ticks from the last trade);
+    # sent with another type it is ignored (the doc: TrailingStop only)
+    trail = price_of(body, "trailPrice", inst)
+    brackets: tuple[Bracket | None, Bracket | None] = (None, None)
     if body.get("stopLossBracket") or body.get("takeProfitBracket"):
         if not sim.cfg.auto_oco_brackets:
             raise Refused(2, "Brackets cannot be used with Position Brackets. Please disable Position Brackets "
                              "or switch to Auto OCO Brackets in your platform settings.")
+        brackets = (bracket_of(body, "stopLossBracket", STOP), bracket_of(body, "takeProfitBracket", LIMIT))
+        if side in (BUY, SELL):
+            try:
+                # refused before an order exists (no orderId), like the bracket-mode refusal above
+                check_brackets(side, *brackets)
+            except MatchError as exc:
+                raise Refused(2, str(exc)) from None
+        else:
+            brackets = (None, None)     # refused below for the side; no children for a side-less entry
     oid = sim.engine.new_order_id()
     order = Order(oid, aid, cid, type_, side, size, limit, stop, tag)
 
     def refuse(code: int, msg: str) -> None:
-        # a rejected order still gets a real orderId (topstepx_api.md §1.6)
-        sim.publish_events(sim.engine.reject(order))
+        # a rejected order still gets a real orderId (topstepx_api.md §1.6); its bracket
+        # children are created with it and cancelled (matching.MatchingEngine.reject)
+        sim.publish_events(sim.engine.reject(order, *brackets))
         logger.info(f"SIM: REJECT order {oid}: {msg}")
         exc = Refused(code, msg)
         exc.extra = {"orderId": oid}
@@ -602,28 +654,45 @@ def order_place(sim: Simulator, body: dict, _req) -> dict:
         raise Refused(9, f"Contract {cid} is not active in the simulator (it serves {sim.contract})")
     if side not in (BUY, SELL):
         refuse(2, f"Invalid side {side}")
-    if type_ not in (LIMIT, MARKET, STOP, JOIN_BID, JOIN_ASK):
+    # StopLimit (3): the place page lists only 1,2,4,5,6,7 and its placeability is UNCERTAIN
+    # (topstepx_api.md §2); the sim accepts it (triggers at stopPrice, then rests at limitPrice)
+    if type_ not in (LIMIT, MARKET, STOP, STOP_LIMIT, TRAILING_STOP, JOIN_BID, JOIN_ASK):
         refuse(2, f"Order type {type_} is not supported")
     if size <= 0:
         refuse(2, f"Invalid size {size}")
-    if type_ == LIMIT and limit is None:
+    if type_ in (LIMIT, STOP_LIMIT) and limit is None:
         refuse(2, "Limit price is required for a limit order")
-    if type_ == STOP and stop is None:
+    if type_ in (STOP, STOP_LIMIT) and stop is None:
         refuse(2, "Stop price is required for a stop order")
     if tag is not None:
-        if tag in sim.tags:
+        # the children's tags (tag-SL / tag-TP) are account tags too
+        kid_tags = [tag + sfx for sfx, br in zip(("-SL", "-TP"), brackets) if br is not None]
+        if tag in sim.tags or any(t in sim.tags for t in kid_tags):
             raise Refused(2, f"Custom tag '{tag}' is already in use")
-        sim.tags[tag] = oid
+        for t in [tag, *kid_tags]:
+            sim.tags[t] = oid
     if sim.faults.reject is not None and sim.faults.reject.get("count", 0) > 0:
         sim.faults.reject["count"] -= 1
         refuse(int(sim.faults.reject.get("code", 2)), sim.faults.reject.get("message") or "Order rejected (injected)")
     try:
-        events = sim.engine.place(order)
+        events = sim.engine.place(order, *brackets, trail_level=trail)
     except MatchError as exc:
         refuse(2, str(exc))
-    logger.info(f"SIM: ORDER {oid} {'BUY' if side == BUY else 'SELL'} {size} type {type_} tag {tag}")
+    kids = f" bracket children {list(order.children)}" if order.children else ""
+    logger.info(f"SIM: ORDER {oid} {'BUY' if side == BUY else 'SELL'} {size} type {type_} tag {tag}{kids}")
     sim.publish_events(events)
     return {"orderId": oid}
+
+
+def bracket_of(body: dict, name: str, default_type: int) -> Bracket | None:
+    """`{ticks:int, type:int}`; the type defaults to what clients send (SL 4 Stop, TP 1 Limit)."""
+    val = body.get(name)
+    if val is None:
+        return None
+    if not isinstance(val, dict):
+        raise BadRequest(f"The JSON value of {name} could not be converted.")
+    ticks = field_of(val, "ticks", int)
+    return Bracket(ticks, field_of(val, "type", int, required=False, default=default_type))
 
 
 def order_cancel(sim: Simulator, body: dict, _req) -> dict:
@@ -647,12 +716,15 @@ def order_modify(sim: Simulator, body: dict, _req) -> dict:
     inst = instrument_for(o.contract)
     try:
         limit, stop = price_of(body, "limitPrice", inst), price_of(body, "stopPrice", inst)
+        trail = price_of(body, "trailPrice", inst)
     except Refused as exc:      # on modify, code 2 is OrderNotFound; a bad price is 3 Rejected
         raise Refused(3, exc.message) from None
     if size is not None and size <= 0:
         raise Refused(3, f"Invalid size {size}")
     try:
-        sim.publish_events(sim.engine.modify(oid, size, limit, stop))
+        sim.publish_events(sim.engine.modify(oid, size, limit, stop, trail_level=trail))
+    except Rejected as exc:
+        raise Refused(3, str(exc)) from None
     except MatchError as exc:
         raise Refused(2, str(exc)) from None
     return {}
@@ -662,8 +734,9 @@ def order_search(sim: Simulator, body: dict, _req) -> dict:
     sim.acct(body)
     start = parse_iso_field(body, "startTimestamp")
     end = parse_iso_field(body, "endTimestamp") if body.get("endTimestamp") else None
+    # suspended bracket children are not returned (spec; GL live: 0 of 321 snapshots)
     orders = [sim.order_json(o) for o in sim.engine.orders.values()
-              if o.created_ns >= start and (end is None or o.created_ns <= end)]
+              if o.status != SUSPENDED and o.created_ns >= start and (end is None or o.created_ns <= end)]
     return {"orders": orders}
 
 
@@ -883,6 +956,12 @@ async def handle_record(sim: Simulator, conn: HubConn, record: str) -> bool:
         else:
             done["result"] = None
         await conn.push(json.dumps(done) + RS)
+    if error is None and action == "depth" and key == sim.contract:
+        # a new depth subscriber gets the current best bid/ask at once, not at the next change
+        mkt = sim.engine.markets.get(sim.contract)
+        frame = mkt and sim.depth_frame(mkt.bid, mkt.ask, sim.engine.now_ns, 1, force=True)
+        if frame:
+            await conn.push(frame)
     return True
 
 
