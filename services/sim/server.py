@@ -622,8 +622,8 @@ def order_place(sim: Simulator, body: dict, _req) -> dict:
     limit = price_of(body, "limitPrice", inst)
     stop = price_of(body, "stopPrice", inst)
     # an absolute level for a TrailingStop (the engine turns it into ticks from the last trade);
-    # sent with another type it is ignored (the doc: TrailingStop only)
-    trail = price_of(body, "trailPrice", inst)
+    # sent with another type it is not even read (the doc: TrailingStop only; clients may send 0)
+    trail = price_of(body, "trailPrice", inst) if type_ == TRAILING_STOP else None
     brackets: tuple[Bracket | None, Bracket | None] = (None, None)
     if body.get("stopLossBracket") or body.get("takeProfitBracket"):
         if not sim.cfg.auto_oco_brackets:
@@ -716,7 +716,7 @@ def order_modify(sim: Simulator, body: dict, _req) -> dict:
     inst = instrument_for(o.contract)
     try:
         limit, stop = price_of(body, "limitPrice", inst), price_of(body, "stopPrice", inst)
-        trail = price_of(body, "trailPrice", inst)
+        trail = price_of(body, "trailPrice", inst) if o.type == TRAILING_STOP else None   # else ignored, as on place
     except Refused as exc:      # on modify, code 2 is OrderNotFound; a bad price is 3 Rejected
         raise Refused(3, exc.message) from None
     if size is not None and size <= 0:

@@ -167,6 +167,9 @@ def test_trailing_stop_validation_trails_and_fills(sim, user):
     j = rest.place(TRAILING_STOP, SELL, 1, trailPrice=4999.10)   # off the tick grid
     assert (j["success"], j["errorCode"]) == (False, 2)
 
+    # trailPrice is for trailing stops only: sent as 0 with a limit order it is not read
+    assert rest.place(LIMIT, BUY, 1, limitPrice=4990.00, trailPrice=0)["success"] is True
+
     oid = rest.place(TRAILING_STOP, SELL, 1, trailPrice=4999.00)["orderId"]
     o = wait_status(ev, oid, 1, "trailing stop open")
     # read back as a distance: 4 ticks, 1.00 in price; the stop sits 4 ticks under the last trade
@@ -175,7 +178,7 @@ def test_trailing_stop_validation_trails_and_fills(sim, user):
     wait_for(lambda: last_of(ev, oid)["stopPrice"] == 5000.25, 5, what="stop trailed up")
     set_market(sim, 5000.50, 5000.75, last=5000.75)              # lower: it stays
     stops = {o["id"]: o["stopPrice"] for o in rest.ok("/api/Order/searchOpen", {"accountId": sim.account_id})["orders"]}
-    assert stops == {oid: 5000.25}
+    assert stops[oid] == 5000.25
     rest.ok("/api/Order/modify", {"accountId": sim.account_id, "orderId": oid, "trailPrice": 5000.25})
     o = wait_for(lambda: (o := last_of(ev, oid))["trailDistance"] == 2 and o, 5, what="trail modified")
     assert (o["stopPrice"], o["trailPrice"]) == (5000.25, 0.5)
