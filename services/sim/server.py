@@ -822,6 +822,22 @@ HUB_METHODS = {
 }
 
 
+def binding_error(hub: str, target: str, args: list) -> str | None:
+    """ASP.NET Core binds invocation arguments to the hub method's parameters: a wrong count
+    or type fails the invocation (a completion error), it is never coerced. The market
+    methods take a contractId string, the user methods an accountId int (Accounts: none)."""
+    want: tuple[type, ...] = () if target in ("SubscribeAccounts", "UnsubscribeAccounts") else \
+        (str,) if hub == "market" else (int,)
+    prefix = f"Failed to invoke '{target}' due to an error on the server. InvalidDataException: "
+    if len(args) != len(want):
+        return prefix + f"Invocation provides {len(args)} argument(s) but target expects {len(want)}."
+    for a, t in zip(args, want):
+        if not isinstance(a, t) or isinstance(a, bool):
+            return prefix + ("Error binding arguments. Make sure that the types of the provided values match "
+                             "the types of the hub method being invoked.")
+    return None
+
+
 async def negotiate(request: web.Request) -> web.Response:
     sim: Simulator = request.app["sim"]
     token = request.query.get("access_token") or request.headers.get("Authorization", "")[7:]
@@ -936,13 +952,8 @@ async def handle_record(sim: Simulator, conn: HubConn, record: str) -> bool:
         error = f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."
     else:
         topic = action.lstrip("-")
-        if topic == "accounts":
-            key = True
-        elif not args:
-            error = f"Failed to invoke '{target}': missing argument."
-            key = None
-        else:
-            key = args[0]
+        error = binding_error(conn.hub, target, args)
+        key = True if topic == "accounts" else (args[0] if error is None else None)
         if error is None:
             if action.startswith("-"):
                 conn.subs[topic].discard(key)

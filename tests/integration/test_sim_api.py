@@ -417,6 +417,28 @@ def test_pysignalr_connects_with_negotiation_and_receives_events(sim):
     assert sim.state()["stats"].get("market_connects", 0) >= 1
 
 
+def test_wrong_argument_count_or_type_fails_the_invocation_as_aspnet_binding_does(sim):
+    hub = RawHub(sim, "user")
+    try:
+        calls = {"1": ("SubscribeOrders", [str(sim.account_id)]),     # a string where the hub takes an int
+                 "2": ("SubscribeOrders", []),
+                 "3": ("SubscribePositions", [sim.account_id, 1]),
+                 "4": ("SubscribeAccounts", []),
+                 "5": ("SubscribeOrders", [sim.account_id])}
+        for inv, (target, args) in calls.items():
+            hub.send({"type": 1, "target": target, "arguments": args, "invocationId": inv})
+        recs = hub.records(5, until=lambda r: isinstance(r, dict) and r.get("invocationId") == "5")
+        done = {r["invocationId"]: r for r in recs if isinstance(r, dict) and r.get("type") == 3}
+        assert "Error binding arguments" in done["1"]["error"]
+        assert "provides 0 argument(s) but target expects 1" in done["2"]["error"]
+        assert "provides 2 argument(s) but target expects 1" in done["3"]["error"]
+        assert done["4"].get("error") is None and done["5"].get("error") is None
+        subs = [c["subs"] for c in sim.state()["connections"] if c["hub"] == "user"]
+        assert any(s.get("orders") for s in subs) and not any(s.get("positions") for s in subs)
+    finally:
+        hub.close()
+
+
 def test_raw_protocol_handshake_completions_and_pings(sim):
     hub = RawHub(sim, "market")
     try:
