@@ -266,7 +266,7 @@ class Subscriber:
         if not seqs or not isinstance(seqs, dict) or self.need_snapshot or self.epoch is None:
             return False
         for name, sent in seqs.items():
-            if self.topics and name not in self.topics or not isinstance(sent, int):
+            if (self.topics and name not in self.topics) or not isinstance(sent, int):
                 continue
             got = self.last_seq.get(name.encode(), 0)
             if sent > got:

@@ -352,9 +352,6 @@ class Simulator:
             {"timestamp": stamp, "type": DOM_BEST_ASK, "price": float(inst.to_price(ask)), "volume": size,
              "currentVolume": size}])
 
-    def _depth_subscribers(self) -> list[HubConn]:
-        return [c for c in self.conns if c.hub == "market" and c.handshaken and self.contract in c.subs["depth"]]
-
     async def emit_tick(self, ts: int, t: Tick) -> None:
         self.session["volume"] += t.size
         events = self.engine.on_market(self.contract, t.bid, t.ask, t.price, t.price, ts)
@@ -366,16 +363,18 @@ class Simulator:
         quote = self.quote_json(t.bid, t.ask, t.price, ts)
         tframe = inv("GatewayTrade", self.contract, trade)
         qframe = inv("GatewayQuote", self.contract, quote)
-        depth = self._depth_subscribers()           # cheap: the depth frame is built only when wanted
-        dframe = self.depth_frame(t.bid, t.ask, ts, t.size) if depth else None
+        dframe: str | None | bool = False          # built at the first depth subscriber, once a tick
         for c in list(self.conns):
             if c.hub == "market" and c.handshaken:
                 if self.contract in c.subs["trades"]:
                     await c.push(tframe)
                 if self.contract in c.subs["quotes"]:
                     await c.push(qframe)
-                if dframe and c in depth:
-                    await c.push(dframe)
+                if self.contract in c.subs["depth"]:
+                    if dframe is False:
+                        dframe = self.depth_frame(t.bid, t.ask, ts, t.size)
+                    if dframe:
+                        await c.push(dframe)
         self.stats["ticks"] += 1
 
     async def run_market(self) -> None:
@@ -426,15 +425,19 @@ class Simulator:
                 "symbolId": self.inst.symbol_id, "price": float(self.inst.to_price(last)), "timestamp": iso(ts),
                 "type": 0 if last >= ask else 1, "volume": 1}])
         quote = self.quote_json(bid, ask, last, ts)
-        depth = self._depth_subscribers()
-        dframe = self.depth_frame(bid, ask, ts, 1) if depth else None
+        dframe: str | None | bool = False          # built at the first depth subscriber
         for c in list(self.conns):
-            if c.hub == "market" and c.handshaken and tframe and self.contract in c.subs["trades"]:
+            if c.hub != "market" or not c.handshaken:
+                continue
+            if tframe and self.contract in c.subs["trades"]:
                 c.push_nowait(tframe)
-            if c.hub == "market" and c.handshaken and self.contract in c.subs["quotes"]:
+            if self.contract in c.subs["quotes"]:
                 c.push_nowait(inv("GatewayQuote", self.contract, quote))
-            if dframe and c in depth:
-                c.push_nowait(dframe)
+            if self.contract in c.subs["depth"]:
+                if dframe is False:
+                    dframe = self.depth_frame(bid, ask, ts, 1)
+                if dframe:
+                    c.push_nowait(dframe)
         self.publish_events(events)
 
     # -- REST ------------------------------------------------------------

@@ -45,6 +45,19 @@ def place(sim: SimProcess, side: int, size: int, tag: str) -> int:
     return r["orderId"]
 
 
+def keeper_alone(tmp_path, sim: SimProcess, **positions):
+    """A keeper process alone with the broker (the whole REST budget), once its first reconcile
+    has started; returns (config, process)."""
+    path = write_config(tmp_path, sim, positions={**positions, **ALONE})
+    keeper = ServiceProcess("positions", path).start()
+    try:
+        wait_for(lambda: "RECONCILE: start" in keeper.output(), timeout=20, what="start reconcile")
+    except BaseException:
+        keeper.terminate(5)
+        raise
+    return load_config(path), keeper
+
+
 def broker_net_cents(sim: SimProcess) -> int:
     trades = sim.state()["trades"] if "trades" in sim.state() else sim.state()["fills"]
     gross = sum(round(t["profitAndLoss"] * 100) for t in trades if t.get("profitAndLoss") is not None)
@@ -238,11 +251,8 @@ def test_fills_from_the_bus_with_quotes_and_broker_agreeing(tmp_path, sim):
 def test_reversal_and_partial_fills_at_the_broker(tmp_path, sim):
     """A reversal through zero and a partially filled order, both done at the broker: the keeper
     reconstructs the round trips from Trade/search and agrees with the broker to the cent."""
-    path = write_config(tmp_path, sim, positions={"reconcile_s": 0.4, "recheck_s": 0.2, **ALONE})
-    cfg = load_config(path)
-    keeper = ServiceProcess("positions", path).start()
+    cfg, keeper = keeper_alone(tmp_path, sim, reconcile_s=0.4, recheck_s=0.2)
     try:
-        wait_for(lambda: "RECONCILE: start" in keeper.output(), timeout=20, what="start reconcile")
         place(sim, 0, 1, "LE1763912000:entry:0")
         wait_for(lambda: (d := ask(cfg, "status")) and d["position"]["direction"] == 1, timeout=10, what="long 1")
         place(sim, 1, 2, "RS1763912060:exit:0")           # long 1 -> short 1 in one order
@@ -270,11 +280,8 @@ def test_reversal_and_partial_fills_at_the_broker(tmp_path, sim):
 def test_a_close_just_before_sigterm_is_in_the_session_files(tmp_path, sim):
     """The order gateway flattens on its way out, a second before the keeper stops: the keeper's
     last broker check at shutdown puts that round trip in the trades CSV and the report."""
-    path = write_config(tmp_path, sim, positions={"reconcile_s": 60, "recheck_s": 0.2, **ALONE})
-    cfg = load_config(path)
-    keeper = ServiceProcess("positions", path).start()
+    cfg, keeper = keeper_alone(tmp_path, sim, reconcile_s=60, recheck_s=0.2)
     try:
-        wait_for(lambda: "RECONCILE: start" in keeper.output(), timeout=20, what="start reconcile")
         place(sim, 0, 1, "LE1763913000:entry:0")
         keeper.kill9()                       # not yet seen: the keeper learns of it at its next start
         keeper.start()
