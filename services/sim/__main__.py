@@ -14,7 +14,8 @@ from common.instruments import instrument_for
 from common.logging import register_secret, setup_logging
 from services.sim.config import SimConfig
 from services.sim.market import load_ticks, shift_for
-from services.sim.server import Simulator, build_app
+from services.sim.server import build_app
+from services.sim.simulator import Simulator
 
 
 def main(argv: list[str] | None = None) -> int:
