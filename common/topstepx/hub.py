@@ -183,6 +183,12 @@ class _TolerantJsonProtocol(JsonHubProtocol):
         return out
 
 
+def hub_timing(api) -> dict:
+    """HubClient keyword arguments from the `api:` config section (common/config.py)."""
+    return {"keep_alive_s": api.hub_keep_alive_s, "server_timeout_s": api.hub_server_timeout_s,
+            "token_refresh_margin_s": api.hub_token_refresh_margin_s}
+
+
 def _with_token(url: str, token: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "access_token"]

@@ -19,7 +19,7 @@ from common.clock import EventClock
 from common.messages import FeedStatus
 from common.service import boot
 from common.session import SessionCalendar
-from common.topstepx.hub import CONNECTED, CONNECTING, RECONNECTING, STOPPED, HubClient
+from common.topstepx.hub import CONNECTED, CONNECTING, RECONNECTING, STOPPED, HubClient, hub_timing
 from common.topstepx.rest import TopstepXClient
 from services.feed.config import FeedConfig
 from services.feed.core import FeedCore
@@ -51,7 +51,7 @@ class FeedGateway:
         self.hub = HubClient(cfg.api.market_hub_url, self._token, self._subscribe, {}, name="market",
                              on_state=self._on_state_thread, on_raw=self._on_raw_thread,
                              connect_timeout_s=fcfg.connect_timeout_s, min_backoff_s=fcfg.min_backoff_s,
-                             max_backoff_s=fcfg.max_backoff_s)
+                             max_backoff_s=fcfg.max_backoff_s, **hub_timing(cfg.api))
 
     # -- hub threads -> loop -------------------------------------------
     def _on_raw_thread(self, target: str, args: list, recv_ns: int) -> None:

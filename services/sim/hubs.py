@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 from loguru import logger
 
-from services.sim.wire import RS
+from services.sim.wire import RS, inv
 
 if TYPE_CHECKING:
     from services.sim.simulator import Simulator
@@ -337,6 +337,13 @@ async def handle_record(sim: Simulator, conn: HubConn, record: str) -> bool:
         else:
             done["result"] = None
         await conn.push(json.dumps(done) + RS)
+    if error is None and action == "quotes" and key == sim.contract:
+        # a new quote subscriber gets the current quote at once (a reconnecting client's snapshot)
+        mkt = sim.engine.markets.get(sim.contract)
+        if mkt is not None and mkt.bid is not None and mkt.ask is not None:
+            last = mkt.last if mkt.last is not None else mkt.bid
+            await conn.push(inv("GatewayQuote", sim.contract, sim.quote_json(mkt.bid, mkt.ask, last,
+                                                                             sim.engine.now_ns)))
     if error is None and action == "depth" and key == sim.contract:
         # a new depth subscriber gets the current best bid/ask at once, not at the next change
         mkt = sim.engine.markets.get(sim.contract)
