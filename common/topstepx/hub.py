@@ -248,6 +248,8 @@ class HubClient:
         self.token_exp = 0.0                  # `exp` of the token of the current connection (0: unknown)
         self._refresh_at = 0.0                # wall time of the planned token refresh (0: none)
         self._planned = False                 # the current teardown is planned: reconnect at once
+        self._sent_ids: set = set()           # invocation ids sent on this connection
+        self._answered_ids: set = set()       # ... and those the server has answered (completions)
         self.connected_since = 0.0
         self.stats: Counter = Counter()
         self._conn = None
@@ -290,8 +292,9 @@ class HubClient:
         if conn is None or conn.transport is None or not conn.transport.is_running():
             raise ConnectionError(f"hub {self.name}: not connected, cannot send {method}")
         with self._send_lock:
-            conn.send(method, list(args))
+            result = conn.send(method, list(args))
             self.last_sent_monotonic = time.monotonic()
+            self._sent_ids.add(result.invocation_id)
         self.stats[f"sent_{method}"] += 1
 
     @property
@@ -414,6 +417,7 @@ class HubClient:
         self._tap(conn)
         with self._lock:
             self._conn = conn
+            self._sent_ids, self._answered_ids = set(), set()
         # signalrcore connects with blocking sockets and no timeout: do it on a helper thread
         starter = threading.Thread(target=self._start_conn, args=(conn,), name=f"hub-{self.name}-connect",
                                    daemon=True)
@@ -430,11 +434,23 @@ class HubClient:
         client = getattr(conn.transport, "_client", None)
         if isinstance(client, _WebSocketClient):
             client.on_control = self._control_frame
+        # connected means subscribed: every Subscribe* answered (a hub that stops after the
+        # handshake must not look up, or the gateway would allow entries on it)
         try:
             if self.subscriptions is not None:
                 self.subscriptions(self)
         except Exception as exc:
             self._reason = f"subscribe failed: {type(exc).__name__}: {exc}"
+            return False
+        deadline = time.monotonic() + self.connect_timeout_s
+        while not self._sent_ids <= self._answered_ids:
+            if self._wake.is_set() or self._stopping:
+                return False
+            if time.monotonic() > deadline:
+                self._reason = f"no answer to the subscriptions within {self.connect_timeout_s:g} s"
+                return False
+            time.sleep(0.01)
+        if self._wake.is_set() or self._stopping:
             return False
         self._reason = ""
         self._set_state(CONNECTED, "subscribed")
@@ -508,6 +524,8 @@ class HubClient:
             recv_ns = time.time_ns()
             for m in messages:
                 kind = getattr(m, "type", None)
+                if kind == MessageType.completion and conn is self._conn:
+                    self._answered_ids.add(getattr(m, "invocation_id", None))
                 if kind == MessageType.close and conn is self._conn:
                     self.stats["server_close"] += 1
                     self._reason = f"server closed the connection: {getattr(m, 'error', None) or 'no error'}"

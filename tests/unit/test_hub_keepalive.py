@@ -121,12 +121,14 @@ class RawHub:
         self.loop.call_soon_threadsafe(target.writer.write, data)
 
     def close(self) -> None:
-        def stop() -> None:
+        async def shutdown() -> None:
             self.server.close()
-            for c in self.conns:
-                c.writer.close()
-            self.loop.stop()
-        self.loop.call_soon_threadsafe(stop)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def wait_for(pred, timeout=10.0, what="condition"):
