@@ -205,10 +205,9 @@ async def handle_record(sim: Simulator, conn: HubConn, record: str) -> bool:
         else:
             done["result"] = None
         await conn.push(json.dumps(done) + RS)
-    if error is None and action == "depth" and key == sim.contract:
-        # a new depth subscriber gets the current best bid/ask at once, not at the next change
-        mkt = sim.engine.markets.get(sim.contract)
-        frame = mkt and sim.depth_frame(mkt.bid, mkt.ask, sim.engine.now_ns, 1, force=True)
+    if error is None and action == "depth" and key in sim.traded:
+        # a new depth subscriber gets a Reset and the whole book at once, not at the next change
+        frame = sim.depth_snapshot(key)
         if frame:
             await conn.push(frame)
     return True
