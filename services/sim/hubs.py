@@ -337,17 +337,15 @@ async def handle_record(sim: Simulator, conn: HubConn, record: str) -> bool:
         else:
             done["result"] = None
         await conn.push(json.dumps(done) + RS)
-    if error is None and action == "quotes" and key == sim.contract:
+    if error is None and action == "quotes" and key in sim.traded:
         # a new quote subscriber gets the current quote at once (a reconnecting client's snapshot)
-        mkt = sim.engine.markets.get(sim.contract)
+        mkt = sim.engine.markets.get(key)
         if mkt is not None and mkt.bid is not None and mkt.ask is not None:
             last = mkt.last if mkt.last is not None else mkt.bid
-            await conn.push(inv("GatewayQuote", sim.contract, sim.quote_json(mkt.bid, mkt.ask, last,
-                                                                             sim.engine.now_ns)))
-    if error is None and action == "depth" and key == sim.contract:
-        # a new depth subscriber gets the current best bid/ask at once, not at the next change
-        mkt = sim.engine.markets.get(sim.contract)
-        frame = mkt and sim.depth_frame(mkt.bid, mkt.ask, sim.engine.now_ns, 1, force=True)
+            await conn.push(inv("GatewayQuote", key, sim.quote_json(mkt.bid, mkt.ask, last, sim.engine.now_ns)))
+    if error is None and action == "depth" and key in sim.traded:
+        # a new depth subscriber gets a Reset and the whole book at once, not at the next change
+        frame = sim.depth_snapshot(key)
         if frame:
             await conn.push(frame)
     return True

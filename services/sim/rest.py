@@ -8,11 +8,13 @@ import asyncio
 import hmac
 import json
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from loguru import logger
 
+from common.contracts import expiry_date, is_expired
 from common.instruments import InstrumentError, instrument_for
 from services.sim.market import NS
 from services.sim.matching import (
@@ -75,7 +77,8 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     except BadRequest as exc:
         return problem(str(exc))
     except Refused as exc:
-        result = {"success": False, "errorCode": exc.code, "errorMessage": exc.message}
+        # a failure keeps the answer's fields, null (a failed login answers `token: null`)
+        result = {"success": False, "errorCode": exc.code, "errorMessage": exc.message, **NULL_FIELDS.get(path, {})}
         if exc.code == -400:
             return problem(exc.message)
         if getattr(exc, "extra", None):
@@ -84,6 +87,16 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     if hold is not None:
         await asyncio.sleep(hold.get("seconds", 10))
     return web.json_response(result)
+
+
+NULL_FIELDS = {
+    "/api/Auth/loginKey": {"token": None}, "/api/Auth/validate": {"newToken": None},
+    "/api/Account/search": {"accounts": None}, "/api/Contract/search": {"contracts": None},
+    "/api/Contract/searchById": {"contract": None}, "/api/Contract/available": {"contracts": None},
+    "/api/History/retrieveBars": {"bars": None}, "/api/Order/place": {"orderId": None},
+    "/api/Order/search": {"orders": None}, "/api/Order/searchOpen": {"orders": None},
+    "/api/Position/searchOpen": {"positions": None}, "/api/Trade/search": {"trades": None},
+}
 
 
 def login_key(sim: Simulator, body: dict, _req) -> dict:
@@ -112,23 +125,45 @@ def account_search(sim: Simulator, body: dict, _req) -> dict:
 
 def contract_search(sim: Simulator, body: dict, _req) -> dict:
     text = field_of(body, "searchText", str).upper()
-    field_of(body, "live", bool)
-    found = [c for c in sim.contracts()
+    live = field_of(body, "live", bool)
+    found = [c for c in sim.contracts(live)
              if not text or text in c["name"].upper() or text in c["id"].upper() or text in c["description"].upper()]
     return {"contracts": found[:20]}
 
 
 def contract_by_id(sim: Simulator, body: dict, _req) -> dict:
     cid = field_of(body, "contractId", str)
-    for c in sim.contracts():
-        if c["id"] == cid:
-            return {"contract": c}
-    raise Refused(1, f"Contract {cid} not found")
+    found = sim.contract_by_id(cid)
+    if found is None:
+        raise Refused(1, f"Contract {cid} not found")
+    return {"contract": found}
 
 
 def contract_available(sim: Simulator, body: dict, _req) -> dict:
-    field_of(body, "live", bool)
-    return {"contracts": sim.contracts()}
+    return {"contracts": sim.contracts(field_of(body, "live", bool))}
+
+
+BAR_SECONDS = {1: 1, 2: 60, 3: 3600, 4: 86400, 5: 7 * 86400}     # 6 Month and 7 Tick are not fixed widths
+UNIT_MONTH, UNIT_TICK = 6, 7
+
+
+def bar_key(ts: int, unit: int, number: int) -> int:
+    """The start (ns UTC) of the bar holding `ts`: fixed widths from the epoch (weeks from a
+    Thursday, as the epoch's), months by the calendar in UTC."""
+    if unit == UNIT_MONTH:
+        d = datetime.fromtimestamp(ts // NS, tz=timezone.utc)
+        m = (d.year * 12 + d.month - 1) // number * number
+        return int(datetime(m // 12, m % 12 + 1, 1, tzinfo=timezone.utc).timestamp()) * NS
+    width = BAR_SECONDS[unit] * number * NS
+    return ts - ts % width
+
+
+def bar_end(key: int, unit: int, number: int) -> int:
+    if unit == UNIT_MONTH:
+        d = datetime.fromtimestamp(key // NS, tz=timezone.utc)
+        m = d.year * 12 + d.month - 1 + number
+        return int(datetime(m // 12, m % 12 + 1, 1, tzinfo=timezone.utc).timestamp()) * NS
+    return key + BAR_SECONDS[unit] * number * NS
 
 
 def retrieve_bars(sim: Simulator, body: dict, _req) -> dict:
@@ -136,36 +171,43 @@ def retrieve_bars(sim: Simulator, body: dict, _req) -> dict:
     field_of(body, "live", bool)
     start, end = parse_iso_field(body, "startTime"), parse_iso_field(body, "endTime")
     unit, number, limit = field_of(body, "unit", int), field_of(body, "unitNumber", int), field_of(body, "limit", int)
-    field_of(body, "includePartialBar", bool)
-    if cid != sim.contract:
+    partial = field_of(body, "includePartialBar", bool)
+    if cid not in sim.traded:
         raise Refused(1, f"Contract {cid} not found")
-    seconds = {1: 1, 2: 60, 3: 3600, 4: 86400, 5: 7 * 86400}.get(unit)
-    if seconds is None:
+    if unit not in BAR_SECONDS and unit not in (UNIT_MONTH, UNIT_TICK):
         raise Refused(2, f"Unit {unit} is invalid")
     if number <= 0:
         raise Refused(3, f"UnitNumber {number} is invalid")
     if limit <= 0 or limit > 20000:
         raise Refused(4, f"Limit {limit} is invalid")
-    width = seconds * number * NS
-    now = sim.engine.now_ns
-    bars: dict[int, list] = {}
+    now = sim.engine.now_ns          # the market clock: nothing after it has traded yet
+    bars: dict[int, list] = {}       # key -> [o, h, l, c, v, ticks in it]
     r = sim.replay
-    for i, t in enumerate(r.ticks):
+    n_in = 0
+    for t in r.ticks:
         ts = t.ts_ns + r.offset
         if ts < start or ts >= min(end, now + 1):
             continue
-        k = ts - ts % width
+        k = (n_in // number) if unit == UNIT_TICK else bar_key(ts, unit, number)
+        n_in += 1
         b = bars.get(k)
         if b is None:
-            bars[k] = [t.price, t.price, t.price, t.price, t.size]
+            bars[k] = [t.price, t.price, t.price, t.price, t.size, 1, ts]
         else:
             b[1] = max(b[1], t.price)
             b[2] = min(b[2], t.price)
             b[3] = t.price
             b[4] += t.size
+            b[5] += 1
+    if not partial and bars:
+        # the bar still forming at the market clock (or a tick bar short of its count) is left out
+        last = max(bars)
+        if (bars[last][5] < number) if unit == UNIT_TICK else bar_end(last, unit, number) > now:
+            del bars[last]
     inst = sim.inst
-    out = [{"t": iso(k), "o": float(inst.to_price(b[0])), "h": float(inst.to_price(b[1])),
-            "l": float(inst.to_price(b[2])), "c": float(inst.to_price(b[3])), "v": b[4]}
+    out = [{"t": iso(b[6] if unit == UNIT_TICK else k), "o": float(inst.to_price(b[0])),
+            "h": float(inst.to_price(b[1])), "l": float(inst.to_price(b[2])), "c": float(inst.to_price(b[3])),
+            "v": b[4]}
            for k, b in sorted(bars.items(), reverse=True)]
     return {"bars": out[:limit]}
 
@@ -179,10 +221,11 @@ def order_place(sim: Simulator, body: dict, _req) -> dict:
     tag = field_of(body, "customTag", str, required=False)
     try:
         inst = instrument_for(cid)
-        known = any(c["id"] == cid for c in sim.contracts())
     except InstrumentError:
-        known = False
-    if not known:
+        raise Refused(8, f"Contract {cid} not found") from None
+    if is_expired(cid, sim.market_day()):
+        raise Refused(9, f"Contract {cid} is not active (expired {expiry_date(cid)})")
+    if cid not in sim.traded:       # what is not listed cannot be traded (Contract/available)
         raise Refused(8, f"Contract {cid} not found")
     limit = price_of(body, "limitPrice", inst)
     stop = price_of(body, "stopPrice", inst)
@@ -215,8 +258,6 @@ def order_place(sim: Simulator, body: dict, _req) -> dict:
         exc.extra = {"orderId": oid}
         raise exc
 
-    if cid != sim.contract:
-        raise Refused(9, f"Contract {cid} is not active in the simulator (it serves {sim.contract})")
     if side not in (BUY, SELL):
         refuse(2, f"Invalid side {side}")
     # StopLimit (3): the place page lists only 1,2,4,5,6,7 and its placeability is UNCERTAIN
@@ -225,6 +266,12 @@ def order_place(sim: Simulator, body: dict, _req) -> dict:
         refuse(2, f"Order type {type_} is not supported")
     if size <= 0:
         refuse(2, f"Invalid size {size}")
+    if size > sim.cfg.max_order_size:
+        refuse(2, f"Order size {size} exceeds the maximum order size of {sim.cfg.max_order_size}")
+    exposure = position_exposure(sim, cid, side) + size
+    if exposure > sim.cfg.max_position_size:
+        refuse(2, f"Maximum position size exceeded: {exposure} contracts {'long' if side == BUY else 'short'} "
+                  f"with working orders; the account's limit is {sim.cfg.max_position_size}")
     if type_ in (LIMIT, STOP_LIMIT) and limit is None:
         refuse(2, "Limit price is required for a limit order")
     if type_ in (STOP, STOP_LIMIT) and stop is None:
@@ -247,6 +294,16 @@ def order_place(sim: Simulator, body: dict, _req) -> dict:
     logger.info(f"SIM: ORDER {oid} {'BUY' if side == BUY else 'SELL'} {size} type {type_} tag {tag}{kids}")
     sim.publish_events(events)
     return {"orderId": oid}
+
+
+def position_exposure(sim: Simulator, cid: str, side: int) -> int:
+    """Contracts on `side` if every working order on that side filled: the account limit is
+    checked against this worst case, as a risk desk does (opposite orders do not offset it)."""
+    sign = 1 if side == BUY else -1
+    pos = sim.engine.positions.get(cid)
+    qty = sign * pos.qty if pos is not None else 0
+    pending = sum(o.size - o.fill_volume for o in sim.engine.working(cid) if o.side == side and o.parent_id is None)
+    return max(qty, 0) + pending
 
 
 def bracket_of(body: dict, name: str, default_type: int) -> Bracket | None:

@@ -7,10 +7,14 @@ import asyncio
 import collections
 import itertools
 import time
+from datetime import date, timedelta
 
 from loguru import logger
 
-from common.instruments import INSTRUMENTS, Instrument, instrument_for, parse_contract_id
+from common.clock import to_ny
+from common.contracts import expiry_date, is_expired, quarterly_months
+from common.instruments import MONTH_CODES, Instrument, InstrumentError, instrument_for, parse_contract_id
+from services.sim.book import Book
 from services.sim.config import SimConfig
 from services.sim.faults import Faults
 from services.sim.hubs import HubConn
@@ -18,9 +22,6 @@ from services.sim.market import Replay, Tick
 from services.sim.matching import BUY, MatchingEngine, Order, SimAccount, SimPosition, SimTrade
 from services.sim.tokens import Tokens
 from services.sim.wire import Refused, field_of, inv, iso
-
-DOM_BEST_ASK, DOM_BEST_BID = 3, 4      # DomType (topstepx_api.md §2)
-
 
 class Simulator:
     def __init__(self, cfg: SimConfig, contract: str, ticks: list[Tick], offset_ns: int, api_key: str):
@@ -49,19 +50,41 @@ class Simulator:
         self.stall_until = 0.0
         self.session = {"open": None, "high": None, "low": None, "volume": 0}
         self.stats = collections.Counter()
-        self.month_code, self.year = parse_contract_id(contract)[1:]
-        self._depth_last: tuple[int, int] | None = None    # best bid/ask last sent as GatewayDepth
+        self.book = Book(cfg.depth_levels)
+        # the months listed and traded: the served one (front month at the market's start) and the next
+        self.traded = [contract, *[c for c in quarterly_months(self.inst.symbol, expiry_date(contract) -
+                                                               timedelta(days=1), 2) if c != contract]][:2]
 
     # -- contracts -------------------------------------------------------
-    def contracts(self) -> list[dict]:
-        out = []
-        for inst in INSTRUMENTS.values():
-            cid = f"CON.F.US.{inst.root}.{self.month_code}{self.year % 100:02d}"
-            out.append({"id": cid, "name": f"{inst.symbol}{self.month_code}{self.year % 10}",
-                        "description": inst.description, "tickSize": float(inst.tick_size),
-                        "tickValue": inst.tick_value_cents / 100, "activeContract": True,
-                        "symbolId": inst.symbol_id})
-        return out
+    def market_day(self) -> date:
+        """Today on the simulator's market clock (never the wall clock)."""
+        return to_ny(self.engine.now_ns).date()
+
+    def contract_json(self, cid: str) -> dict:
+        inst, code, year = parse_contract_id(cid)
+        month = date(year, MONTH_CODES.index(code) + 1, 1).strftime("%B %Y")
+        return {"id": cid, "name": f"{inst.symbol}{code}{year % 10}",
+                "description": f"{inst.description}: {month}", "tickSize": float(inst.tick_size),
+                "tickValue": inst.tick_value_cents / 100,
+                "activeContract": not is_expired(cid, self.market_day()), "symbolId": inst.symbol_id}
+
+    def contracts(self, live: bool = False) -> list[dict]:
+        """What can be traded today: the front month and the next of the served symbol.
+        `live: true` lists what a live (funded) account trades: nothing for this practice
+        account unless sim.live_contracts."""
+        if live and not self.cfg.live_contracts:
+            return []
+        return [self.contract_json(c) for c in self.traded if not is_expired(c, self.market_day())]
+
+    def contract_by_id(self, cid: str) -> dict | None:
+        """Any listed month, or an expired one of a known root (activeContract false, as live)."""
+        try:
+            parse_contract_id(cid)
+        except InstrumentError:
+            return None
+        if cid in self.traded or is_expired(cid, self.market_day()):
+            return self.contract_json(cid)
+        return None
 
     # -- serialisation ---------------------------------------------------
     def order_json(self, o: Order) -> dict:
@@ -100,7 +123,7 @@ class Simulator:
                 "creationTimestamp": iso(p.created_ns),
                 "type": 0 if p.qty == 0 else (1 if p.qty > 0 else 2), "size": abs(p.qty),
                 "averagePrice": float(p.avg_price(inst)),
-                "contractDisplayName": f"{inst.symbol}{self.month_code}{self.year % 10}"}
+                "contractDisplayName": self.contract_json(p.contract)["name"]}
 
     def account_json(self) -> dict:
         a = self.engine.account
@@ -148,43 +171,74 @@ class Simulator:
                 "low": float(inst.to_price(s["low"])), "volume": s["volume"],
                 "lastUpdated": iso(ts_ns), "timestamp": iso(ts_ns)}
 
-    def depth_frame(self, bid: int | None, ask: int | None, ts_ns: int, size: int, force: bool = False) -> str | None:
-        """GatewayDepth, minimal: one BestBid and one BestAsk entry (DomType 4 / 3) when the best
-        prices change (or `force`, a snapshot for a new subscriber). The data has no book sizes:
-        volume/currentVolume are synthetic (the size of the trade that set the quote)."""
-        if bid is None or ask is None or (not force and (bid, ask) == self._depth_last):
+    def depth_changes(self, bid: int | None, ask: int | None, trade_price: int | None, trade_size: int
+                      ) -> list[tuple[int, int, int]]:
+        """Move the synthesized book (book.py) to this quote and trade; its changes."""
+        if bid is None or ask is None or bid >= ask:
+            return []
+        return self.book.update(bid, ask, trade_price, trade_size)
+
+    def depth_frame(self, contract: str, changes: list[tuple[int, int, int]], ts_ns: int) -> str | None:
+        """GatewayDepth `(contractId, [{timestamp, type, price, volume, currentVolume}])`: one
+        entry per changed level (volume 0 = removed), the best bid/ask when they move."""
+        if not changes:
             return None
-        self._depth_last = (bid, ask)   # a snapshot too: every depth subscriber has seen this book now
         stamp, inst = iso(ts_ns), self.inst
-        return inv("GatewayDepth", self.contract, [
-            {"timestamp": stamp, "type": DOM_BEST_BID, "price": float(inst.to_price(bid)), "volume": size,
-             "currentVolume": size},
-            {"timestamp": stamp, "type": DOM_BEST_ASK, "price": float(inst.to_price(ask)), "volume": size,
-             "currentVolume": size}])
+        return inv("GatewayDepth", contract, [
+            {"timestamp": stamp, "type": kind, "price": float(inst.to_price(price)), "volume": vol,
+             "currentVolume": vol} for kind, price, vol in changes])
+
+    def depth_snapshot(self, contract: str) -> str | None:
+        """What a new depth subscriber gets at once: a Reset, then the whole book."""
+        mkt = self.engine.markets.get(self.contract)
+        if mkt is None:
+            return None
+        self.depth_changes(mkt.bid, mkt.ask, None, 0)     # the book may be idle without subscribers
+        return self.depth_frame(contract, self.book.snapshot(), self.engine.now_ns)
+
+    def _depth_once(self, bid: int, ask: int, trade_price: int | None, trade_size: int, ts: int):
+        """A depth-frame builder that moves the book once, however many contracts ask for it
+        (every listed month shows the same book)."""
+        memo: list = []
+
+        def build(cid: str) -> str | None:
+            if not memo:
+                memo.append(self.depth_changes(bid, ask, trade_price, trade_size))
+            return self.depth_frame(cid, memo[0], ts)
+        return build
+
+    def _fan_out(self, conn: HubConn, frames: dict, build: dict) -> list[str]:
+        """The market frames one connection subscribed to, each built once per tick."""
+        out = []
+        for cid in self.traded:
+            for topic in ("trades", "quotes", "depth"):
+                if cid in conn.subs[topic]:
+                    key = (cid, topic)
+                    if key not in frames:
+                        frames[key] = build[topic](cid)
+                    if frames[key]:
+                        out.append(frames[key])
+        return out
 
     async def emit_tick(self, ts: int, t: Tick) -> None:
         self.session["volume"] += t.size
-        events = self.engine.on_market(self.contract, t.bid, t.ask, t.price, t.price, ts)
+        events = []
+        for cid in self.traded:     # every listed month trades on the one tape (no calendar spread)
+            events += self.engine.on_market(cid, t.bid, t.ask, t.price, t.price, ts)
         # publish the fills now: the awaits below may yield (a full client queue) to a REST order
         # whose newer position/account snapshot must not be overtaken by these older ones
         self.publish_events(events)
         trade = [{"symbolId": self.inst.symbol_id, "price": float(self.inst.to_price(t.price)),
                   "timestamp": iso(ts), "type": t.aggressor, "volume": t.size}]
         quote = self.quote_json(t.bid, t.ask, t.price, ts)
-        tframe = inv("GatewayTrade", self.contract, trade)
-        qframe = inv("GatewayQuote", self.contract, quote)
-        dframe: str | None | bool = False          # built at the first depth subscriber, once a tick
+        build = {"trades": lambda cid: inv("GatewayTrade", cid, trade),
+                 "quotes": lambda cid: inv("GatewayQuote", cid, quote),
+                 "depth": self._depth_once(t.bid, t.ask, t.price, t.size, ts)}
+        frames: dict = {}
         for c in list(self.conns):
             if c.hub == "market" and c.handshaken:
-                if self.contract in c.subs["trades"]:
-                    await c.push(tframe)
-                if self.contract in c.subs["quotes"]:
-                    await c.push(qframe)
-                if self.contract in c.subs["depth"]:
-                    if dframe is False:
-                        dframe = self.depth_frame(t.bid, t.ask, ts, t.size)
-                    if dframe:
-                        await c.push(dframe)
+                for frame in self._fan_out(c, frames, build):
+                    await c.push(frame)
         self.stats["ticks"] += 1
 
     async def run_market(self) -> None:
@@ -227,27 +281,23 @@ class Simulator:
     def set_price(self, bid: int, ask: int, last: int | None, trade: bool) -> None:
         ts = self.engine.now_ns
         last = last if last is not None else bid
-        events = self.engine.on_market(self.contract, bid, ask, last, last if trade else None, ts)
-        tframe = None
+        events = []
+        for cid in self.traded:
+            events += self.engine.on_market(cid, bid, ask, last, last if trade else None, ts)
+        tdata = None
         if trade:   # a trade that fills orders is printed on the market hub too
             self.session["volume"] += 1
-            tframe = inv("GatewayTrade", self.contract, [{
-                "symbolId": self.inst.symbol_id, "price": float(self.inst.to_price(last)), "timestamp": iso(ts),
-                "type": 0 if last >= ask else 1, "volume": 1}])
+            tdata = [{"symbolId": self.inst.symbol_id, "price": float(self.inst.to_price(last)), "timestamp": iso(ts),
+                      "type": 0 if last >= ask else 1, "volume": 1}]
         quote = self.quote_json(bid, ask, last, ts)
-        dframe: str | None | bool = False          # built at the first depth subscriber
+        build = {"trades": lambda cid: tdata and inv("GatewayTrade", cid, tdata),
+                 "quotes": lambda cid: inv("GatewayQuote", cid, quote),
+                 "depth": self._depth_once(bid, ask, last if trade else None, 1, ts)}
+        frames: dict = {}
         for c in list(self.conns):
-            if c.hub != "market" or not c.handshaken:
-                continue
-            if tframe and self.contract in c.subs["trades"]:
-                c.push_nowait(tframe)
-            if self.contract in c.subs["quotes"]:
-                c.push_nowait(inv("GatewayQuote", self.contract, quote))
-            if self.contract in c.subs["depth"]:
-                if dframe is False:
-                    dframe = self.depth_frame(bid, ask, ts, 1)
-                if dframe:
-                    c.push_nowait(dframe)
+            if c.hub == "market" and c.handshaken:
+                for frame in self._fan_out(c, frames, build):
+                    c.push_nowait(frame)
         self.publish_events(events)
 
     def acct(self, body: dict) -> int:
