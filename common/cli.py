@@ -168,6 +168,7 @@ def cmd_check(args) -> int:
     line(True, "config", f"{cfg.source} (mode {cfg.api.mode}, contract {cfg.trading.contract})")
     for w in cfg.warnings():
         print(f"[warn] {w}")
+    cfg = _check_contract(cfg, line)
     try:
         from services.inference.model import load_model
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
@@ -197,6 +198,33 @@ def cmd_check(args) -> int:
     ok, detail = _check_market_hub(cfg)
     line(ok, "market hub", detail)
     return 1 if failures else 0
+
+
+def _check_contract(cfg: Config, line) -> Config:
+    """trading.contract as the services will trade it: a symbol resolved to the front month,
+    an expired month refused, a near expiry warned (common/contracts.py)."""
+    from common.clock import LiveClock, make_clock, to_ny
+    from common.contracts import ContractError, resolve_with_client
+    from common.instruments import INSTRUMENTS
+    from common.session import SessionCalendar
+    from common.topstepx.rest import TopstepXClient
+    if cfg.trading.contract not in INSTRUMENTS and cfg.api.mode != "live":
+        return cfg
+    clock = make_clock(cfg.trading.clock)
+    today = to_ny(clock.now_ns()).date() if isinstance(clock, LiveClock) else None
+    client = TopstepXClient.from_config(cfg.api, share=0.05)
+    try:
+        cid, warning = resolve_with_client(client, cfg.trading.contract, today, cfg.trading.expiry_warning_days,
+                                           SessionCalendar.from_config(cfg.trading).is_trading_day, wait_s=5)
+    except ContractError as exc:
+        line(False, "contract", str(exc))
+        return cfg
+    finally:
+        client.close()
+    line(True, "contract resolved", f"{cfg.trading.contract} -> {cid}")
+    if warning:
+        print(f"[warn] {warning}")
+    return cfg.model_copy(update={"trading": cfg.trading.model_copy(update={"contract": cid})})
 
 
 def _check_market_hub(cfg: Config, timeout_s: float = 10.0) -> tuple[bool, str]:

@@ -116,7 +116,7 @@ class ApiConfig(_Section):
 
 
 class TradingConfig(_Section):
-    contract: str = "CON.F.US.MES.H26"
+    contract: str = "MES"                               # a symbol: the front month, resolved at start (common/service.py)
     session_start: time = time(9, 30)
     session_end: time = time(16, 30)
     flatten_time: time = time(16, 25)
