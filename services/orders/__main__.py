@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         state = "halted" if gw.halted else ("ok" if gw.hub_reconciled else "degraded")
         pub.publish(Heartbeat(SERVICE, state, os.getpid(), round(time.monotonic() - pub.started, 3),
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
-                                               "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat()}))
+                                               "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat(),
+                                               "hops_recent": gw.hops.recent_list(),
+                                               "rest_free": gw.rest.limiter.free()}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 
