@@ -222,9 +222,11 @@ def _figure(w: float, h: float):
     return plt
 
 
-def _time_axis(ax) -> None:
+def _time_axis(ax, span_ns: int = 0) -> None:
+    """New York wall time; seconds shown when the span is short (a drill, a replay)."""
     import matplotlib.dates as mdates
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=9))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span_ns < 20 * 60 * 10**9 else "%H:%M"))
     ax.set_xlabel("New York time")
 
 
@@ -236,7 +238,7 @@ def _empty(ax, text: str) -> None:
 
 def chart_equity(data: ReportData) -> str:
     plt = _figure(9, 4)
-    fig, (ax, dd_ax) = plt.subplots(2, 1, figsize=(9, 4), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
+    fig, (ax, dd_ax) = plt.subplots(2, 1, figsize=(9, 3.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
     pts = equity_points(data.trips)
     if not pts:
         _empty(ax, "no round trip this session")
@@ -250,14 +252,14 @@ def chart_equity(data: ReportData) -> str:
     dd = drawdown(pts)
     dd_ax.fill_between([_dt(ns) for ns, _ in dd], [v / 100 for _, v in dd], step="post", color=RED, alpha=0.35)
     dd_ax.set_ylabel("drawdown, $")
-    _time_axis(dd_ax)
+    _time_axis(dd_ax, pts[-1][0] - pts[0][0])
     fig.align_ylabels()
     return _svg(fig)
 
 
 def chart_price(data: ReportData) -> str:
-    plt = _figure(9, 4)
-    fig, ax = plt.subplots(figsize=(9, 4))
+    plt = _figure(9, 3.6)
+    fig, ax = plt.subplots(figsize=(9, 3.6))
     inst = instrument_for(data.contract) if data.contract else None
     tick = float(inst.tick_size) if inst else 0.25
     if data.bars:
@@ -285,7 +287,8 @@ def chart_price(data: ReportData) -> str:
         handles.insert(0, Line2D([], [], color=BLUE, label=f"{data.contract.split('.')[-2] if data.contract else ''} close"))
     ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=6, frameon=False)
     ax.set_ylabel("price")
-    _time_axis(ax)
+    times = [b[0] for b in data.bars] + [t.entry_ns for t in data.trips if t.entry_ns] + [t.exit_ns for t in data.trips]
+    _time_axis(ax, max(times) - min(times))
     return _svg(fig)
 
 
@@ -299,6 +302,7 @@ def _bars(title: str, values: dict[str, int], xlabel: str) -> str:
     ys = [values[k] / 100 for k in keys]
     ax.bar(keys, ys, color=[GREEN if y >= 0 else RED for y in ys])
     ax.axhline(0, color=GREY, lw=0.8)
+    ax.margins(y=0.18)                          # room for the labels above and below the bars
     for i, y in enumerate(ys):
         ax.annotate(_money(y * 100), (i, y), ha="center", va="bottom" if y >= 0 else "top", fontsize=8,
                     xytext=(0, 2 if y >= 0 else -2), textcoords="offset points")

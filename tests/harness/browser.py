@@ -70,7 +70,8 @@ class Browser:
             time.sleep(0.1)
         port, path = port_file.read_text().splitlines()[:2]
         from websockets.sync.client import connect
-        self.ws = connect(f"ws://127.0.0.1:{port}{path}", max_size=64 * 2**20, open_timeout=timeout)
+        self._conn = connect(f"ws://127.0.0.1:{port}{path}", max_size=64 * 2**20, open_timeout=timeout)
+        self.ws = self._conn.__enter__()
         target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True},
                                  session=False)["sessionId"]
@@ -83,7 +84,7 @@ class Browser:
     def stop(self) -> None:
         if self.ws is not None:
             try:
-                self.ws.close()
+                self._conn.__exit__(None, None, None)
             except Exception:
                 pass
             self.ws = None

@@ -128,15 +128,16 @@
       return;
     }
     const total = Math.max(...chains.map((c) => c.total || 1));
-    const head = `<tr><th class="l">entry</th>` + HOPS.map((h) => `<th>${h}</th>`).join("") + `<th>total</th><th class="l">waterfall</th></tr>`;
+    const ms = (us) => us === undefined ? "-" : (us / 1000).toFixed(2);
+    const head = `<tr><th class="l">entry (wall clock)</th>` + HOPS.map((h) => `<th>${h}</th>`).join("") +
+      `<th>total</th><th class="l">waterfall</th></tr>`;
     rows($("latency"), head + chains.map((c) => {
-      let x = 0;
       const bars = HOPS.map((h, i) => {
-        const w = c[h] ? Math.max(1, 260 * c[h] / total) : 0; x += w;
-        return w ? `<span class="bar" title="${h} ${c[h]} µs" style="width:${w}px;background:${HOP_COLORS[i]}"></span>` : "";
+        const w = c[h] ? Math.max(1, 320 * c[h] / total) : 0;
+        return w ? `<span class="bar" title="${h} ${ms(c[h])} ms" style="width:${w}px;background:${HOP_COLORS[i]}"></span>` : "";
       }).join("");
-      return `<tr><td class="l">${ny(c.at_ns)}</td>` + HOPS.map((h) => `<td>${c[h] ?? "-"}</td>`).join("") +
-        `<td>${c.total ?? "-"}</td><td class="l">${bars}</td></tr>`;
+      return `<tr><td class="l">${ny(c.at_ns)}</td>` + HOPS.map((h) => `<td>${ms(c[h])}</td>`).join("") +
+        `<td><b>${ms(c.total)}</b></td><td class="l">${bars}</td></tr>`;
     }).join(""));
   }
 
@@ -192,7 +193,7 @@
         ctx.fill();
       } else {                            // exits: a ring, labelled with the leg (stop, target, exit, flatten)
         ctx.strokeStyle = ctx.fillStyle; ctx.lineWidth = 2; ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.stroke();
-        ctx.fillText(m.leg, x + 7, y + 4);
+        if (m.leg !== "exit") ctx.fillText(m.leg, x + 7, y + 4);   // stop, target, flatten: say which
       }
     }
     const pr = v.prediction;
