@@ -46,7 +46,7 @@ def make_app(view: View, command: Command, token: str | None = None, push_s: flo
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return web.Response(status=401, text="401: this dashboard needs its token (?token=...)\n")
         resp = await handler(request)
-        if token and request.query.get("token") and isinstance(resp, web.Response):
+        if token and request.query.get("token") and isinstance(resp, web.StreamResponse) and not resp.prepared:
             resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
         return resp
 

@@ -67,7 +67,7 @@ class Pipeline:
         for i, name in enumerate(services):
             parts.append(PROGRAM.format(name=name, python=sys.executable, config=self.config, root=ROOT,
                                         priority=10 * (i + 1), logs=self.logs,
-                                        stopwait=45 if name == "orders" else 10))
+                                        stopwait=45 if name == "orders" else 30 if name == "positions" else 10))
         self.conf.write_text("".join(parts))
         self.proc: subprocess.Popen | None = None
         self._rpc = None
