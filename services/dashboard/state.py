@@ -118,7 +118,10 @@ class DashboardState:
             self.active_risk[ev.kind] = ev
         else:
             self.active_risk.pop(ev.kind, None)
-        self.risk_events.append({"ts_ns": ts_ns, "kind": ev.kind, "active": ev.active,
+        # the gateway stamps its events with the wall clock, the engine with market time: show
+        # each at the market time it arrived, so the list reads in one clock in every mode
+        at = self.quote.exch_ns if self.quote is not None else ts_ns
+        self.risk_events.append({"ts_ns": at, "kind": ev.kind, "active": ev.active,
                                  "severity": ev.severity, "detail": ev.detail})
 
     def add_trips(self, trips: list[RoundTrip]) -> None:
@@ -164,6 +167,9 @@ class DashboardState:
         halts = []
         if orders_stats.get("halted"):
             halts.append("order gateway halted")
+        eng = self.beats.get("engine")
+        if eng is not None and eng.hb.state == "halted" and not engine_stats.get("halted"):
+            halts.append("engine: no new entries (breaker or day halt)")
         breakers = sorted(set(engine_stats.get("breakers") or []) | set(engine_stats.get("rules") or []))
         return {
             "contract": self.contract,

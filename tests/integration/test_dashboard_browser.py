@@ -132,7 +132,9 @@ def test_dashboard_in_a_browser_matches_keeper_halts_engine_and_report_has_chart
             confirm(b, "halt", "browser drill")
             eng = engine_status(cfg)
             assert "manual_halt" in eng["breakers"], eng
-            b.wait_js("document.getElementById('halts').textContent.includes('halted')", 10, what="halt on the page")
+            b.wait_js("document.getElementById('halts').textContent.includes('order gateway halted') && "
+                      "document.getElementById('halts').textContent.includes('engine: manual halt')", 10,
+                      what="both halts on the page")
             b.wait_js("document.getElementById('breakers').textContent.includes('manual_halt')", 10,
                       what="the manual_halt breaker on the page")
             b.screenshot(SHOTS / "dashboard_halted.png", full_page=True)

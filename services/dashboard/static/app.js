@@ -77,7 +77,7 @@
     room.className = k.loss_room_cents < k.loss_limit_cents * 0.25 ? "neg" : k.loss_room_cents < k.loss_limit_cents * 0.5 ? "warn" : "";
 
     $("halts").innerHTML = v.halts.length ? v.halts.map((h) => `<span class="pill bad">${esc(h)}</span> `).join("")
-      : `<span class="pill ok">not halted</span>`;
+      : `<span class="pill ok">no halt</span>`;
     const br = v.breakers.concat(v.risk_active.map((r) => r.kind).filter((x) => !v.breakers.includes(x)));
     $("breakers").innerHTML = br.length ? br.map((b) => `<span class="pill mid">${esc(b)}</span> `).join("")
       : `<span class="pill ok">no breaker active</span>`;
