@@ -106,6 +106,8 @@ def test_dashboard_in_a_browser_matches_keeper_halts_engine_and_report_has_chart
                       60, what=f"five live services on the page\n{pipe.tails()}")
             # a position opens; freeze the tape so marks stop moving, then the page must show what the keeper says
             wait_for(lambda: sim.state()["positions"], 120, interval=0.3, what=f"an open position\n{pipe.tails()}")
+            b.wait_js("document.getElementById('pos-side').textContent !== 'FLAT'", 10, what="the position on the page")
+            b.screenshot(SHOTS / "dashboard_position.png", full_page=True)
             sim.control("stall", seconds=12)
             time.sleep(1.0)
             ok, diff = False, ""
