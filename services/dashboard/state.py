@@ -167,8 +167,11 @@ class DashboardState:
         halts = []
         if orders_stats.get("halted"):
             halts.append("order gateway halted")
+        manual = "manual_halt" in (engine_stats.get("breakers") or [])
+        if manual:
+            halts.append("engine: manual halt")
         eng = self.beats.get("engine")
-        if eng is not None and eng.hb.state == "halted" and not engine_stats.get("halted"):
+        if eng is not None and eng.hb.state == "halted" and not manual:
             halts.append("engine: no new entries (breaker or day halt)")
         breakers = sorted(set(engine_stats.get("breakers") or []) | set(engine_stats.get("rules") or []))
         return {
@@ -195,7 +198,7 @@ class DashboardState:
                     "loss_limit_cents": self.max_daily_loss_cents,
                     "loss_room_cents": self.max_daily_loss_cents + day_pnl},
             "breakers": breakers,
-            "halts": halts + (["engine: manual halt"] if engine_stats.get("halted") else []),
+            "halts": halts,
             "risk_active": [{"kind": k, "severity": e.severity, "detail": e.detail} for k, e in self.active_risk.items()],
             "prediction": self._prediction(),
             "chart": {"bars": [[b[0], b[4], b[2], b[3]] for b in self.bars],
@@ -203,7 +206,7 @@ class DashboardState:
                       "stop_ticks": pos.stop_ticks if pos and pos.direction else None,
                       "target_ticks": pos.target_ticks if pos and pos.direction else None,
                       "entry_price": pos.avg_price if pos and pos.direction else None},
-            "equity": self._equity(unrealized),
+            "equity": self._equity(day_pnl if acct else None, unrealized),
             "trades": [self._trip(t) for t in self.trips[-self.recent:]][::-1],
             "signals": list(self.signals)[::-1],
             "risk_events": list(self.risk_events)[::-1],
@@ -241,9 +244,10 @@ class DashboardState:
     def _trip(self, t: RoundTrip) -> dict:
         return {**dataclasses.asdict(t), "side": "LONG" if t.direction > 0 else "SHORT"}
 
-    def _equity(self, unrealized: int) -> list[list[int]]:
+    def _equity(self, day_pnl: int | None, unrealized: int) -> list[list[int]]:
         """[[time ns, cumulative net cents], ...]: 0 before the first trade, one point per round
-        trip, and the open position's unrealized P&L at the end."""
+        trip, and now: the keeper's realized (which also holds the open position's entry fees)
+        plus unrealized, so the line ends where the P&L panel says."""
         pts: list[list[int]] = []
         run = 0
         if self.trips:
@@ -253,7 +257,7 @@ class DashboardState:
             pts.append([t.exit_ns, run])
         last_ns = self.quote.exch_ns if self.quote else (pts[-1][0] if pts else 0)
         if last_ns:
-            pts.append([last_ns, run + unrealized])
+            pts.append([last_ns, day_pnl if day_pnl is not None else run + unrealized])
         return pts
 
     def _latency(self, orders_stats: dict) -> dict:

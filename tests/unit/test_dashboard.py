@@ -60,7 +60,7 @@ def busy_state() -> DashboardState:
     st = DashboardState(MES, 5000, stale_s=3)
     for name in ("feed", "inference", "engine", "orders", "positions"):
         st.apply(env(hb(name)), now=10.0)
-    st.apply(env(hb("engine", breakers=["manual_halt"], rules=["entry_blocked:atr_not_warm"], halted=True)), 10.0)
+    st.apply(env(hb("engine", breakers=["manual_halt"], rules=["entry_blocked:atr_not_warm"])), 10.0)
     st.apply(env(hb("orders", halted=True, hub="connected", rest_free=120,
                     hops_recent=[{"at_ns": T0, "feed": 50.0, "broker_ack": 2000.0, "total": 2050.0}])), 10.0)
     st.apply(env(Quote(MES, 24000, 24001, 24001, T0 + 5 * S, T0)), 10.0)
@@ -123,7 +123,9 @@ def test_round_trips_once_each_and_a_late_join_asks_the_keeper():
     assert not st.missing_trips() and len(st.trips) == 2
     v = st.view(now=11.0)
     assert [t["exit_ns"] for t in v["trades"]] == [T0 + 2 * S, T0 + S]       # newest first
-    assert v["equity"] == [[T0, 0], [T0 + S, 500], [T0 + 2 * S, 100], [T0 + 5 * S, 100 - 250]]
+    # ends at the keeper's day P&L (realized -1200 holds fees of the open position too) + unrealized
+    assert v["equity"] == [[T0, 0], [T0 + S, 500], [T0 + 2 * S, 100], [T0 + 5 * S, -1200 - 250]]
+    assert v["equity"][-1][1] == v["pnl"]["day_cents"]
 
 
 # -- the session record -------------------------------------------------------------
