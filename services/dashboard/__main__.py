@@ -104,7 +104,8 @@ async def run(cfg, sect: DashboardConfig) -> int:
             await asyncio.sleep(sect.poll_ms / 1000)
 
     token = sect.token.get_secret_value() if sect.token else None
-    app = make_app(view, command, token=token, push_s=sect.push_s)
+    loopback_names = None if sect.allow_remote else {"127.0.0.1", "localhost", "::1", sect.host}
+    app = make_app(view, command, token=token, push_s=sect.push_s, allowed_hosts=loopback_names)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, sect.host, sect.port)

@@ -5,6 +5,7 @@ against, how confident the model was when it traded and when it did not, and eac
 hop chain. The dashboard already hears all of that on the bus, so it appends one JSON line
 per one-minute bar, per directional prediction, per signal and per entry's hop chain:
 
+    {"t": "meta", "contract": "CON.F.US.MES.H26"}       (each time the file is opened)
     {"t": "bar", "ns": ..., "o": ticks, "h": ..., "l": ..., "c": ...}
     {"t": "pred", "ns": bar start, "dir": 1, "conf": 0.71}
     {"t": "signal", "ns": ..., "kind": "LONG_ENTRY", "id": "LE1763997000", "conf": 0.71}
@@ -79,6 +80,7 @@ class SessionRecorder:
                 self.files.clear()
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 f = self.files[day] = open(session_path(self.log_dir, day), "a", encoding="utf-8")
+                f.write(json.dumps({"t": "meta", "contract": self.records.contract}) + "\n")
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
         if got:
             for f in self.files.values():

@@ -11,7 +11,9 @@ A command must carry the header `X-Scalper-Action: <action>`: a browser sends a 
 header cross-site only after a CORS preflight this server never approves, so another web
 page open in the trader's browser cannot flatten the account through it. When a token is
 set, every request needs it (Authorization: Bearer, the `scalper_token` cookie, or `?token=`
-once, which sets the cookie).
+once, which sets the cookie). Without a token, a request must name a loopback Host: a page
+whose own name was re-pointed at 127.0.0.1 (DNS rebinding) is same-origin to the browser,
+but still says its own name in the Host header, and is refused.
 """
 from __future__ import annotations
 
@@ -38,9 +40,20 @@ def _token_of(request: web.Request) -> str:
     return request.cookies.get(COOKIE) or request.query.get("token", "")
 
 
-def make_app(view: View, command: Command, token: str | None = None, push_s: float = 0.5) -> web.Application:
+def host_name(host: str) -> str:
+    """'127.0.0.1:8765' -> '127.0.0.1'; '[::1]:8765' -> '::1'."""
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def make_app(view: View, command: Command, token: str | None = None, push_s: float = 0.5,
+             allowed_hosts: set[str] | None = None) -> web.Application:
     @web.middleware
     async def auth(request: web.Request, handler):
+        if allowed_hosts is not None and host_name(request.host or "") not in allowed_hosts:
+            return web.Response(status=403, text=f"403: unexpected Host {request.host!r}; open the dashboard "
+                                                 "at its loopback address\n")
         if token:
             given = _token_of(request)
             if not hmac.compare_digest(given.encode(), token.encode()):

@@ -154,6 +154,7 @@ def load_session(log_dir: Path, day: str) -> ReportData:
     except (OSError, ValueError):
         pass
     bars, preds, signals, hops = [], [], [], []
+    contract = ""
     try:
         with open(log_dir / f"session_{day}.jsonl", encoding="utf-8") as f:
             for line in f:
@@ -162,7 +163,9 @@ def load_session(log_dir: Path, day: str) -> ReportData:
                 except ValueError:
                     continue                      # a line cut short by a crash
                 t = r.pop("t", None)
-                if t == "bar":
+                if t == "meta":
+                    contract = r.get("contract") or contract
+                elif t == "bar":
                     bars.append((r["ns"], r["o"], r["h"], r["l"], r["c"]))
                 elif t == "pred":
                     preds.append((r["ns"], r["dir"], r["conf"]))
@@ -175,7 +178,7 @@ def load_session(log_dir: Path, day: str) -> ReportData:
         pass
     bars = sorted({b[0]: b for b in bars}.values())
     return report_data(trips_from_csv(trades_path(log_dir, day)), day=day, bars=bars, predictions=preds,
-                       signals=signals, hops=hops, metrics=metrics)
+                       signals=signals, hops=hops, metrics=metrics, contract=contract)
 
 
 def build_report(log_dir: Path, day: str) -> Path:

@@ -198,3 +198,18 @@ def test_a_token_guards_every_request():
         assert r.status == 200 and r.cookies["scalper_token"].value == "t" * 20
         assert (await c.get("/api/state")).status == 200                    # the cookie now carries it
     run_client(app, fn)
+
+
+def test_without_a_token_only_a_loopback_host_is_served():
+    async def command(action, reason):
+        raise AssertionError("must not be reached")
+
+    app = make_app(lambda: {"x": 1}, command, allowed_hosts={"127.0.0.1", "localhost", "::1"})
+
+    async def fn(c):
+        assert (await c.get("/api/state", headers={"Host": "localhost:8765"})).status == 200
+        assert (await c.get("/api/state", headers={"Host": "[::1]:8765"})).status == 200
+        r = await c.post("/api/command", json={"action": "flatten"},
+                         headers={"Host": "rebound.example:8765", "X-Scalper-Action": "flatten"})
+        assert r.status == 403 and "unexpected Host" in await r.text()
+    run_client(app, fn)
