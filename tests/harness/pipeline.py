@@ -119,6 +119,9 @@ class Pipeline:
         try:
             return self.info(name)["statename"]
         except Exception:
+            # supervisor's transport keeps a failed connection (e.g. refused while supervisord
+            # was still starting) and fails every later call on it: start a new one next time
+            self._rpc = None
             return "UNKNOWN"
 
     def states(self) -> dict[str, str]:
