@@ -153,9 +153,16 @@ def test_dashboard_in_a_browser_matches_keeper_halts_engine_and_report_has_chart
             b.wait_js("document.querySelectorAll('#latency tr').length >= 2", 20, what="the entries' latency table")
             b.screenshot(SHOTS / "dashboard.png", full_page=True)
             trades = int(keeper_status(cfg)["account"]["trades_today"])
-        # the pipeline stopped: the keeper wrote the session report; open it the same way
-        report = Path(cfg.logging.dir) / f"report_{DAY}.html"
-        assert report.exists(), f"no report at {report}"
+        # the pipeline stopped. The keeper writes the report on its way out (test_positions_keeper checks
+        # that); here `scalper report` writes it from the day's files, as an operator would, and it is
+        # opened the same way as the dashboard
+        import subprocess
+        import sys
+        r = subprocess.run([sys.executable, "-m", "common.cli", "--config", str(cfg_path), "report", "--day", DAY],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        report = Path(r.stdout.strip())
+        assert report == Path(cfg.logging.dir) / f"report_{DAY}.html" and report.exists(), r.stdout
         assert (Path(cfg.logging.dir) / f"session_{DAY}.jsonl").exists(), "the dashboard recorded no session file"
         with Browser(tmp_path / "report-browser") as rb:
             rb.goto(report.as_uri())
