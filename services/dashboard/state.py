@@ -109,6 +109,9 @@ class DashboardState:
             if msg.contract == self.contract or msg.direction != 0:
                 self.position = msg
         elif isinstance(msg, Account):
+            if self.account is not None and msg.trading_day != self.account.trading_day:
+                self.trips.clear()                           # a new trading day starts with an empty page
+                self.markers.clear()
             self.account = msg
         elif isinstance(msg, RoundTrip):
             self.add_trips([msg])

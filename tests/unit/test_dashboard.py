@@ -126,6 +126,8 @@ def test_round_trips_once_each_and_a_late_join_asks_the_keeper():
     # ends at the keeper's day P&L (realized -1200 holds fees of the open position too) + unrealized
     assert v["equity"] == [[T0, 0], [T0 + S, 500], [T0 + 2 * S, 100], [T0 + 5 * S, -1200 - 250]]
     assert v["equity"][-1][1] == v["pnl"]["day_cents"]
+    st.apply(env(Account(1, 99_000, "2026-11-24")), 10.0)                   # the next trading day
+    assert st.trips == [] and not st.view(now=11.0)["chart"]["markers"]
 
 
 # -- the session record -------------------------------------------------------------
