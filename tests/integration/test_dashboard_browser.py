@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ pytestmark = [pytest.mark.integration,
 
 DAY = "2026-11-23"          # a Monday, a normal CME session; the simulator starts at 15:20 New York
 SHOTS = ROOT / "logs" / "screenshots"
+
+
+@contextmanager
+def running(pipe: Pipeline, timeout: float):
+    """The pipeline under supervisord, with a start timeout for a loaded machine."""
+    pipe.start(timeout)
+    try:
+        yield pipe
+    finally:
+        pipe.stop()
 
 
 def http_ok(url: str) -> bool:
@@ -96,16 +107,17 @@ def test_dashboard_in_a_browser_matches_keeper_halts_engine_and_report_has_chart
                                 dashboard={"port": port, "push_s": 0.25})
         cfg = load_config(cfg_path)
         url = f"http://127.0.0.1:{port}/"
-        with Pipeline(tmp_path, cfg_path, services=PIPELINE + ("dashboard",)) as pipe, Browser(tmp_path) as b:
-            wait_for(lambda: http_ok(url + "api/state"), 30, interval=0.3, what=f"the dashboard answering at {url}")
+        with running(Pipeline(tmp_path, cfg_path, services=PIPELINE + ("dashboard",)), 120) as pipe, \
+                Browser(tmp_path) as b:
+            wait_for(lambda: http_ok(url + "api/state"), 120, interval=0.5, what=f"the dashboard answering at {url}")
             b.goto(url)
-            b.wait_js("document.getElementById('conn').textContent === 'live'", 30, what="the event stream")
+            b.wait_js("document.getElementById('conn').textContent === 'live'", 60, what="the event stream")
             # every service heartbeating, shown on the page
             b.wait_js("[...document.querySelectorAll('#services .pill')].length === 5 && "
                       "[...document.querySelectorAll('#services .pill')].every(e => !e.classList.contains('bad'))",
-                      60, what=f"five live services on the page\n{pipe.tails()}")
+                      120, what=f"five live services on the page\n{pipe.tails()}")
             # a position opens; freeze the tape so marks stop moving, then the page must show what the keeper says
-            wait_for(lambda: sim.state()["positions"], 120, interval=0.3, what=f"an open position\n{pipe.tails()}")
+            wait_for(lambda: sim.state()["positions"], 240, interval=0.3, what=f"an open position\n{pipe.tails()}")
             b.wait_js("document.getElementById('pos-side').textContent !== 'FLAT'", 10, what="the position on the page")
             b.screenshot(SHOTS / "dashboard_position.png", full_page=True)
             sim.control("stall", seconds=12)
