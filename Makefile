@@ -33,7 +33,8 @@ soak: install-test
 # The suite on other days: a Saturday, a CME holiday, the spring DST change (tests/anyday/run,
 # libfaketime). The whole-pipeline tests are left out for time; they start from a stated market day.
 ANYDAY_DAYS := "2027-01-09 12:00 America/New_York" "2026-12-25 12:00 America/New_York" "2027-03-14 01:50 America/New_York"
-ANYDAY_TESTS ?= tests/unit tests/integration --ignore=tests/integration/test_pipeline.py
+ANYDAY_TESTS ?= tests/unit tests/integration --ignore=tests/integration/test_pipeline.py \
+	--ignore=tests/integration/test_dashboard_browser.py
 anyday: install-test
 	for d in $(ANYDAY_DAYS); do tests/anyday/run "$$d" $(ANYDAY_TESTS) || exit 1; done
 
