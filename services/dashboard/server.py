@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -73,13 +74,22 @@ def make_app(view: View, command: Command, token: str | None = None, push_s: flo
     async def state(_request: web.Request) -> web.Response:
         return web.json_response(view(), dumps=_dumps)
 
+    cache: list = [0.0, ""]
+
+    def view_text() -> str:
+        """One serialised view per half push period, however many pages are open."""
+        now = time.monotonic()
+        if now - cache[0] > push_s / 2:
+            cache[0], cache[1] = now, _dumps(view())
+        return cache[1]
+
     async def events(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         try:
             while True:
-                await resp.write(f"data: {_dumps(view())}\n\n".encode())
+                await resp.write(f"data: {view_text()}\n\n".encode())
                 await asyncio.sleep(push_s)
         except (ConnectionResetError, asyncio.CancelledError):
             pass

@@ -204,7 +204,8 @@ class DashboardState:
             "halts": halts,
             "risk_active": [{"kind": k, "severity": e.severity, "detail": e.detail} for k, e in self.active_risk.items()],
             "prediction": self._prediction(),
-            "chart": {"bars": [[b[0], b[4], b[2], b[3]] for b in self.bars],
+            "chart": {"t0_ns": self.bars[0][0] if self.bars else 0,      # bars: [seconds from t0, close, high, low]
+                      "bars": [[(b[0] - self.bars[0][0]) // 1_000_000_000, b[4], b[2], b[3]] for b in self.bars],
                       "markers": list(self.markers),
                       "stop_ticks": pos.stop_ticks if pos and pos.direction else None,
                       "target_ticks": pos.target_ticks if pos and pos.direction else None,

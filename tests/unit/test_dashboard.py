@@ -94,7 +94,8 @@ def test_view_shows_position_pnl_limits_orders_and_halts():
     assert [r["kind"] for r in v["risk_active"]] == ["reject_storm"]          # stale_data tripped and cleared
     assert [e["kind"] for e in v["risk_events"]] == ["reject_storm", "stale_data", "stale_data"]
     assert {e["ts_ns"] for e in v["risk_events"]} == {T0 + 5 * S}           # market time at arrival (the quote's)
-    assert len(v["chart"]["bars"]) == 3                                     # the snapshot's repeat is not a 4th
+    assert v["chart"]["t0_ns"] == T0 and v["chart"]["bars"] == [[i, 24001, 24002, 23999] for i in range(3)]
+    # (the snapshot's repeat of the second bar is not a 4th)
     assert len(v["chart"]["markers"]) == 1 and v["chart"]["stop_ticks"] == 23990
     assert v["hubs"] == {"market": "unknown", "user": "connected"} and v["rest_free"]["orders"] == 120
     assert v["prediction"]["direction"] == 1 and v["prediction"]["confidence"] == 0.71

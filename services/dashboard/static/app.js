@@ -161,7 +161,8 @@
   }
   function drawPrice(canvas, v) {
     const [ctx, w, h] = setup(canvas);
-    const bars = v.chart.bars, tick = parseFloat(v.tick_size);
+    const t0ns = v.chart.t0_ns, tick = parseFloat(v.tick_size);
+    const bars = v.chart.bars.map((b) => [t0ns + b[0] * 1e9, b[1], b[2], b[3]]);   // [ns, close, high, low]
     if (!bars.length) { ctx.fillStyle = "#8a96a3"; ctx.fillText("waiting for bars", 20, 30); return; }
     const t0 = bars[0][0], t1 = bars[bars.length - 1][0] + 1e9;
     const levels = [v.chart.stop_ticks, v.chart.target_ticks].filter((x) => x !== null);
