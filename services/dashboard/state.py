@@ -137,10 +137,7 @@ class DashboardState:
 
     def missing_trips(self) -> bool:
         """The keeper counted more round trips today than we hold: ask it for the list."""
-        return self.account is not None and self.account.trades_today > len(self.today_trips())
-
-    def today_trips(self) -> list[RoundTrip]:
-        return list(self.trips)
+        return self.account is not None and self.account.trades_today > len(self.trips)
 
     # -- output ---------------------------------------------------------------
     def price(self, ticks: int | None) -> str | None:
