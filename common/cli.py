@@ -172,6 +172,12 @@ def cmd_check(args) -> int:
         from services.inference.model import load_model
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
         line(True, "model", f"{getattr(model, 'version', '?')} ({len(getattr(model, 'feature_names', []))} features)")
+        from services.inference.model import live_gate
+        ok, why = live_gate(cfg.api.mode, model.config, cfg.model.allow_unproven_model)
+        if why:
+            line(ok, "model edge", why) if not ok else print(f"[warn] {why}")
+        if cfg.model.demo_threshold:
+            print(f"[warn] model.min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold)")
     except Exception as exc:
         line(False, "model", str(exc))
     from common.topstepx.rest import TopstepXClient, TopstepXError
@@ -274,6 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(fn=cmd_report)
     sub.add_parser("check", help="validate config and model, test broker connectivity; places nothing").set_defaults(
         fn=cmd_check)
+    # model lifecycle and backtest: services/modelctl/cli.py owns the arguments
+    sub.add_parser("model", help="model list | train | evaluate | promote", add_help=False, prefix_chars="\0")
+    sub.add_parser("backtest", help="the engine's rules over a recording -> the session report", add_help=False,
+                   prefix_chars="\0")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lifecycle = next((i for i, a in enumerate(argv) if a in ("model", "backtest")), None)
+    if lifecycle is not None and all(a.startswith("-") or argv[i - 1] == "--config" for i, a in
+                                     enumerate(argv[:lifecycle])):
+        from services.modelctl.cli import main as modelctl_main
+        return modelctl_main(argv[lifecycle:] + argv[:lifecycle])
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
 

@@ -17,7 +17,7 @@ from common.messages import Bar, Heartbeat, Prediction, Quote, Trade
 from common.service import boot
 from services.inference.config import InferenceConfig
 from services.inference.features import FEATURE_NAMES
-from services.inference.model import ModelError, load_model
+from services.inference.model import ModelError, live_gate, load_model
 from services.inference.worker import InferenceWorker
 
 SERVICE = "inference"
@@ -30,6 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         logger.error(f"MODEL: refusing to start: {exc}")
         return 2
+    ok, why = live_gate(cfg.api.mode, model.config, cfg.model.allow_unproven_model)
+    if not ok:
+        logger.error(f"MODEL: refusing to start: {why}")
+        return 2
+    if why:
+        logger.warning(f"MODEL: {why}")
+    validated = (model.config.get("thresholds") or {}).get("min_confidence")
+    if cfg.model.demo_threshold and cfg.api.mode == "live" and not cfg.model.allow_unproven_model:
+        logger.error("MODEL: refusing to start: model.demo_threshold is set in live mode; set the model's validated "
+                     "min_confidence, or model.allow_unproven_model: true to run it anyway")
+        return 2
+    if cfg.model.demo_threshold:
+        logger.warning(f"MODEL: min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold), "
+                       f"not the model's validated one ({validated}); for the simulator only")
     contract = sect.contract or cfg.trading.contract
     worker = InferenceWorker(model, contract, cfg.risk.atr_period, sect.max_gap_s, sect.publish_minute_bars)
     logger.info(f"MODEL: loaded {model.version} ({model.n_features} features, classes {model.classes}) "

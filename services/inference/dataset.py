@@ -87,3 +87,19 @@ def build_rows(messages: Iterable[Quote | Trade], contract: str, atr_period: int
     return Rows(contract, np.array(starts, dtype=i64), X, np.array(warm, dtype=bool),
                 np.array(atr, dtype=np.float64), np.array(close, dtype=i64), np.array(bids, dtype=i64),
                 np.array(asks, dtype=i64), tape, n_tr, n_q)
+
+
+def build_tape(messages: Iterable[Quote | Trade], contract: str) -> Tape:
+    """Only the tape (every quote and trade with the book at that moment), for the backtest."""
+    ts, bids, asks, trs = [], [], [], []
+    bid = ask = 0
+    for m in messages:
+        if m.contract != contract:
+            continue
+        if isinstance(m, Quote):
+            bid, ask = m.bid_ticks, m.ask_ticks
+            ts.append(m.exch_ns); bids.append(bid); asks.append(ask); trs.append(NO_TRADE)
+        elif isinstance(m, Trade):
+            ts.append(m.exch_ns); bids.append(bid); asks.append(ask); trs.append(m.price_ticks)
+    i64 = np.int64
+    return Tape(np.array(ts, dtype=i64), np.array(bids, dtype=i64), np.array(asks, dtype=i64), np.array(trs, dtype=i64))

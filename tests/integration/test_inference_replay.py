@@ -6,6 +6,8 @@ import threading
 import time
 
 import numpy as np
+
+from common.config import ModelConfig
 import pytest
 import yaml
 import zmq
@@ -32,7 +34,7 @@ def first_minutes(minutes: int) -> Ticks:
 
 def offline(ticks: Ticks, contract: str) -> list:
     """What the worker must publish: the same logic run in-process on the same ticks."""
-    w = InferenceWorker(load_model(ROOT / "models/scalper_v1.onnx", ROOT / "models/scalper_v1_config.json"), contract)
+    w = InferenceWorker(load_model(ROOT / ModelConfig().path, ROOT / ModelConfig().config), contract)
     out = []
     for i in range(len(ticks)):
         ts = int(ticks.ts_ns[i])
