@@ -147,6 +147,8 @@ def cmd_report(args) -> int:
     cfg = _cfg(args)
     from services.positions.report import build_report
     day = args.day or time.strftime("%Y-%m-%d")
+    from services.modelctl.shadow import summarize       # shadow mode: agreement and would-be P&L, if any
+    summarize(cfg, cfg.path(cfg.logging.dir), day)
     path = build_report(cfg.path(cfg.logging.dir), day)
     print(path)
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from common.messages import Bar, Prediction
+from common.messages import Bar, Prediction, ShadowPrediction
 from services.inference.bars import BarAggregator
 from services.inference.features import FeatureEngine, WilderATR
 from services.inference.model import LoadedModel
@@ -90,8 +90,9 @@ class BarFeatures:
 
 class InferenceWorker:
     def __init__(self, model: LoadedModel, contract: str, atr_period: int = 14, max_gap_s: int = 300,
-                 minute_bars: bool = True):
+                 minute_bars: bool = True, shadow: LoadedModel | None = None):
         self.model = model
+        self.shadow = shadow          # scored on the same features after every prediction; never traded
         self.contract = contract
         self.bf = BarFeatures(contract, atr_period, max_gap_s, minute_bars)
         self.seconds, self.minutes, self.atr = self.bf.seconds, self.bf.minutes, self.bf.atr
@@ -137,8 +138,23 @@ class InferenceWorker:
             out.append(bar)
         for bar in seconds:
             out.append(bar)
-            out.append(self.predict(bar))
+            pred = self.predict(bar)
+            out.append(pred)
+            if self.shadow is not None:
+                out.append(self.shadow_predict(bar, pred))
         return out
+
+    def shadow_predict(self, bar: Bar, pred: Prediction) -> ShadowPrediction:
+        """The shadow model on the raw features the trading model just scored (after it, so the
+        trading prediction is never delayed by the shadow)."""
+        raw = self.bf.features.values
+        probs = self.shadow.predict(raw)
+        best = int(probs.argmax())
+        in_range = not self.shadow.out_of_range(raw) and self.bf.warm
+        return ShadowPrediction(self.contract, bar.start_ns, self.shadow.classes[best], float(probs[best]),
+                                [float(p) for p in probs], self.shadow.version, pred.model_version, pred.direction,
+                                pred.confidence, bar.close_ticks, bar.bid_ticks, bar.ask_ticks, pred.atr_ticks,
+                                in_range, pred.features_in_range)
 
     def predict(self, bar: Bar) -> Prediction:
         t0 = time.perf_counter_ns()
