@@ -1,6 +1,8 @@
 """The backtest's decision loop (the engine's modules) on hand-built ticks with a known outcome."""
 from __future__ import annotations
 
+import pytest
+
 import csv
 
 import numpy as np
@@ -13,6 +15,12 @@ from tests.unit._recording_kit import T0, write_recording
 
 S = 1_000_000_000
 C = "CON.F.US.MES.H26"
+
+
+@pytest.fixture(autouse=True)
+def _message_cache_in_tmp(tmp_path, monkeypatch):
+    from services.modelctl import data
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
 
 
 def tape(events) -> Tape:

@@ -1,6 +1,8 @@
 """Shadow mode afterwards: agreement and would-be P&L of both models from the worker's log."""
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -17,6 +19,12 @@ from services.replay.recording import read_recording
 from tests.unit._recording_kit import CONTRACT, write_recording
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _message_cache_in_tmp(tmp_path, monkeypatch):
+    from services.modelctl import data
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
 
 
 def test_agreement_counts_calls_not_silence():

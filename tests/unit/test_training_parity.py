@@ -19,9 +19,14 @@ from tests.unit._recording_kit import CONTRACT, write_recording
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_training_rows_equal_the_live_workers_features_on_the_same_recording(tmp_path):
+def test_training_rows_equal_the_live_workers_features_on_the_same_recording(tmp_path, monkeypatch):
+    from services.modelctl import data
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
     rec = write_recording(tmp_path / "MESM8_2018-05-07.rec", minutes=8)
-    rows = build_rows(load_source(rec, "CON.F.US.MES.H26").messages, CONTRACT)
+    fresh = load_source(rec, "CON.F.US.MES.H26").messages
+    cached = load_source(rec, "CON.F.US.MES.H26").messages               # from the message cache this time
+    assert list((tmp_path / "cache").glob("*.npz")) and cached == fresh
+    rows = build_rows(cached, CONTRACT)
 
     # live: every record through the feed's FeedCore into the worker, as replay -> feed -> inference do
     model = load_model(ROOT / ModelConfig().path, ROOT / ModelConfig().config, list(FEATURE_NAMES))
