@@ -57,6 +57,7 @@ def cmd_train(args) -> int:
     from services.inference.train import Hyper
     from services.modelctl.data import DataError
     from services.modelctl.pipeline import train_model
+    from services.modelctl.registry import RegistryError
     cfg = _cfg(args.config)
     contract = args.contract or cfg.trading.contract
     hp = Hyper(hidden=tuple(int(h) for h in args.hidden.split(",") if h), seed=args.seed)
@@ -64,7 +65,7 @@ def cmd_train(args) -> int:
         folder = train_model([Path(d) for d in args.data], contract, BracketRule.from_config(cfg), args.registry,
                              args.name, args.label, args.horizon, hp, args.folds, args.embargo_s, args.seeds,
                              cfg.risk.atr_period)
-    except DataError as exc:
+    except (DataError, RegistryError) as exc:
         print(f"model train: {exc}", file=sys.stderr)
         return 2
     print(folder)
