@@ -117,7 +117,9 @@ def walk_forward(ds: Dataset, hp: Hyper, n_folds: int, embargo_ns: int, seeds: i
                     "reliability": wf.reliability(pt, ds.lab.y[f.test]),
                     "rule_at_validation_threshold": {"trades": len(trades),
                                                      "net_ticks_total": round(sum(p for *_, p in trades), 2)},
-                    "rule_at_0.5": wf.rule_pnl(ds.t0, pt, ds.lab, f.test, 0.5, seeds)})
+                    # the rule when it calls its most confident tenth (level set on validation), vs random entries
+                    "rule_at_top_decile": wf.rule_pnl(ds.t0, pt, ds.lab, f.test,
+                                                      round(float(np.quantile(pval.max(1), 0.9)), 4), seeds)})
         pooled_idx.append(f.test)
         pooled_p.append(pt)
     if not out:

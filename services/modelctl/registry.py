@@ -184,16 +184,17 @@ def model_card(c: dict) -> str:
         "## Walk-forward (purged, embargoed)", "",
         f"{ov['folds']} folds, {ov['test_rows']} test rows, embargo {c['hyperparameters']['embargo_s']} s.", "",
         "| fold | test window | log loss | prior | accuracy | prior | threshold (val) | trades | net ticks | "
-        "rule @0.5: trades / net / random mean [p05, p95] |",
+        "top decile (val level): trades / net ticks / random same rate mean [p05, p95] |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in wfm["folds"]:
-        k, r5 = f["classification"], f["rule_at_0.5"]
+        k, r5 = f["classification"], f["rule_at_top_decile"]
         rnd = r5["random_same_rate"]
         lines.append(f"| {f['fold']} | {f['test'][0]} – {f['test'][1][11:]} | {k['log_loss']} | {k['prior_log_loss']} | "
                      f"{k['accuracy']} | {k['prior_accuracy']} | {f['threshold_from_validation']} | "
                      f"{f['rule_at_validation_threshold']['trades']} | {f['rule_at_validation_threshold']['net_ticks_total']} | "
-                     f"{r5['trades']} / {r5['net_ticks_total']} / {rnd['mean']} [{rnd['p05']}, {rnd['p95']}] |")
+                     f"@{r5['min_confidence']}: {r5['trades']} / {r5['net_ticks_total']} / {rnd['mean']} "
+                     f"[{rnd['p05']}, {rnd['p95']}] |")
     lines += [
         f"| all | | {cl['log_loss']} | {cl['prior_log_loss']} | {cl['accuracy']} | {cl['prior_accuracy']} | | "
         f"{rule['trades']} | {rule['net_ticks_total']} | |", "",
