@@ -243,6 +243,17 @@ def cmd_run(args) -> int:
     cfg = _cfg(args)
     for w in cfg.warnings():
         print(f"warning: {w}", file=sys.stderr)
+    if cfg.api.mode == "live":              # the inference worker refuses too; say it before anything starts
+        from services.inference.model import ModelError, live_gate, load_config as model_config
+        try:
+            ok, why = live_gate("live", model_config(cfg.path(cfg.model.config)), cfg.model.allow_unproven_model)
+        except ModelError as exc:
+            ok, why = False, str(exc)
+        if ok and cfg.model.demo_threshold and not cfg.model.allow_unproven_model:
+            ok, why = False, "model.demo_threshold is set in live mode; set the model's validated min_confidence"
+        if not ok:
+            print(f"scalper run: refused: {why}", file=sys.stderr)
+            return 2
     if cfg.api.mode == "sim":
         _archive_sim_state(cfg)
     exe = Path(sys.executable).with_name("supervisord")

@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--config")
         config = argv[i + 1] if i + 1 < len(argv) else None
         del argv[i:i + 2]
-    argv = argv + (["--config", config] if config else [])
+    pre = ["--config", config] if config else []
     if argv and argv[0] == "backtest":
-        args = backtest_parser().parse_args(argv[1:])
+        args = backtest_parser().parse_args(pre + argv[1:])
     else:
-        args = build_parser().parse_args(argv[1:] if argv and argv[0] == "model" else argv)
+        args = build_parser().parse_args(pre + (argv[1:] if argv and argv[0] == "model" else argv))
     return int(args.fn(args) or 0)

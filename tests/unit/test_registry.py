@@ -76,3 +76,19 @@ def test_live_mode_refuses_a_model_without_a_positive_walk_forward_ev():
     assert live_gate("sim", cfg, allow_unproven=False)[0]
     proven = {**cfg, "edge": {"walk_forward_ev_ticks_per_trade": 0.4, "ev_positive": True, "trades": 80}}
     assert live_gate("live", proven, allow_unproven=False) == (True, None)
+
+
+def test_scalper_run_refuses_live_mode_with_the_demo_model(tmp_path, monkeypatch, capsys):
+    import yaml
+    from common.cli import main as scalper
+    raw = yaml.safe_load((ROOT / "config/live_trading.yaml").read_text())
+    raw["api"].update({"mode": "live", "account_id": 1, "base_url": "https://api.topstepx.com",
+                       "ws_url": "https://rtc.topstepx.com/hubs/market", "user_hub_url": "https://rtc.topstepx.com/hubs/user"})
+    raw["model"]["path"] = str(SHIPPED / "model.onnx")
+    raw["model"]["config"] = str(SHIPPED / "config.json")
+    p = tmp_path / "live.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr("os.execv", lambda *a: pytest.fail("supervisord must not start"))
+    assert scalper(["--config", str(p), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "no measured edge" in err and OVERRIDE_KEY in err
