@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("MODEL: refusing to start: model.demo_threshold is set in live mode; set the model's validated "
                      "min_confidence, or model.allow_unproven_model: true to run it anyway")
         return 2
+    if not cfg.model.demo_threshold and validated is not None and cfg.model.min_confidence < validated:
+        logger.warning(f"MODEL: min_confidence {cfg.model.min_confidence} is below the model's validated "
+                       f"threshold {validated} (where its walk-forward EV after costs turns positive)")
     if cfg.model.demo_threshold:
         logger.warning(f"MODEL: min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold), "
                        f"not the model's validated one ({validated}); for the simulator only")
