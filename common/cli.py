@@ -7,6 +7,8 @@
     scalper flatten             cancel every order and close every position now
     scalper report [--day D]    write and print the session report
     scalper check               config, model, broker connectivity and auth; places nothing
+    scalper model ...           list | train | evaluate | promote (services/modelctl/cli.py)
+    scalper backtest REC        the engine's rules over a recording -> the session report
 
 halt and flatten go to the order gateway directly as well as to the engine, so they
 work when the engine is down.

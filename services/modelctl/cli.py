@@ -120,7 +120,7 @@ def cmd_backtest(args) -> int:
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="python -m services.modelctl", description=__doc__.splitlines()[0])
+    p = p or argparse.ArgumentParser(prog="scalper model", description=__doc__.splitlines()[0])
     if not any(a.dest == "config" for a in p._actions):
         p.add_argument("--config", default=None)
     p.add_argument("--registry", type=Path, default=REGISTRY)
