@@ -41,7 +41,8 @@ class Alert:
     def line(self) -> str:
         """Title and text on one line: the log line and the digest entry."""
         head = f"[{self.severity}] {'RESOLVED: ' if self.resolved else ''}{self.title}"
-        return f"{head}: {self.text}" if self.text else head
+        text = "; ".join(l.strip() for l in self.text.splitlines() if l.strip())   # one log line
+        return f"{head}: {text}" if text else head
 
     def body(self) -> str:
         """Plain text for a chat message or an e-mail body."""

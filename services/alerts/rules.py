@@ -77,6 +77,7 @@ class Rules:
         self.hubs: dict[str, _Watch] = {}
         self.unprotected: dict[str, _Watch] = {}
         self.positions: dict[str, Position] = {}
+        self.working_orders: int | None = None   # from the order gateway's heartbeat
         self.account: Account | None = None
         self.loss_warned: set[str] = set()
         self.trips: dict[str, list[RoundTrip]] = {}
@@ -139,6 +140,8 @@ class Rules:
         if old is not None and old != hb.pid:
             out.append(self._alert(now_ns, "service_restarted", "WARNING", f"{svc} restarted",
                                    f"pid {old} -> {hb.pid}", key=f"restart:{svc}:{hb.pid}", src=svc))
+        if svc == "orders" and isinstance(hb.stats, dict) and isinstance(hb.stats.get("working_orders"), int):
+            self.working_orders = hb.stats["working_orders"]
         hub = HUBS.get(svc)
         if hub is not None and isinstance(hb.stats, dict) and hub[1] in hb.stats:
             name, field_name, up_states = hub
@@ -229,19 +232,20 @@ class Rules:
                 return [self._alert(now_ns, "eod_flatten", "CRITICAL", f"EOD flatten FAILED {day}",
                                     "still holding " + ", ".join(self._pos_text(p) for p in held) +
                                     ": close it at the broker now", key=f"eod:{day}:failed")]
-        if not held:
+        if not held and not self.working_orders:
             self.eod_result = "flat"
             self.summary_due = now_ns + int(self.sect.summary_delay_s * NS)
             a = self.account
             pnl = f"; day {cents_to_str(a.realized_day_cents)} in {a.trades_today} trades" if a else ""
             return [self._alert(now_ns, "eod_flatten", "INFO", f"EOD flatten done {day}: flat",
-                                f"no open position after the flatten time{pnl}", key=f"eod:{day}:flat")]
+                                "no open position" + (", no working order" if self.working_orders == 0 else "") +
+                                f" after the flatten time{pnl}", key=f"eod:{day}:flat")]
         if now_ns - self.eod_since > self.sect.eod_verify_s * NS and self.eod_result != "holding_reported":
             self.eod_result = "holding_reported"
+            what = [self._pos_text(p) for p in held] + ([f"{self.working_orders} working orders"] if not held else [])
             return [self._alert(now_ns, "eod_flatten", "CRITICAL", f"EOD flatten: NOT flat {day}",
                                 f"{self.sect.eod_verify_s:.0f} s after the flatten time still holding " +
-                                ", ".join(self._pos_text(p) for p in held) + ": close it at the broker now",
-                                key=f"eod:{day}:holding")]
+                                ", ".join(what) + ": close it at the broker now", key=f"eod:{day}:holding")]
         return []
 
     def summary(self, now_ns: int, day: str) -> Alert:

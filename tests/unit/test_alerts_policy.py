@@ -184,3 +184,9 @@ def test_config_errors_are_one_line(tmp_path, yaml_text, needle):
         load_config(p, env={}).section("alerts", AlertsConfig)
     msg = str(e.value)
     assert needle in msg and "\n" not in msg
+
+
+def test_alert_line_is_one_line_for_the_log():
+    a = Alert("eod_summary", "INFO", "Day summary", "trades: 3\nnet P&L: +$1.00\n")
+    assert a.line() == "[INFO] Day summary: trades: 3; net P&L: +$1.00"
+    assert "\n" in a.body()

@@ -274,3 +274,13 @@ def test_courier_queue_full_drops_oldest():
     for k in "abc":
         c.submit(Alert(k, "ERROR", k))
     assert [a.kind for a in c.queue] == ["b", "c"] and c.stats.dropped == 1
+
+
+def test_eod_waits_for_working_orders_to_go():
+    r = rules(services=[], eod_verify_s=60)
+    r.on_heartbeat(hb("orders", working_orders=1, hub="connected"), T0)
+    r.on_risk("engine", RiskEvent("end_of_day", True, "WARNING", "flatten time"), T0)
+    assert r.tick(T0 + S) == []                       # no position, but an order still works
+    r.on_heartbeat(hb("orders", working_orders=0, hub="connected"), T0 + 2 * S)
+    [a] = r.tick(T0 + 2 * S)
+    assert "flat" in a.title and "no working order" in a.text
