@@ -9,11 +9,11 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.bus import Publisher
 from common.config import load_config
 from common.messages import Position, RiskEvent
 from tests.harness.config import write_config
 from tests.harness.procs import ServiceProcess, wait_for
+from tests.harness.publishers import Publishers
 from tests.harness.receivers import HttpReceiver, SmtpReceiver
 from tests.harness.sim import free_port
 
@@ -58,35 +58,32 @@ def alerts_config(tmp_path, hook: HttpReceiver, tg: HttpReceiver | None, smtp: S
     return write_config(tmp_path, None, alerts=sect)
 
 
-class Bus:
-    """The real publishers the alerts process listens to (engine, orders, feed, positions)."""
-
-    def __init__(self, cfg):
-        self.pubs = {n: Publisher(n, getattr(cfg.bus, f"{n}_pub"), getattr(cfg.bus, f"{n}_snap"))
-                     for n in ("engine", "orders", "feed", "positions")}
-
-    def beat(self) -> None:
-        self.pubs["engine"].heartbeat("ok", stats={"breakers": ["stale_data"], "rules": []})
-        self.pubs["orders"].heartbeat("ok", stats={"hub": "connected", "working_orders": 2, "rest_free": 117,
-                                                   "http_429": 4, "halted": False, "hop_total_us_p50": 850.0,
-                                                   "hop_total_us_p99": 2100.0})
-        self.pubs["feed"].heartbeat("ok", stats={"quotes": int(time.monotonic() * 100), "feed_state": "subscribed"})
-        self.pubs["positions"].heartbeat("ok", stats={"realized_day_cents": -1250, "unrealized_cents": 250,
-                                                      "open": {"CON.F.US.MES.H26": 1}, "rest_free": 50, "http_429": 0})
-
-    def close(self) -> None:
-        for p in self.pubs.values():
-            p.close()
+STATS = {
+    "engine": {"breakers": ["stale_data"], "rules": []},
+    "orders": {"hub": "connected", "working_orders": 2, "rest_free": 117, "http_429": 4, "halted": False,
+               "hop_total_us_p50": 850.0, "hop_total_us_p99": 2100.0},
+    "feed": {"feed_state": "subscribed", "quotes": lambda: int(time.monotonic() * 100)},   # 100 quotes/s
+    "positions": {"realized_day_cents": -1250, "unrealized_cents": 250, "open": {"CON.F.US.MES.H26": 1},
+                  "rest_free": 50, "http_429": 0},
+}
 
 
-def ready(bus: Bus, port: int) -> bool:
-    """Heartbeats published until the alerts process reports every publisher up."""
-    bus.beat()
+def bus_for(cfg) -> Publishers:
+    """Real publishers for engine, orders, feed and positions, heartbeating with STATS."""
+    bus = Publishers(cfg, tuple(STATS))
+    for n, st in STATS.items():
+        bus.stats[n].update(st)
+    return bus
+
+
+def ready(bus: Publishers, port: int) -> bool:
+    """The alerts process reports every publisher up, after two feed heartbeats (a rate)."""
     try:
         m = scrape(port)
     except OSError:
         return False
-    return all(m.get(("scalper_service_up", (("service", s),))) == 1.0 for s in ("engine", "orders", "feed", "positions"))
+    return all(m.get(("scalper_service_up", (("service", s),))) == 1.0 for s in STATS) and \
+        m.get(("scalper_feed_quotes_per_second", ()), 0) > 0
 
 
 def test_alerts_reach_webhook_telegram_email_and_metrics_scrape(tmp_path):
@@ -94,9 +91,7 @@ def test_alerts_reach_webhook_telegram_email_and_metrics_scrape(tmp_path):
         port = free_port()
         cfg_path = alerts_config(tmp_path, hook, tg, smtp, port)
         cfg = load_config(cfg_path)
-        bus = Bus(cfg)
-        proc = ServiceProcess("alerts", cfg_path).start()
-        try:
+        with ServiceProcess("alerts", cfg_path) as proc, bus_for(cfg) as bus:
             wait_for(lambda: ready(bus, port), 30, interval=0.2, what=f"alerts process up\n{proc.tail()}")
             # --- the Prometheus scrape, fed from the heartbeats just published ---
             m = scrape(port)
@@ -109,10 +104,10 @@ def test_alerts_reach_webhook_telegram_email_and_metrics_scrape(tmp_path):
             assert m[("scalper_pnl_realized_day_cents", ())] == -1250.0
             assert m[("scalper_hub_connected", (("hub", "market"),))] == 1.0
             assert m[("scalper_hub_connected", (("hub", "user"),))] == 1.0
-            assert m[("scalper_feed_quotes_per_second", ())] > 0
+            assert 50 < m[("scalper_feed_quotes_per_second", ())] < 200
 
             # --- a breaker trips (ERROR): every channel gets it ---
-            bus.pubs["engine"].publish(RiskEvent("reject_storm", True, "ERROR", "3 rejects in 60 s"), key="reject_storm")
+            bus.publish("engine", RiskEvent("reject_storm", True, "ERROR", "3 rejects in 60 s"), key="reject_storm")
             got = hook.wait(lambda r: isinstance(r.body, dict) and r.body.get("kind") == "reject_storm",
                             what="the trip at the webhook")[0]
             assert got.path == f"/{HOOK_SECRET}"
@@ -127,27 +122,27 @@ def test_alerts_reach_webhook_telegram_email_and_metrics_scrape(tmp_path):
             assert "3 rejects in 60 s" in mail.get_content()
 
             # --- the same trip again is deduplicated; the clear is delivered as resolved ---
-            bus.pubs["engine"].publish(RiskEvent("reject_storm", True, "ERROR", "3 rejects in 60 s"))
-            bus.pubs["engine"].publish(RiskEvent("reject_storm", False, "INFO", "cool-down over"), key="reject_storm")
+            bus.publish("engine", RiskEvent("reject_storm", True, "ERROR", "3 rejects in 60 s"))
+            bus.publish("engine", RiskEvent("reject_storm", False, "INFO", "cool-down over"), key="reject_storm")
             hook.wait(lambda r: r.body.get("kind") == "reject_storm" and r.body["resolved"], what="the clear")
             assert len([b for b in hook.bodies() if b.get("kind") == "reject_storm"]) == 2
             # a WARNING is below e-mail's ERROR threshold, but reaches the chat channels
-            bus.pubs["orders"].publish(RiskEvent("halt", True, "WARNING", "halted: operator"))
+            bus.publish("orders", RiskEvent("halt", True, "WARNING", "halted: operator"))
             hook.wait(lambda r: r.body.get("kind") == "halt", what="the halt at the webhook")
             tg.wait(lambda r: "halted" in r.body.get("text", ""), what="the halt at Telegram")
             time.sleep(1.0)
             assert not [m for m, _, _ in smtp.messages if "halted" in m["Subject"]]
 
             # --- a crash loop (any publisher, any RiskEvent): CRITICAL on every channel ---
-            bus.pubs["orders"].publish(RiskEvent("crash_loop", True, "ERROR", "orders exited 5 times in 2 min; stopped"))
+            bus.publish("orders", RiskEvent("crash_loop", True, "ERROR", "orders exited 5 times in 2 min; stopped"))
             hook.wait(lambda r: r.body.get("kind") == "crash_loop" and r.body["severity"] == "CRITICAL", what="crash loop")
             smtp.wait(lambda m: "CRITICAL" in m["Subject"] and "Crash loop" in m["Subject"], what="crash loop mail")
 
             # --- an unprotected position seen by the keeper: CRITICAL after unprotected_s ---
-            bus.pubs["positions"].publish(Position("CON.F.US.MES.H26", 1, 1, "6000.25"), key="CON.F.US.MES.H26")
+            bus.publish("positions", Position("CON.F.US.MES.H26", 1, 1, "6000.25"), key="CON.F.US.MES.H26")
             hook.wait(lambda r: r.body.get("kind") == "unprotected_position" and not r.body["resolved"],
                       timeout=30, what="unprotected position alert")
-            bus.pubs["positions"].publish(Position("CON.F.US.MES.H26", 1, 1, "6000.25", stop_order_id=99),
+            bus.publish("positions", Position("CON.F.US.MES.H26", 1, 1, "6000.25", stop_order_id=99),
                                           key="CON.F.US.MES.H26")
             hook.wait(lambda r: r.body.get("kind") == "unprotected_position" and r.body["resolved"],
                       what="unprotected position resolved")
@@ -155,9 +150,7 @@ def test_alerts_reach_webhook_telegram_email_and_metrics_scrape(tmp_path):
             m = scrape(port)
             assert m[("scalper_alerts_delivered_total", (("channel", "webhook"),))] >= 6
             assert m[("scalper_alerts_suppressed_total", (("reason", "duplicate"),))] >= 1
-        finally:
             rc = proc.terminate(15)
-            bus.close()
         assert rc == 0, proc.tail()
         # no secret in any log line or in the process output
         logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*.log"))
@@ -178,17 +171,15 @@ def test_channel_down_is_retried_logged_and_never_fatal(tmp_path):
                                            "chat_id": "1", "delivery": {"backoff_s": 0.2, "attempts": 3,
                                                                         "timeout_s": 1}})
         cfg = load_config(cfg_path)
-        bus = Bus(cfg)
-        proc = ServiceProcess("alerts", cfg_path).start()
-        try:
+        with ServiceProcess("alerts", cfg_path) as proc, bus_for(cfg) as bus:
             wait_for(lambda: ready(bus, port), 30, interval=0.2, what=f"alerts process up\n{proc.tail()}")
             hook.fail_next(2, 503)
             hook.fail_next(1, 429)
             tries = hook.attempts
-            bus.pubs["engine"].publish(RiskEvent("price_shock", True, "WARNING", "12 ticks in 1 s"), key="price_shock")
+            bus.publish("engine", RiskEvent("price_shock", True, "WARNING", "12 ticks in 1 s"), key="price_shock")
             hook.wait(lambda r: r.body.get("kind") == "price_shock", timeout=30, what="the alert after retries")
             assert hook.attempts - tries == 4
-            bus.pubs["engine"].publish(RiskEvent("wide_spread", True, "WARNING", "spread 6 ticks"), key="wide_spread")
+            bus.publish("engine", RiskEvent("wide_spread", True, "WARNING", "spread 6 ticks"), key="wide_spread")
             hook.wait(lambda r: r.body.get("kind") == "wide_spread", what="a second alert while Telegram is down")
             wait_for(lambda: "telegram failed" in proc.output() and "not delivered" in proc.output(), 30,
                      what=f"Telegram's failures logged\n{proc.tail()}")
@@ -196,9 +187,6 @@ def test_channel_down_is_retried_logged_and_never_fatal(tmp_path):
             m = scrape(port)
             assert m[("scalper_alerts_lost_total", (("channel", "telegram"),))] >= 1
             assert m[("scalper_alerts_failed_attempts_total", (("channel", "webhook"),))] == 3
-        finally:
-            proc.terminate(15)
-            bus.close()
         assert TOKEN not in proc.output()
 
 
