@@ -284,3 +284,30 @@ def test_eod_waits_for_working_orders_to_go():
     r.on_heartbeat(hb("orders", working_orders=0, hub="connected"), T0 + 2 * S)
     [a] = r.tick(T0 + 2 * S)
     assert "flat" in a.title and "no working order" in a.text
+
+
+def test_grafana_dashboard_uses_only_exported_metrics():
+    """docs/grafana/scalper.json queries only series the exporter really produces."""
+    import json
+    import re
+    from pathlib import Path
+
+    from common.clock import EventClock
+    from common.config import Config
+    from services.alerts.watcher import Watcher
+
+    w = Watcher(Config(), AlertsConfig(metrics_port=None, webhook={"url": "http://127.0.0.1:9/never-started"}),
+                EventClock())
+    w.emit([Alert("x", "ERROR", "t")], T0)          # queued on a courier that is not started: nothing sent
+    st = w.metrics
+    st.observe(hb("feed", quotes=10, trades=1, feed_state="subscribed", pub_latency_us={"median": 1.0, "p99": 2.0}))
+    st.observe(hb("engine", breakers=["stale_data"], rules=["daily_loss"]))
+    st.observe(hb("orders", hub="connected", working_orders=0, rest_free=1, http_429=0, halted=False,
+                  orders_sent=1, rejects=0, fills=1, hop_total_us_p50=1.0, hop_total_us_p99=2.0))
+    st.observe(hb("positions", realized_day_cents=0, unrealized_cents=0, trades_today=0, consecutive_losses=0,
+                  mismatch_active=False, open={"C": 0}, rest_free=1, http_429=0))
+    text = generate_latest(_reg(st)).decode()
+    exported = {l.split("{")[0].split(" ")[0] for l in text.splitlines() if l and not l.startswith("#")}
+    dash = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "scalper.json").read_text())
+    used = {m for p in dash["panels"] for t in p.get("targets", []) for m in re.findall(r"scalper_[a-z0-9_]+", t["expr"])}
+    assert used and used <= exported, sorted(used - exported)
