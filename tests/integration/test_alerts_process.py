@@ -197,3 +197,18 @@ def test_bad_alerts_config_is_one_line(tmp_path):
     assert proc.proc.returncode == 2
     lines = [l for l in proc.output().splitlines() if l.strip()]
     assert len(lines) == 1 and "alerts.metrics_host" in lines[0] and "not loopback" in lines[0], lines
+
+
+def test_metrics_port_taken_is_one_line_exit_2(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        cfg_path = write_config(tmp_path, None, alerts={"metrics_port": taken},
+                                logging={"dir": str(tmp_path / "logs"), "level": "INFO", "console": True})
+        proc = ServiceProcess("alerts", cfg_path).start()
+        proc.proc.wait(30)
+    assert proc.proc.returncode == 2
+    errors = [l for l in proc.output().splitlines() if "[ERROR]" in l or "Traceback" in l]
+    assert len(errors) == 1 and "alerts.metrics_port" in errors[0] and str(taken) in errors[0], proc.output()
