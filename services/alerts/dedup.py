@@ -1,7 +1,8 @@
 """Deduplication: the same alert key again within a window is suppressed and counted.
 
-A breaker that trips, clears and trips again is three different alerts (the key holds the
-state); a gateway re-reporting the same failed flatten every second is one.
+The caller chooses the key: a breaker that trips, clears and trips again is three different
+alerts (the key holds the transition number); a gateway re-reporting the same failed flatten
+every second is one.
 """
 from __future__ import annotations
 

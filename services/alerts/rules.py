@@ -71,6 +71,7 @@ class Rules:
         self.session = session
         self.started = now_ns
         self.risk_state: dict[tuple[str, str], tuple[bool, str]] = {}   # (src, kind) -> (active, severity)
+        self.transitions: dict[tuple[str, str], int] = {}
         self.seen: dict[str, int] = {}
         self.pids: dict[str, int] = {}
         self.silent: dict[str, _Watch] = {}
@@ -120,10 +121,15 @@ class Rules:
         else:
             severity = prev[1] if prev is not None and prev[0] else norm_severity(ev.severity)
         self.risk_state[state_key] = (ev.active, severity)
+        if prev is None or prev[0] != ev.active:
+            self.transitions[state_key] = self.transitions.get(state_key, 0) + 1
         title = TITLES.get(ev.kind, ev.kind.replace("_", " ").replace(":", ": "))
         on = "on" if ev.active else "off"
+        # the key holds the transition number: a repeat of the same state is deduplicated, a
+        # new trip after a clear never is (the last word the trader reads is the true state)
         return [self._alert(now_ns, ev.kind, severity, f"{title} ({src})", ev.detail,
-                            key=f"risk:{src}:{ev.kind}:{on}", src=src, resolved=not ev.active)]
+                            key=f"risk:{src}:{ev.kind}:{on}#{self.transitions[state_key]}", src=src,
+                            resolved=not ev.active)]
 
     # -- heartbeats --------------------------------------------------------------------
     def on_heartbeat(self, hb: Heartbeat, now_ns: int) -> list[Alert]:
@@ -134,7 +140,7 @@ class Rules:
         if w is not None and w.alerted:
             out.append(self._alert(now_ns, "service_silent", "ERROR", f"{svc} is back",
                                    f"heartbeats again after {(now_ns - w.since) / NS:.0f} s",
-                                   key=f"silent:{svc}:off", src=svc, resolved=True))
+                                   key=f"silent:{svc}:off@{w.since}", src=svc, resolved=True))
         old = self.pids.get(svc)
         self.pids[svc] = hb.pid
         if old is not None and old != hb.pid:
@@ -163,7 +169,7 @@ class Rules:
         if not w.alerted:
             return []
         return [self._alert(now_ns, "hub_outage", "ERROR", f"{name} hub back",
-                            f"up again after {(now_ns - w.since) / NS:.0f} s", key=f"hub:{name}:off",
+                            f"up again after {(now_ns - w.since) / NS:.0f} s", key=f"hub:{name}:off@{w.since}",
                             src=name, resolved=True)]
 
     # -- positions and account -----------------------------------------------------------
@@ -182,7 +188,7 @@ class Rules:
             return []
         how = f"stop order {p.stop_order_id} working" if p.size else "position closed"
         return [self._alert(now_ns, "unprotected_position", "CRITICAL", f"{p.contract} protected again",
-                            how, key=f"naked:{p.contract}:off", src="positions", resolved=True)]
+                            how, key=f"naked:{p.contract}:off@{w.since}", src="positions", resolved=True)]
 
     @staticmethod
     def _pos_text(p: Position) -> str:
@@ -285,12 +291,12 @@ class Rules:
                     never = svc not in self.seen
                     out.append(self._alert(now_ns, "service_silent", "ERROR", f"{svc} is silent",
                                            f"no heartbeat {'since the alerts service started' if never else 'for'} "
-                                           f"{(now_ns - last) / NS:.0f} s", key=f"silent:{svc}:on", src=svc))
+                                           f"{(now_ns - last) / NS:.0f} s", key=f"silent:{svc}:on@{w.since}", src=svc))
         for name, w in self.hubs.items():
             if not w.alerted and now_ns - w.since > s.hub_outage_s * NS:
                 w.alerted = True
                 out.append(self._alert(now_ns, "hub_outage", "ERROR", f"{name} hub down",
-                                       f"{w.detail} for {(now_ns - w.since) / NS:.0f} s", key=f"hub:{name}:on",
+                                       f"{w.detail} for {(now_ns - w.since) / NS:.0f} s", key=f"hub:{name}:on@{w.since}",
                                        src=name))
         for contract, w in self.unprotected.items():
             if not w.alerted and now_ns - w.since > s.unprotected_s * NS:
@@ -298,7 +304,7 @@ class Rules:
                 out.append(self._alert(now_ns, "unprotected_position", "CRITICAL",
                                        f"{contract} open WITHOUT a stop order",
                                        f"{w.detail}: no working stop for {(now_ns - w.since) / NS:.0f} s "
-                                       "(position keeper's view)", key=f"naked:{contract}:on", src="positions"))
+                                       "(position keeper's view)", key=f"naked:{contract}:on@{w.since}", src="positions"))
         out += self._eod(now_ns)
         if self.summary_due and now_ns >= self.summary_due and self.eod_day not in self.summarized:
             self.summary_due = 0

@@ -311,3 +311,23 @@ def test_grafana_dashboard_uses_only_exported_metrics():
     dash = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "scalper.json").read_text())
     used = {m for p in dash["panels"] for t in p.get("targets", []) for m in re.findall(r"scalper_[a-z0-9_]+", t["expr"])}
     assert used and used <= exported, sorted(used - exported)
+
+
+def test_a_new_trip_after_a_clear_is_never_deduplicated_but_a_repeat_is():
+    from services.alerts.dedup import Dedup
+    r, d = rules(), Dedup(300)
+    keys = []
+    for active in (True, True, False, True):       # trip, repeat, clear, trip again: all within seconds
+        for a in r.on_risk("orders", RiskEvent("flatten_failed", active, "ERROR", "not verified flat"), T0):
+            keys.append((a.resolved, d.fresh(a.key, T0)))
+    assert keys == [(False, True), (False, False), (True, True), (False, True)]
+
+
+def test_a_second_outage_episode_is_a_new_alert():
+    r = rules(services=[], hub_outage_s=1)
+    keys = []
+    for start in (0, 10):
+        r.on_heartbeat(hb("feed", feed_state="reconnecting"), T0 + start * S)
+        keys += [a.key for a in r.tick(T0 + (start + 2) * S)]
+        keys += [a.key for a in r.on_heartbeat(hb("feed", feed_state="subscribed"), T0 + (start + 3) * S)]
+    assert len(keys) == 4 and len(set(keys)) == 4
