@@ -122,7 +122,8 @@ DEFAULT_SEVERITY = {
     "protection_invariant": "CRITICAL",
     "flatten_failed": "CRITICAL",
     "daily_loss": "CRITICAL",
-    "crash_loop": "CRITICAL",
+    "crash_loop*": "CRITICAL",
+    "crashloop*": "CRITICAL",
 }
 
 
@@ -141,7 +142,7 @@ class AlertsConfig(_Strict):
     summary_delay_s: float = Field(5.0, ge=0)     # after the EOD flatten, wait for the last round trip
     dedup_window_s: float = Field(300.0, ge=0)    # the same alert again within this: suppressed
     ignore: list[str] = ["entry_blocked:*", "orders_started", "end_of_day", "user_hub_down"]
-    severity: dict[str, Severity] = DEFAULT_SEVERITY   # per risk-event kind, over the publisher's
+    severity: dict[str, Severity] = DEFAULT_SEVERITY   # per risk-event kind (or pattern), over the publisher's
     quiet_hours: QuietHoursConfig | None = None
     # --- channels ---
     webhook: WebhookConfig = WebhookConfig()

@@ -51,6 +51,16 @@ TITLES = {
     "wide_spread": "Breaker: wide spread",
     "crash_loop": "Crash loop: service stopped",
 }
+def title_for(kind: str) -> str:
+    """`crash_loop:orders` -> "Crash loop: service stopped: orders"; an unknown kind reads as words."""
+    if kind in TITLES:
+        return TITLES[kind]
+    head, _, tail = kind.partition(":")
+    if head in TITLES and tail:
+        return f"{TITLES[head]}: {tail}"
+    return kind.replace("_", " ").replace(":", ": ")
+
+
 HUBS = {"feed": ("market", "feed_state", ("subscribed",)),
         "orders": ("user", "hub", ("connected", "disabled"))}
 
@@ -96,6 +106,14 @@ class Rules:
         return Alert(kind, severity, title, text, key=key or kind, src=src, resolved=resolved,
                      ts_ns=now_ns, data=data)
 
+    def severity_for(self, kind: str) -> str | None:
+        """`alerts.severity` for this kind: an exact key, else the first matching pattern
+        (`crash_loop*` covers `crash_loop:orders`)."""
+        got = self.sect.severity.get(kind)
+        if got is None:
+            got = next((v for k, v in self.sect.severity.items() if fnmatch.fnmatchcase(kind, k)), None)
+        return got
+
     def ignored(self, kind: str) -> bool:
         return any(fnmatch.fnmatchcase(kind, pat) for pat in self.sect.ignore)
 
@@ -117,13 +135,13 @@ class Rules:
                 self.risk_state[state_key] = (ev.active, norm_severity(ev.severity))
             return []
         if ev.active:
-            severity = self.sect.severity.get(ev.kind, norm_severity(ev.severity))
+            severity = self.severity_for(ev.kind) or norm_severity(ev.severity)
         else:
             severity = prev[1] if prev is not None and prev[0] else norm_severity(ev.severity)
         self.risk_state[state_key] = (ev.active, severity)
         if prev is None or prev[0] != ev.active:
             self.transitions[state_key] = self.transitions.get(state_key, 0) + 1
-        title = TITLES.get(ev.kind, ev.kind.replace("_", " ").replace(":", ": "))
+        title = title_for(ev.kind)
         on = "on" if ev.active else "off"
         # the key holds the transition number: a repeat of the same state is deduplicated, a
         # new trip after a clear never is (the last word the trader reads is the true state)

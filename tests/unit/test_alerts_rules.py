@@ -331,3 +331,9 @@ def test_a_second_outage_episode_is_a_new_alert():
         keys += [a.key for a in r.tick(T0 + (start + 2) * S)]
         keys += [a.key for a in r.on_heartbeat(hb("feed", feed_state="subscribed"), T0 + (start + 3) * S)]
     assert len(keys) == 4 and len(set(keys)) == 4
+
+
+def test_severity_patterns_cover_kinds_with_a_suffix():
+    r = rules()
+    [a] = r.on_risk("supervisor", RiskEvent("crash_loop:orders", True, "WARNING", "5 exits in 2 min"), T0)
+    assert a.severity == "CRITICAL" and a.title == "Crash loop: service stopped: orders (supervisor)"
