@@ -135,6 +135,10 @@ class AlertsConfig(_Strict):
     services: list[str] = ["feed", "inference", "engine", "orders", "positions"]
     # --- rules ---
     service_silent_s: float = Field(10.0, gt=0)   # no heartbeat this long: "service silent"
+    startup_grace_s: float = Field(60.0, ge=0)    # a service never heard from: silent only after this
+    # supervisord's control socket (relative to the project root): a program supervisord stopped
+    # on purpose (supervisorctl stop, the ordered shutdown) is not an outage. null: heartbeats only
+    supervisor_socket: str | None = "run/supervisor.sock"
     hub_outage_s: float = Field(30.0, gt=0)       # market or user hub down this long: alert
     unprotected_s: float = Field(5.0, gt=0)       # an open position without a stop order this long
     loss_warn_fraction: float = Field(0.8, gt=0, le=1)   # day P&L this share of risk.max_daily_loss: warn

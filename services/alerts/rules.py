@@ -98,6 +98,7 @@ class Rules:
         self.summary_due = 0
         self.summarized: set[str] = set()
         self.raised = 0
+        self.supervisor: dict[str, str] = {}    # program -> supervisord state, when readable
 
     # -- helpers -----------------------------------------------------------------
     def _alert(self, now_ns: int, kind: str, severity: str, title: str, text: str = "", *,
@@ -278,7 +279,8 @@ class Rules:
         if a is None:
             return self._alert(now_ns, "eod_summary", "INFO", f"Day summary {day}",
                                "no account figures received from the position keeper", key=f"summary:{day}")
-        trips = self.trips.get(a.trading_day, [])
+        day = a.trading_day or day
+        trips = self.trips.get(day, [])
         won = sum(1 for t in trips if t.pnl_cents > 0)
         wl = f" ({won} won, {len(trips) - won} lost)" if len(trips) == a.trades_today and trips else ""
         lines = [f"trades: {a.trades_today}{wl}",
@@ -290,9 +292,9 @@ class Rules:
             lines.append(f"best {cents_to_str(best)}, worst {cents_to_str(worst)}")
         if self.eod_day and self.eod_result:
             lines.append(f"EOD flatten: {self.eod_result.replace('_', ' ')}")
-        return self._alert(now_ns, "eod_summary", "INFO", f"Day summary {a.trading_day}: "
+        return self._alert(now_ns, "eod_summary", "INFO", f"Day summary {day}: "
                            f"{cents_to_str(a.realized_day_cents)} in {a.trades_today} trades", "\n".join(lines),
-                           key=f"summary:{a.trading_day}", trades=a.trades_today,
+                           key=f"summary:{day}", trades=a.trades_today,
                            realized_cents=a.realized_day_cents, fees_cents=a.fees_day_cents,
                            balance_cents=a.balance_cents)
 
@@ -301,15 +303,21 @@ class Rules:
         out: list[Alert] = []
         s = self.sect
         for svc in s.services:
+            never = svc not in self.seen
             last = self.seen.get(svc, self.started)
-            if now_ns - last > s.service_silent_s * NS:
+            limit = max(s.service_silent_s, s.startup_grace_s) if never else s.service_silent_s
+            sv = self.supervisor.get(svc) or self.supervisor.get("*")
+            if sv in ("STOPPED", "STOPPING", "SHUTDOWN"):
+                continue                       # stopped on purpose: an operator or the shutdown
+            if now_ns - last > limit * NS:
                 w = self.silent.setdefault(svc, _Watch(last))
                 if not w.alerted:
                     w.alerted = True
-                    never = svc not in self.seen
+                    how = f"; supervisord: {sv}" if sv else ""
                     out.append(self._alert(now_ns, "service_silent", "ERROR", f"{svc} is silent",
                                            f"no heartbeat {'since the alerts service started' if never else 'for'} "
-                                           f"{(now_ns - last) / NS:.0f} s", key=f"silent:{svc}:on@{w.since}", src=svc))
+                                           f"{(now_ns - last) / NS:.0f} s{how}", key=f"silent:{svc}:on@{w.since}",
+                                           src=svc))
         for name, w in self.hubs.items():
             if not w.alerted and now_ns - w.since > s.hub_outage_s * NS:
                 w.alerted = True

@@ -29,6 +29,7 @@ from services.alerts.ratelimit import TokenBucket
 from services.alerts.routing import ChannelPolicy, Router
 from services.alerts.rules import Rules
 from services.alerts.smtp import EmailChannel
+from services.alerts.supervisor import SupervisorWatch
 from services.alerts.telegram import TelegramChannel
 from services.alerts.webhook import WebhookChannel
 
@@ -78,6 +79,7 @@ class Watcher:
         self.raised: dict[str, int] = {}
         self.subs: list[Subscriber] = []
         self.http = None
+        self.supervisor: SupervisorWatch | None = None
 
     # -- setup -----------------------------------------------------------------------
     def publishers(self) -> list[tuple[str, str, str | None]]:
@@ -107,6 +109,10 @@ class Watcher:
             loop.add_reader(s.sock, lambda s=s: self.on_bus(s))
         for c in self.couriers.values():
             c.start()
+        if self.sect.supervisor_socket:
+            def states(st: dict[str, str]) -> None:
+                loop.call_soon_threadsafe(lambda: setattr(self.rules, "supervisor", st))
+            self.supervisor = SupervisorWatch(self.cfg.path(self.sect.supervisor_socket), states).start()
         names = ", ".join(self.couriers) or "none (alerts go to the log only; see README 'Alerts')"
         logger.info(f"ALERT: watching {len(self.subs)} publishers; channels: {names}")
         loop.every(0.25, self.tick, first_in=0.25)
@@ -171,6 +177,8 @@ class Watcher:
         return [raised, sent, lost, fails, queued, held]
 
     def shutdown(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
         self.deliver(self.router.flush(time.time_ns()))      # nothing held is kept back at the end
         for c in self.couriers.values():
             c.stop(3.0)

@@ -71,7 +71,7 @@ def test_ignored_kinds_and_snapshot_replays_do_not_alert():
 
 # -- heartbeats: silence, restarts, hubs ---------------------------------------------------
 def test_silent_service_alerts_once_then_back():
-    r = rules(services=["orders"], service_silent_s=10)
+    r = rules(services=["orders"], service_silent_s=10, startup_grace_s=0)
     assert r.tick(T0 + 9 * S) == []
     [a] = r.tick(T0 + 11 * S)
     assert a.kind == "service_silent" and "since the alerts service started" in a.text
@@ -337,3 +337,22 @@ def test_severity_patterns_cover_kinds_with_a_suffix():
     r = rules()
     [a] = r.on_risk("supervisor", RiskEvent("crash_loop:orders", True, "WARNING", "5 exits in 2 min"), T0)
     assert a.severity == "CRITICAL" and a.title == "Crash loop: service stopped: orders (supervisor)"
+
+
+def test_a_program_supervisord_stopped_is_not_silent_and_startup_grace():
+    r = rules(services=["engine", "feed"], service_silent_s=10, startup_grace_s=60)
+    assert r.tick(T0 + 30 * S) == []                      # never heard from, inside the grace
+    r.on_heartbeat(hb("engine"), T0 + 30 * S)
+    r.supervisor = {"engine": "STOPPING", "feed": "BACKOFF"}
+    [a] = r.tick(T0 + 61 * S)                             # engine stopped on purpose: nothing
+    assert a.src == "feed" and "supervisord: BACKOFF" in a.text
+    r.supervisor = {"engine": "RUNNING"}                  # running yet silent: that is an outage
+    [b] = r.tick(T0 + 62 * S)
+    assert b.src == "engine" and "for 32 s" in b.text
+
+
+def test_no_silent_alert_while_supervisord_shuts_down():
+    r = rules(services=["orders"], service_silent_s=10, startup_grace_s=0)
+    r.on_heartbeat(hb("orders"), T0)
+    r.supervisor = {"*": "SHUTDOWN"}
+    assert r.tick(T0 + 30 * S) == []
