@@ -94,7 +94,7 @@ class Rules:
         self.trips: dict[str, list[RoundTrip]] = {}
         self.eod_day = ""                   # the trading day whose flatten is being watched
         self.eod_since = 0
-        self.eod_result = ""                # "", flat, failed, holding
+        self.eod_result = ""                # "", flat, failed, flat_after_failure, holding_reported
         self.summary_due = 0
         self.summarized: set[str] = set()
         self.raised = 0
