@@ -264,7 +264,10 @@ class Keeper:
             "open": {c: q for c, q in self.ledger.signed_positions().items()},
             "mismatch_active": self.recon.active, "reconcile_checks": self.recon.checks,
             "mismatches": self.recon.mismatches, "last_sync_ok_ns": self.last_sync_ok_ns,
-            "orders_gaps": self.orders.stats.gaps, "malformed": self.orders.stats.malformed + self.feed.stats.malformed})
+            "orders_gaps": self.orders.stats.gaps, "malformed": self.orders.stats.malformed + self.feed.stats.malformed,
+            # for the Prometheus exporter (services/alerts)
+            "rest_free": self.rest.limiter.free() if self.rest is not None else None,
+            "http_429": self.rest.stats["http_429"] if self.rest is not None else 0})
 
     # -- queries -------------------------------------------------------------------
     def on_query(self, env) -> Reply:
