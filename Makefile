@@ -31,10 +31,12 @@ soak: install-test
 	$(BIN)/pytest -q --runslow -m slow
 
 # The suite on other days: a Saturday, a CME holiday, the spring DST change (tests/anyday/run,
-# libfaketime). The whole-pipeline tests are left out for time; they start from a stated market day.
+# libfaketime). The date-sensitive tests: every unit test, and the integration tests that read
+# days, sessions, searches and session files (the sim's REST, the keeper, the gateway's EOD, the
+# engine, the CLI, feed, replay). The others start from a stated market day as well.
 ANYDAY_DAYS := "2027-01-09 12:00 America/New_York" "2026-12-25 12:00 America/New_York" "2027-03-14 01:50 America/New_York"
-ANYDAY_TESTS ?= tests/unit tests/integration --ignore=tests/integration/test_pipeline.py \
-	--ignore=tests/integration/test_dashboard_browser.py
+ANYDAY_TESTS ?= tests/unit $(addprefix tests/integration/test_,sim_api.py sim_brackets.py positions_keeper.py \
+	orders_eod.py orders_bracket.py engine_process.py cli.py feed_sim.py inference_replay.py replay.py)
 anyday: install-test
 	for d in $(ANYDAY_DAYS); do tests/anyday/run "$$d" $(ANYDAY_TESTS) || exit 1; done
 

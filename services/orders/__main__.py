@@ -24,6 +24,7 @@ from common.topstepx.rest import TopstepXClient, TopstepXError
 from services.orders.config import OrdersConfig
 from services.orders.gateway import Gateway
 from services.orders.journal import Journal
+from services.orders.logic import WORKING
 
 SERVICE = "orders"
 
@@ -119,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         pub.publish(Heartbeat(SERVICE, state, os.getpid(), round(time.monotonic() - pub.started, 3),
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
                                                "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat(),
-                                               "hops_recent": gw.hops.recent_list(),
-                                               "rest_free": gw.rest.limiter.free()}))
+                                               # for the Prometheus exporter (services/alerts)
+                                               "working_orders": sum(o.get("status") in WORKING for o in gw.orders.values()),
+                                               "rest_free": rest.limiter.free(), "http_429": rest.stats["http_429"],
+                                               "hops_recent": gw.hops.recent_list()}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 

@@ -49,6 +49,7 @@ class ReportData:
     hops: list[dict[str, float]] = field(default_factory=list)                 # per entry: segment -> us
     metrics: dict = field(default_factory=dict)
     contract: str = ""
+    shadow: dict = field(default_factory=dict)      # shadow_DAY.json (services/modelctl/shadow.py), if any
 
 
 # --------------------------------------------------------------------------
@@ -177,13 +178,23 @@ def load_session(log_dir: Path, day: str) -> ReportData:
     except OSError:
         pass
     bars = sorted({b[0]: b for b in bars}.values())
-    return report_data(trips_from_csv(trades_path(log_dir, day)), day=day, bars=bars, predictions=preds,
+    data = report_data(trips_from_csv(trades_path(log_dir, day)), day=day, bars=bars, predictions=preds,
                        signals=signals, hops=hops, metrics=metrics, contract=contract)
+    try:
+        data.shadow = json.loads((log_dir / f"shadow_{day}.json").read_text())
+    except (OSError, ValueError):
+        pass
+    return data
 
 
 def build_report(log_dir: Path, day: str) -> Path:
-    path = Path(log_dir) / f"report_{day}.html"
-    atomic_write(path, render_html(load_session(log_dir, day)))
+    return write_report(log_dir, load_session(log_dir, day))
+
+
+def write_report(log_dir: Path, data: ReportData) -> Path:
+    """report_DAY.html from data a caller built (a backtest: report_data(...) from its own run)."""
+    path = Path(log_dir) / f"report_{data.day}.html"
+    atomic_write(path, render_html(data))
     return path
 
 
@@ -447,6 +458,23 @@ def render_html(data: ReportData) -> str:
         fig("latency", chart_latency(data), "Median time in each hop from the tick to the broker's ack, stacked."),
         "</div>",
         f"<h2>Round trips ({len(data.trips)})</h2><div class='scroll'>{_table(data)}</div>",
+        *shadow_section(data.shadow),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def shadow_section(s: dict) -> list[str]:
+    """Shadow mode (services/modelctl/shadow.py writes shadow_DAY.json): agreement and would-be P&L."""
+    if not s:
+        return []
+    a = s.get("agreement") or {}
+    rows = [("Bars", a.get("bars")), ("Same call (incl. no call)", a.get("same_call_share")),
+            ("Agreement when either calls", a.get("agree_when_either_calls")),
+            ("Opposite calls", a.get("opposite_calls"))]
+    for who, w in (s.get("would_be") or {}).items():
+        rows.append((f"Would-be P&L, {who} ({w.get('version')})",
+                     f"{_money(int(w.get('net_pnl_cents', 0)))} in {w.get('trades')} trades"))
+    esc = html.escape
+    return ["<h2>Shadow model</h2><table class='shadow'>",
+            *[f"<tr><th class='l'>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in rows], "</table>"]
