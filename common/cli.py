@@ -7,6 +7,8 @@
     scalper flatten             cancel every order and close every position now
     scalper report [--day D]    write and print the session report
     scalper check               config, model, broker connectivity and auth; places nothing
+    scalper model ...           list | train | evaluate | promote (services/modelctl/cli.py)
+    scalper backtest REC        the engine's rules over a recording -> the session report
 
 halt and flatten go to the order gateway directly as well as to the engine, so they
 work when the engine is down.
@@ -127,26 +129,24 @@ def cmd_status(args) -> int:
 
 
 def _operator(args, action: str) -> int:
-    from common.messages import OperatorCommand, OrderCommand
+    """halt / resume / flatten: to the engine and to the gateway (common/operator_commands.py,
+    which the dashboard's buttons use too)."""
+    from common.operator_commands import send
     cfg = _cfg(args)
     reason = " ".join(getattr(args, "reason", []) or []) or f"operator {action}"
-    ok = False
-    eng = _request(cfg.bus.engine_cmd, OperatorCommand(action, reason=reason, key=f"op-{time.time_ns()}"))
-    print(f"engine:  {'ok' if eng is not None and eng.ok else 'no answer' if eng is None else 'refused'}"
-          f"{' - ' + eng.message if eng is not None and eng.message else ''}")
-    ok |= eng is not None and eng.ok
-    gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
-                  timeout_ms=5000)
-    print(f"gateway: {'ok' if gw is not None and gw.ok else 'no answer' if gw is None else 'refused'}"
-          f"{' - ' + gw.message if gw is not None and gw.message else ''}")
-    ok |= gw is not None and gw.ok
-    return 0 if ok else 1
+    answers = send(cfg, action, reason, timeout_ms=5000)
+    for a in answers:
+        what = "ok" if a.ok else "no answer" if not a.answered else "refused"
+        print(f"{a.target + ':':<9}{what}{' - ' + a.message if a.message else ''}")
+    return 0 if any(a.ok for a in answers) else 1
 
 
 def cmd_report(args) -> int:
     cfg = _cfg(args)
     from services.positions.report import build_report
     day = args.day or time.strftime("%Y-%m-%d")
+    from services.modelctl.shadow import summarize       # shadow mode: agreement and would-be P&L, if any
+    summarize(cfg, cfg.path(cfg.logging.dir), day)
     path = build_report(cfg.path(cfg.logging.dir), day)
     print(path)
     return 0
@@ -168,10 +168,17 @@ def cmd_check(args) -> int:
     line(True, "config", f"{cfg.source} (mode {cfg.api.mode}, contract {cfg.trading.contract})")
     for w in cfg.warnings():
         print(f"[warn] {w}")
+    cfg = _check_contract(cfg, line)
     try:
         from services.inference.model import load_model
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
         line(True, "model", f"{getattr(model, 'version', '?')} ({len(getattr(model, 'feature_names', []))} features)")
+        from services.inference.model import live_gate
+        ok, why = live_gate(cfg.api.mode, model.config, cfg.model.allow_unproven_model)
+        if why:
+            line(ok, "model edge", why) if not ok else print(f"[warn] {why}")
+        if cfg.model.demo_threshold:
+            print(f"[warn] model.min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold)")
     except Exception as exc:
         line(False, "model", str(exc))
     from common.topstepx.rest import TopstepXClient, TopstepXError
@@ -197,6 +204,33 @@ def cmd_check(args) -> int:
     ok, detail = _check_market_hub(cfg)
     line(ok, "market hub", detail)
     return 1 if failures else 0
+
+
+def _check_contract(cfg: Config, line) -> Config:
+    """trading.contract as the services will trade it: a symbol resolved to the front month,
+    an expired month refused, a near expiry warned (common/contracts.py)."""
+    from common.clock import LiveClock, make_clock, to_ny
+    from common.contracts import ContractError, resolve_with_client
+    from common.instruments import INSTRUMENTS
+    from common.session import SessionCalendar
+    from common.topstepx.rest import TopstepXClient
+    if cfg.trading.contract not in INSTRUMENTS and cfg.api.mode != "live":
+        return cfg
+    clock = make_clock(cfg.trading.clock)
+    today = to_ny(clock.now_ns()).date() if isinstance(clock, LiveClock) else None
+    client = TopstepXClient.from_config(cfg.api, share=0.05)
+    try:
+        cid, warning = resolve_with_client(client, cfg.trading.contract, today, cfg.trading.expiry_warning_days,
+                                           SessionCalendar.from_config(cfg.trading).is_trading_day, wait_s=5)
+    except ContractError as exc:
+        line(False, "contract", str(exc))
+        return cfg
+    finally:
+        client.close()
+    line(True, "contract resolved", f"{cfg.trading.contract} -> {cid}")
+    if warning:
+        print(f"[warn] {warning}")
+    return cfg.model_copy(update={"trading": cfg.trading.model_copy(update={"contract": cid})})
 
 
 def _check_market_hub(cfg: Config, timeout_s: float = 10.0) -> tuple[bool, str]:
@@ -235,6 +269,17 @@ def cmd_run(args) -> int:
     cfg = _cfg(args)
     for w in cfg.warnings():
         print(f"warning: {w}", file=sys.stderr)
+    if cfg.api.mode == "live":              # the inference worker refuses too; say it before anything starts
+        from services.inference.model import ModelError, live_gate, load_config as model_config
+        try:
+            ok, why = live_gate("live", model_config(cfg.path(cfg.model.config)), cfg.model.allow_unproven_model)
+        except ModelError as exc:
+            ok, why = False, str(exc)
+        if ok and cfg.model.demo_threshold and not cfg.model.allow_unproven_model:
+            ok, why = False, "model.demo_threshold is set in live mode; set the model's validated min_confidence"
+        if not ok:
+            print(f"scalper run: refused: {why}", file=sys.stderr)
+            return 2
     if cfg.api.mode == "sim":
         _archive_sim_state(cfg)
     exe = Path(sys.executable).with_name("supervisord")
@@ -274,6 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(fn=cmd_report)
     sub.add_parser("check", help="validate config and model, test broker connectivity; places nothing").set_defaults(
         fn=cmd_check)
+    # model lifecycle and backtest: services/modelctl/cli.py owns the arguments
+    sub.add_parser("model", help="model list | train | evaluate | promote", add_help=False, prefix_chars="\0")
+    sub.add_parser("backtest", help="the engine's rules over a recording -> the session report", add_help=False,
+                   prefix_chars="\0")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lifecycle = next((i for i, a in enumerate(argv) if a in ("model", "backtest")), None)
+    if lifecycle is not None and all(a.startswith("-") or argv[i - 1] == "--config" for i, a in
+                                     enumerate(argv[:lifecycle])):
+        from services.modelctl.cli import main as modelctl_main
+        return modelctl_main(argv[lifecycle:] + argv[:lifecycle])
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
 

@@ -98,9 +98,27 @@ class _AppendFile:
     def flush_held(self) -> None:
         if self.held:
             try:
-                self._write(self.day or fmt_ny(time.time_ns())[:10], b"")
+                self._write(self.day or self._session_day(), b"")
             except OSError:
                 pass
+
+    def _session_day(self) -> str:
+        """The day of the session this process belongs to when its own clock never started: the
+        day file another service of the session wrote last (within the last 12 hours), else the
+        wall clock's New York date."""
+        recent = []
+        for path in self.directory.glob(self.name_for_day("*")):
+            try:
+                recent.append((path.stat().st_mtime, path))
+            except OSError:
+                continue
+        if recent:
+            mtime, path = max(recent)
+            prefix, suffix = self.name_for_day("\0").split("\0")
+            day = path.name[len(prefix):len(path.name) - len(suffix)]
+            if time.time() - mtime < 12 * 3600 and len(day) == 10:
+                return day
+        return fmt_ny(time.time_ns())[:10]
 
 
 def setup_logging(service: str, log_dir: str | os.PathLike = "logs", level: str = "INFO",

@@ -12,7 +12,7 @@ from loguru import logger
 
 from common.clock import EventClock, LiveClock, make_clock, to_ny
 from common.config import Config, ConfigError, load_config
-from common.contracts import ContractError, resolve_with_client
+from common.contracts import ContractError, check_contract, resolve_with_client
 from common.instruments import INSTRUMENTS
 from common.logging import setup_logging
 from common.session import SessionCalendar
@@ -43,7 +43,7 @@ def boot(service: str, section: type[M], argv: list[str] | None, doc: str | None
 
 def resolve_contract(cfg: Config, clock: LiveClock | EventClock, service: str) -> Config:
     """trading.contract as a symbol (MES) -> its front month over REST, logged; in live mode an
-    id is checked too. An expired or unlisted contract ends the process (exit 2, one line);
+    id is checked against its expiry (the CME rule, on the wall date). An expired or unlisted contract ends the process (exit 2, one line);
     one expiring within trading.expiry_warning_days is warned about. Sim mode with an explicit
     id asks nothing (a service may run without a broker in tests)."""
     spec = cfg.trading.contract
@@ -51,15 +51,19 @@ def resolve_contract(cfg: Config, clock: LiveClock | EventClock, service: str) -
         return cfg
     # the date is known on the wall clock; an event clock has no time before its first event
     today = to_ny(clock.now_ns()).date() if isinstance(clock, LiveClock) else None
-    client = TopstepXClient.from_config(cfg.api, share=0.05)
+    trading_day = SessionCalendar.from_config(cfg.trading).is_trading_day
     try:
-        cid, warning = resolve_with_client(client, spec, today, cfg.trading.expiry_warning_days,
-                                           SessionCalendar.from_config(cfg.trading).is_trading_day)
+        if spec in INSTRUMENTS:
+            client = TopstepXClient.from_config(cfg.api, share=0.05)
+            try:
+                cid, warning = resolve_with_client(client, spec, today, cfg.trading.expiry_warning_days, trading_day)
+            finally:
+                client.close()
+        else:   # an id: its expiry is the CME rule's, no broker needed
+            cid, warning = spec, check_contract(spec, today, cfg.trading.expiry_warning_days, trading_day)
     except ContractError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    finally:
-        client.close()
     logger.info(f"CONTRACT: trading.contract {spec} -> {cid}")
     if warning:
         logger.warning(warning)

@@ -46,3 +46,12 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
     r = scalper("--config", str(cfg), "check")
     assert r.returncode == 2
     assert "risk.max_daily_loss = " in r.stderr and "greater than 0" in r.stderr, r.stderr
+
+
+def test_check_resolves_a_symbol_to_the_front_month(tmp_path):
+    with SimProcess(tmp_path / "sim", start_at="2026-11-23T10:00:00") as sim:   # market day: Z26 is front
+        cfg = write_config(tmp_path, sim, trading={"contract": "MES"})
+        r = scalper("--config", str(cfg), "check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[ok] contract resolved: MES -> CON.F.US.MES.Z26" in r.stdout
+    assert "[ok] contract: CON.F.US.MES.Z26 tickSize 0.25" in r.stdout

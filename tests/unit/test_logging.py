@@ -209,3 +209,22 @@ def test_lines_held_at_exit_are_written_not_lost(tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
     (log,) = (tmp_path / "logs").glob("trading_*.log")
     assert lines(log)[0].endswith("[INFO] FEED: no market data before stop")
+
+
+def test_a_process_that_never_saw_market_time_joins_the_sessions_day_file(tmp_path):
+    """The order gateway exiting before its first event (broker not up yet) leaves its lines in the
+    session's day file that the other services write (the simulator's market day), not in a file
+    named after the wall clock."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "trading_2025-03-07.log").write_text("2025-03-07 09:30:00.000 [INFO] SIM: market open\n")
+    code = textwrap.dedent(f"""
+        from loguru import logger
+        from common.clock import EventClock
+        from common.logging import setup_logging
+        setup_logging("orders", {str(logs)!r}, clock=EventClock(), console=False)
+        logger.error("API: refusing to start: connection failed")
+    """)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+    assert [p.name for p in logs.glob("trading_*.log")] == ["trading_2025-03-07.log"]
+    assert lines(logs / "trading_2025-03-07.log")[1].endswith("[ERROR] API: refusing to start: connection failed")
