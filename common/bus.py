@@ -53,6 +53,31 @@ def _bind(sock: zmq.Socket, endpoint: str) -> None:
         raise OSError(f"cannot bind {endpoint}: {exc} (is another instance running?)") from None
 
 
+def _one_frame(parts: list[bytes]) -> bytes:
+    """A request is one frame. Reading only the first part of a multipart request would leave
+    a REP socket mid-message, unable to send its answer."""
+    if len(parts) != 1:
+        raise DecodeError(f"a request is one frame; got {len(parts)} parts")
+    return parts[0]
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    """A decode error quotes the offending value; a megabyte of garbage must not become a
+    megabyte of log line or of reply."""
+    text = str(exc)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _encode_reply(msg: Any, src: str, **kw: Any) -> bytes:
+    """Encode an answer; an answer that cannot be encoded becomes an error reply, so the REP
+    socket still sends exactly one frame."""
+    try:
+        return encode(msg, src=src, **kw)
+    except Exception as exc:
+        logger.error(f"BUS: {src} could not encode its answer {type(msg).__name__}: {exc}")
+        return encode(Reply(False, f"the answer could not be encoded ({type(exc).__name__})"), src=src, **kw)
+
+
 # --------------------------------------------------------------------------
 # Publisher (Clone server side)
 # --------------------------------------------------------------------------
@@ -106,21 +131,33 @@ class Publisher:
                                round(time.monotonic() - self.started, 3), exch_ns, stats or {}))
 
     def serve_snapshot(self) -> None:
-        """Answer one snapshot request (call when the snapshot socket is readable)."""
+        """Answer one snapshot request (call when the snapshot socket is readable). Every frame
+        gets an answer, garbage included: a REP socket that skips one reply is wedged for good,
+        and then no subscriber can heal a gap."""
         assert self.snap is not None
-        frame = self.snap.recv()
+        parts = self.snap.recv_multipart()
         try:
-            req = decode(frame).msg
+            reply = self._snapshot(parts)
+        except Exception as exc:  # a bug here must not leave the socket waiting for a send
+            logger.exception(f"BUS: {self.service} snapshot failed: {exc}")
+            reply = Reply(False, f"snapshot failed: {type(exc).__name__}")
+        self.snap.send(_encode_reply(reply, self.service))
+
+    def _snapshot(self, parts: list[bytes]) -> Any:
+        try:
+            req = decode(_one_frame(parts)).msg
             if not isinstance(req, SnapshotRequest):
                 raise DecodeError(f"expected SnapshotRequest, got {type(req).__name__}")
+            bad = [t for t in req.topics if not isinstance(t, str)]
+            if bad:
+                raise DecodeError(f"SnapshotRequest.topics holds {bad[0]!r}, expected topic names")
         except DecodeError as exc:
-            logger.warning(f"BUS: {self.service} snapshot socket got a bad request: {exc}")
-            self.snap.send(encode(Reply(False, f"bad snapshot request: {exc}"), src=self.service))
-            return
+            logger.warning(f"BUS: {self.service} snapshot socket got a bad request: {_short(exc)}")
+            return Reply(False, f"bad snapshot request: {_short(exc)}")
         wanted = {t.encode() for t in req.topics}
         frames = [f for (t, _), f in self.retained.items() if not wanted or t in wanted]
         seqs = {t.decode(): s for t, s in self.seqs.items() if not wanted or t in wanted}
-        self.snap.send(encode(SnapshotReply(self.epoch, seqs, frames), src=self.service))
+        return SnapshotReply(self.epoch, seqs, frames)
 
     def attach(self, loop: "ServiceLoop") -> "Publisher":
         if self.snap is not None:
@@ -406,13 +443,13 @@ class ReplyServer:
         self.seq = 0
 
     def serve_one(self) -> None:
-        frame = self.sock.recv()
+        parts = self.sock.recv_multipart()
         try:
-            env = decode(frame)
+            env = decode(_one_frame(parts))
         except DecodeError as exc:
             self.malformed += 1
-            logger.warning(f"BUS: {self.name} got a malformed request: {exc}")
-            self._send(Reply(False, f"malformed request: {exc}"))
+            logger.warning(f"BUS: {self.name} got a malformed request: {_short(exc)}")
+            self._send(Reply(False, f"malformed request: {_short(exc)}"))
             return
         try:
             answer = self.handler(env)
@@ -423,7 +460,7 @@ class ReplyServer:
 
     def _send(self, msg: Any) -> None:
         self.seq += 1
-        self.sock.send(encode(msg, seq=self.seq, ts_ns=time.time_ns(), src=self.name))
+        self.sock.send(_encode_reply(msg, self.name, seq=self.seq, ts_ns=time.time_ns()))
 
     def attach(self, loop: "ServiceLoop") -> "ReplyServer":
         loop.add_reader(self.sock, self.serve_one)
