@@ -1,14 +1,15 @@
 """ZeroMQ plumbing for the patterns in ARCHITECTURE.md, named as the zguide names them.
 
 - Publisher: PUB socket; numbers every message per topic, keeps the retained
-  state (last message per key) and serves it on a REP snapshot socket.
+  state (last message per key) and serves it on a snapshot socket.
 - Subscriber: SUB socket plus the publisher's snapshot socket. A gap in a topic's
   sequence, a late join or a publisher restart (new epoch) is healed by asking for
   a snapshot and skipping what it already covers (the Clone pattern).
 - LazyPirateClient: REQ with a timeout; on timeout it closes the socket, reopens
   it and resends the identical frame, so the server's idempotency key decides.
-- ReplyServer: REP socket that decodes, calls a handler and always answers, even
-  to garbage.
+- ReplyServer: the server side of REQ/REP (a ROUTER doing REP's envelope work, see
+  "Answering sockets") that decodes, calls a handler and answers every frame, garbage
+  included, exactly once.
 - ServiceLoop: one poller, timers, thread-safe wake-ups, SIGTERM/SIGINT shutdown.
 
 Nothing here knows about trading.
@@ -53,9 +54,45 @@ def _bind(sock: zmq.Socket, endpoint: str) -> None:
         raise OSError(f"cannot bind {endpoint}: {exc} (is another instance running?)") from None
 
 
+# --------------------------------------------------------------------------
+# Answering sockets (snapshots, commands, queries)
+# --------------------------------------------------------------------------
+# The server side of every request/reply pair is a ROUTER that does REP's envelope work itself.
+# libzmq's REP drops a malformed envelope silently, and a raw connection that sent part of a
+# message and hung up left a REP readable for a recv that blocked forever and sent the next
+# caller's answer to the dead peer. A ROUTER hands over every complete message with its sender's
+# identity, so each one gets exactly one answer, to the right caller, and never blocks.
+
+def _answering_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    _bind(sock, endpoint)
+    return sock
+
+
+def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any], seq: int = 0) -> None:
+    """Read one message from a ROUTER socket, if a whole one is there, and send its sender
+    exactly one answer: `answer(body frames)`, or an error Reply if that raises."""
+    try:
+        parts = sock.recv_multipart(zmq.NOBLOCK)
+    except zmq.Again:
+        return        # readable, but what arrived was no whole message (libzmq dropped it)
+    # [identity, labels..., b"", body...] from a REQ; [identity, body...] from a DEALER
+    cut = parts.index(b"", 1) + 1 if b"" in parts[1:] else 1
+    head, body = parts[:cut], parts[cut:]
+    try:
+        reply = answer(body)
+    except Exception as exc:  # a bug here must not cost the caller its answer
+        logger.exception(f"BUS: {name} failed answering a request: {exc}")
+        reply = Reply(False, f"{type(exc).__name__}: {exc}")
+    try:
+        sock.send_multipart([*head, _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())], zmq.NOBLOCK)
+    except zmq.ZMQError as exc:   # the caller is gone or not reading: nothing to answer
+        logger.debug(f"BUS: {name}: answer dropped: {exc}")
+
+
 def _one_frame(parts: list[bytes]) -> bytes:
-    """A request is one frame. Reading only the first part of a multipart request would leave
-    a REP socket mid-message, unable to send its answer."""
+    """A request is one frame."""
     if len(parts) != 1:
         raise DecodeError(f"a request is one frame; got {len(parts)} parts")
     return parts[0]
@@ -69,8 +106,8 @@ def _short(exc: Exception, limit: int = 300) -> str:
 
 
 def _encode_reply(msg: Any, src: str, **kw: Any) -> bytes:
-    """Encode an answer; an answer that cannot be encoded becomes an error reply, so the REP
-    socket still sends exactly one frame."""
+    """Encode an answer; an answer that cannot be encoded becomes an error reply, so the
+    caller still gets exactly one frame."""
     try:
         return encode(msg, src=src, **kw)
     except Exception as exc:
@@ -98,9 +135,7 @@ class Publisher:
         _bind(self.sock, pub_endpoint)
         self.snap: zmq.Socket | None = None
         if snapshot_endpoint:
-            self.snap = self.ctx.socket(zmq.REP)
-            self.snap.setsockopt(zmq.LINGER, 0)
-            _bind(self.snap, snapshot_endpoint)
+            self.snap = _answering_socket(self.ctx, snapshot_endpoint)
         self.seqs: dict[bytes, int] = collections.defaultdict(int)
         # (topic, key) -> frame; dict keeps insertion order = publication order for a snapshot
         self.retained: dict[tuple[bytes, str], bytes] = {}
@@ -132,16 +167,10 @@ class Publisher:
 
     def serve_snapshot(self) -> None:
         """Answer one snapshot request (call when the snapshot socket is readable). Every frame
-        gets an answer, garbage included: a REP socket that skips one reply is wedged for good,
-        and then no subscriber can heal a gap."""
+        gets an answer, garbage included: a socket that skips one reply is wedged for good, and
+        then no subscriber can heal a gap."""
         assert self.snap is not None
-        parts = self.snap.recv_multipart()
-        try:
-            reply = self._snapshot(parts)
-        except Exception as exc:  # a bug here must not leave the socket waiting for a send
-            logger.exception(f"BUS: {self.service} snapshot failed: {exc}")
-            reply = Reply(False, f"snapshot failed: {type(exc).__name__}")
-        self.snap.send(_encode_reply(reply, self.service))
+        _answer_one(self.snap, self.service, self._snapshot)
 
     def _snapshot(self, parts: list[bytes]) -> Any:
         try:
@@ -429,38 +458,33 @@ class LazyPirateClient:
 
 
 class ReplyServer:
-    """REP socket: every request gets exactly one answer, garbage included."""
+    """The REQ/REP server side: every request gets exactly one answer, garbage included."""
 
     def __init__(self, name: str, endpoint: str, handler: Callable[[Envelope], Any],
                  ctx: zmq.Context | None = None):
         self.name = name
         self.handler = handler
         self.ctx = ctx or context()
-        self.sock = self.ctx.socket(zmq.REP)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        _bind(self.sock, endpoint)
+        self.sock = _answering_socket(self.ctx, endpoint)
         self.malformed = 0
         self.seq = 0
 
     def serve_one(self) -> None:
-        parts = self.sock.recv_multipart()
+        self.seq += 1
+        _answer_one(self.sock, self.name, self._answer, self.seq)
+
+    def _answer(self, parts: list[bytes]) -> Any:
         try:
             env = decode(_one_frame(parts))
         except DecodeError as exc:
             self.malformed += 1
             logger.warning(f"BUS: {self.name} got a malformed request: {_short(exc)}")
-            self._send(Reply(False, f"malformed request: {_short(exc)}"))
-            return
+            return Reply(False, f"malformed request: {_short(exc)}")
         try:
-            answer = self.handler(env)
-        except Exception as exc:  # a handler bug must not wedge the REP state machine
+            return self.handler(env)
+        except Exception as exc:  # a handler bug must not cost the caller its answer
             logger.exception(f"BUS: {self.name} failed handling {env.type}: {exc}")
-            answer = Reply(False, f"{type(exc).__name__}: {exc}")
-        self._send(answer)
-
-    def _send(self, msg: Any) -> None:
-        self.seq += 1
-        self.sock.send(_encode_reply(msg, self.name, seq=self.seq, ts_ns=time.time_ns()))
+            return Reply(False, f"{type(exc).__name__}: {exc}")
 
     def attach(self, loop: "ServiceLoop") -> "ReplyServer":
         loop.add_reader(self.sock, self.serve_one)

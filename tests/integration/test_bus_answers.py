@@ -2,7 +2,8 @@
 
 The cases that once wedged a socket for good: a SnapshotRequest whose topics hold an integer
 (raised outside the try, no reply), a multipart request (only the first part read, the reply
-refused by the REP state machine) and a handler answer that cannot be encoded.
+refused by the REP state machine), a handler answer that cannot be encoded, and raw bytes
+below ZeroMQ that left a REP socket readable for a recv that then blocked forever.
 The property-based test against every service's sockets is test_socket_fuzz.py.
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ def ask(ctx, endpoint: str, parts: list[bytes], serve) -> object:
     req.connect(endpoint)
     try:
         req.send_multipart(parts)
+        server = getattr(serve, "__self__")
+        assert (server.snap if isinstance(server, Publisher) else server.sock).poll(3000), "request not delivered"
         serve()
         assert req.poll(3000), "no answer"
         return decode(req.recv()).msg
@@ -86,4 +89,33 @@ def test_a_huge_bad_field_gets_a_short_answer(ctx, tmp_path):
     assert not bad.ok
     huge = ask(ctx, f"ipc://{tmp_path}/rep", [envelope("Query", {"what": [0] * 100_000})], rep.serve_one)
     assert not huge.ok and len(huge.message) < 400, len(huge.message)
+    rep.close()
+
+
+def test_raw_bytes_below_zeromq_neither_block_the_server_nor_steal_the_next_answer(ctx, tmp_path):
+    """Found by test_socket_fuzz: these bytes (no ZMTP greeting) are read by libzmq as a ZMTP 1.0
+    peer's identity and a message part. A REP socket then polled readable, its recv blocked
+    forever (the service loop with it), and the next caller's answer went to the dead peer."""
+    import socket
+    import time
+    data = (b'\x86\xa4type\xaaPrediction\xa1v\x83\xa0\x81\xfe\xc3\xae\xc3\x8b\xc2\xa2\xf2\x99\x8b\xb7\xc2\x91\xf2\x92\xa4\x9e\xb2'
+            b'\xc3\xa8\xf4\x8d\x99\x8b\x1f\xf2\xa8\xae\x9c7\xe7\x8d\xa4\xc2\xb8x\xa1V\x82\xfb\xcb\x00\x00\x00\x00\x00\x00\x00\x00\xb2\xf1\xa4\xb1\x9c\xc2\x9f\xc2\xbc'
+            b'^\xc3\xacZ\xf3\xbe\x89\x8b\xc2\xb3\xc0\xa3seq\xc0\xa3src\xa4fuzz\xa4body\x87\xa8contract'
+            b'\x90\xa9direction\x92\x83\xabDA\xc2\x8a\xc2\xb8\xc2\x9c\x13\xc3\x8e\xc0\xb2\xf1\xb2\x95\x9f\xc3\xa7\x06\xf1\x89\xba\x97\xc2\xbc'
+            b'\x12\xc3\x8d\xc2\xb4\xc2\xa0\xc0\xc0\xadmodel_version\xc0\xabclose_ticks\xc0\xacsp'
+            b'read_ticks\xc0\xaafeature_us\x90\xa0\xc0\xa2ep\xcdX\x1f')
+    rep = ReplyServer("r", f"ipc://{tmp_path}/rep", lambda env: Reply(True, "fine"), ctx=ctx)
+    for keep_open in (False, True):
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.connect(f"{tmp_path}/rep")
+        raw.sendall(data)
+        time.sleep(0.2)
+        if not keep_open:
+            raw.close()
+            time.sleep(0.2)
+        while rep.sock.poll(200):
+            rep.serve_one()        # must return, whatever libzmq made of the bytes
+        good = ask(ctx, f"ipc://{tmp_path}/rep", [encode(Query("status"), src="t")], rep.serve_one)
+        assert good == Reply(True, "fine"), keep_open
+        raw.close()
     rep.close()
