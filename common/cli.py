@@ -60,6 +60,7 @@ def _heartbeats(cfg: Config, seconds: float = 1.6) -> dict[str, Any]:
     sock.setsockopt(zmq.SUBSCRIBE, b"Heartbeat")
     for name in SERVICES:
         sock.connect(getattr(cfg.bus, f"{name}_pub"))
+    sock.connect(cfg.bus.supervision_pub)          # the supervisord listener: crash counts
     got: dict[str, tuple[float, Heartbeat]] = {}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -92,6 +93,7 @@ def cmd_status(args) -> int:
         extra = hb.stats.get("feed_state") or hb.stats.get("state") or ""
         print(f"{name:<11} {hb.state:<10} {hb.pid:>7} {hb.uptime_s:>8.0f}s  {mt} {extra}")
         out["services"][name] = {"state": hb.state, "pid": hb.pid, "uptime_s": hb.uptime_s, "stats": hb.stats}
+    _print_crashes(beats.get("supervision"), out)
     pos = _request(cfg.bus.positions_query, Query("status"))
     if pos is not None and pos.ok:
         out["positions"] = pos.data
@@ -125,6 +127,19 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(out, default=str, indent=2))
     return 0 if all(out["services"].values()) else 1
+
+
+def _print_crashes(hb, out: dict) -> None:
+    """Exits per program in the listener's window, and what it stopped for a crash loop."""
+    if hb is None:
+        print("crashes    supervision listener silent: crash loops are not being watched")
+        return
+    out["supervision"] = hb.stats
+    exits = ", ".join(f"{n} {c} exits" for n, c in (hb.stats.get("exits") or {}).items()) or "no exits"
+    stopped = hb.stats.get("stopped") or []
+    print(f"crashes    {exits} in the last {hb.stats.get('window_min', '?')} min (stop at "
+          f"{hb.stats.get('max_exits', '?')})" + (f"; {', '.join(stopped)} STOPPED for a crash loop: fix the cause, "
+                                                  "then supervisorctl start" if stopped else ""))
 
 
 def _operator(args, action: str) -> int:

@@ -66,6 +66,7 @@ class Supervision:
         self.watch = CrashWatch(sect.max_exits, sect.window_min * 60)
         self.positions: dict[str, tuple[int, int]] = {}
         self.down: set[str] = set()
+        self.halted: set[str] = set()     # stopped for a crash loop, and supervisord confirmed STOPPED
 
     def on_position(self, p: Position) -> None:
         self.positions[p.contract] = (p.direction, p.size)
@@ -77,6 +78,8 @@ class Supervision:
             return
         if ev.name in EXITS:
             self.on_exit(name, group, ev.name)
+        elif ev.name == "PROCESS_STATE_STOPPED" and name in self.watch.stopped:
+            self.halted.add(name)
         elif ev.name == "PROCESS_STATE_RUNNING":
             self.on_running(name)
 
@@ -98,7 +101,9 @@ class Supervision:
         if name in self.down:
             self.down.discard(name)
             self.risk("service_down", False, f"{name} running again", key=f"service_down:{name}")
-        if self.watch.on_running(name):
+        # a RUNNING event queued before our stop took effect is not the operator starting it again
+        if name in self.halted and self.watch.on_running(name):
+            self.halted.discard(name)
             logger.info(f"SUPERVISION: {name} started again after its crash loop")
             if self.watch.stopped:
                 self.risk("crash_loop", True, self.watch.detail(), key="crash_loop")
@@ -150,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
             loop.stop("supervisord closed the event channel")
             return
         for ev in reader.feed(data):
-            on_positions()           # the position as of now, before judging an exit
             try:
                 sup.on_event(ev)
             finally:
