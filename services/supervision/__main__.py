@@ -34,7 +34,11 @@ NOT_RUNNING_FAULT = 70                                        # supervisor.xmlrp
 
 
 def rpc_interface():
-    """supervisord's XML-RPC, from the SUPERVISOR_SERVER_URL it gives its children."""
+    """supervisord's XML-RPC, from the SUPERVISOR_SERVER_URL it gives its children; None when
+    not run by supervisord (then crash loops are reported but nothing can be stopped)."""
+    if not os.environ.get("SUPERVISOR_SERVER_URL"):
+        logger.warning("SUPERVISION: not started by supervisord (no SUPERVISOR_SERVER_URL); cannot stop programs")
+        return None
     from supervisor import childutils
     return childutils.getRPCInterface(os.environ).supervisor
 
@@ -43,7 +47,7 @@ def stop_program(rpc, name: str, timeout_s: float) -> bool:
     """Ask supervisord to stop `name` until it is stopped: between an exit and the automatic
     restart the program is EXITED, which stopProcess refuses as NOT_RUNNING."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while rpc is not None and time.monotonic() < deadline:
         try:
             rpc.stopProcess(name, False)
             return True

@@ -1,6 +1,6 @@
 """Every bound socket of every service answers anything (issue 15, item 1).
 
-Real processes: the simulator and the five pipeline services. Hypothesis fires arbitrary bytes,
+Real processes: the simulator, the five pipeline services and the supervision listener. Hypothesis fires arbitrary bytes,
 arbitrary msgpack and envelope-shaped garbage (real type names, fields of the wrong kinds,
 commands that are not orders) at every REP socket (snapshots, operator commands, the
 gateway's commands, the keeper's queries), arbitrary subscription frames at every PUB socket
@@ -15,6 +15,8 @@ gateway accepts (status, halt, resume, exit, flatten, cancel_all) is drawn.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -29,7 +31,7 @@ from common.messages import (
     SnapshotReply, SnapshotRequest, decode, encode,
 )
 from tests.harness.config import write_config
-from tests.harness.procs import ServiceProcess, wait_for
+from tests.harness.procs import ROOT, ServiceProcess, wait_for
 from tests.harness.sim import SimProcess
 
 pytestmark = pytest.mark.integration
@@ -41,10 +43,10 @@ SERVICES = ("feed", "positions", "orders", "inference", "engine")
 # bus key -> what a valid request to it is
 REP_SOCKETS = {
     "feed_snap": "snapshot", "inference_snap": "snapshot", "engine_snap": "snapshot",
-    "orders_snap": "snapshot", "positions_snap": "snapshot",
+    "orders_snap": "snapshot", "positions_snap": "snapshot", "supervision_snap": "snapshot",
     "engine_cmd": "operator", "orders_cmd": "order", "positions_query": "query",
 }
-PUB_SOCKETS = ("feed_pub", "inference_pub", "engine_pub", "orders_pub", "positions_pub")
+PUB_SOCKETS = ("feed_pub", "inference_pub", "engine_pub", "orders_pub", "positions_pub", "supervision_pub")
 
 # -- strategies ---------------------------------------------------------------
 
@@ -136,6 +138,16 @@ def pipeline(tmp_path):
     with sim:
         for p in procs:
             p.start()
+        # the supervisord event listener reads supervisord's protocol on stdin: an open pipe
+        # that never speaks stands in for supervisord
+        listener = ServiceProcess("supervision", cfg_path)
+        listener.starts += 1
+        with open(listener.out_path, "ab") as out:
+            listener.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.supervision", "--config", str(cfg_path)], cwd=ROOT,
+                env={k: v for k, v in listener.env.items() if k != "SUPERVISOR_SERVER_URL"},
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
+        procs.append(listener)
         try:
             yield sim, load_config(cfg_path), procs
         finally:

@@ -79,3 +79,64 @@ def test_the_engine_breaker_blocks_until_the_listener_clears_it():
     assert more.active and "feed" in more.detail
     [clear] = b.on_crash_loop(False, "running again")
     assert not clear.active and CRASH_LOOP not in b.names()
+
+
+class FakeRpc:
+    """supervisord's XML-RPC as the listener uses it (a unit test may fake a collaborator)."""
+
+    def __init__(self):
+        self.stopped: list[str] = []
+
+    def stopProcess(self, name, wait):
+        self.stopped.append(name)
+        return True
+
+
+class FakePub:
+    def __init__(self):
+        self.sent: list[tuple] = []
+
+    def publish(self, msg, key=None):
+        self.sent.append((msg, key))
+
+
+def event(name: str, program: str = "orders"):
+    from services.supervision.protocol import Event
+    return Event(name, {}, {"processname": program, "groupname": program})
+
+
+def supervision(now):
+    from services.supervision.__main__ import Supervision
+    from services.supervision.config import SupervisionConfig
+    rpc, pub = FakeRpc(), FakePub()
+    return Supervision(None, SupervisionConfig(max_exits=2, window_min=1), pub, rpc, now=lambda: now[0]), rpc, pub
+
+
+def test_listener_stops_the_loop_and_ignores_a_running_event_queued_before_the_stop():
+    from common.messages import Position
+    now = [0.0]
+    sup, rpc, pub = supervision(now)
+    sup.on_position(Position("CON.F.US.MES.H26", 1, 1, "6050.25"))
+    sup.on_event(event("PROCESS_STATE_EXITED"))
+    [(down, key)] = pub.sent
+    assert (down.kind, down.active, key) == ("service_down", True, "service_down:orders")
+    assert "LONG 1 CON.F.US.MES.H26" in down.detail
+    sup.on_event(event("PROCESS_STATE_BACKOFF"))
+    assert rpc.stopped == ["orders:orders"]
+    assert [(m.kind, m.active) for m, _ in pub.sent[1:]] == [("crash_loop", True)]
+    sup.on_event(event("PROCESS_STATE_RUNNING"))            # queued before the stop took effect
+    assert [(m.kind, m.active) for m, _ in pub.sent[2:]] == [("service_down", False)]
+    sup.on_event(event("PROCESS_STATE_STOPPED"))
+    sup.on_event(event("PROCESS_STATE_RUNNING"))            # the operator started it again
+    assert [(m.kind, m.active) for m, _ in pub.sent[3:]] == [("crash_loop", False)]
+
+
+def test_a_flat_account_or_another_program_is_no_service_down():
+    now = [0.0]
+    sup, rpc, pub = supervision(now)
+    sup.on_event(event("PROCESS_STATE_EXITED"))                   # flat
+    from common.messages import Position
+    sup.on_position(Position("CON.F.US.MES.H26", -1, 2, "6050.25"))
+    sup.on_event(event("PROCESS_STATE_EXITED", "inference"))      # not critical with a position
+    sup.on_event(event("PROCESS_STATE_EXITED", "supervision"))    # itself: ignored
+    assert pub.sent == [] and rpc.stopped == []
