@@ -70,13 +70,20 @@ def _answering_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     return sock
 
 
-def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any], seq: int = 0) -> None:
-    """Read one message from a ROUTER socket, if a whole one is there, and send its sender
-    exactly one answer: `answer(body frames)`, or an error Reply if that raises."""
-    try:
-        parts = sock.recv_multipart(zmq.NOBLOCK)
-    except zmq.Again:
-        return        # readable, but what arrived was no whole message (libzmq dropped it)
+def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any], seq: int = 0,
+                wait_ms: int = 0) -> None:
+    """Read one message from a ROUTER socket, if a whole one is there (waiting up to `wait_ms`,
+    -1: until one is), and send its sender exactly one answer: `answer(body frames)`, or an
+    error Reply if that raises."""
+    while True:
+        if wait_ms and not sock.poll(wait_ms):
+            return
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+            break
+        except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
+            if wait_ms >= 0:
+                return
     # [identity, labels..., b"", body...] from a REQ; [identity, body...] from a DEALER
     cut = parts.index(b"", 1) + 1 if b"" in parts[1:] else 1
     head, body = parts[:cut], parts[cut:]
@@ -469,9 +476,11 @@ class ReplyServer:
         self.malformed = 0
         self.seq = 0
 
-    def serve_one(self) -> None:
+    def serve_one(self, wait_ms: int = 0) -> None:
+        """Answer one request: the one that is there (from a ServiceLoop reader), or the first
+        to arrive within `wait_ms` (-1: wait for it; a plain server loop)."""
         self.seq += 1
-        _answer_one(self.sock, self.name, self._answer, self.seq)
+        _answer_one(self.sock, self.name, self._answer, self.seq, wait_ms)
 
     def _answer(self, parts: list[bytes]) -> Any:
         try:
