@@ -8,6 +8,8 @@
     scalper report [--day D]    write and print the session report
     scalper check               config, model, broker connectivity and auth; places nothing
     scalper recover SERVICE     move an unreadable journal/state file aside (orders, positions)
+    scalper model ...           list | train | evaluate | promote (services/modelctl/cli.py)
+    scalper backtest REC        the engine's rules over a recording -> the session report
 
 halt and flatten go to the order gateway directly as well as to the engine, so they
 work when the engine is down.
@@ -163,6 +165,8 @@ def cmd_report(args) -> int:
     cfg = _cfg(args)
     from services.positions.report import build_report
     day = args.day or time.strftime("%Y-%m-%d")
+    from services.modelctl.shadow import summarize       # shadow mode: agreement and would-be P&L, if any
+    summarize(cfg, cfg.path(cfg.logging.dir), day)
     path = build_report(cfg.path(cfg.logging.dir), day)
     print(path)
     return 0
@@ -188,6 +192,12 @@ def cmd_check(args) -> int:
         from services.inference.model import load_model
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
         line(True, "model", f"{getattr(model, 'version', '?')} ({len(getattr(model, 'feature_names', []))} features)")
+        from services.inference.model import live_gate
+        ok, why = live_gate(cfg.api.mode, model.config, cfg.model.allow_unproven_model)
+        if why:
+            line(ok, "model edge", why) if not ok else print(f"[warn] {why}")
+        if cfg.model.demo_threshold:
+            print(f"[warn] model.min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold)")
     except Exception as exc:
         line(False, "model", str(exc))
     from common.topstepx.rest import TopstepXClient, TopstepXError
@@ -251,6 +261,17 @@ def cmd_run(args) -> int:
     cfg = _cfg(args)
     for w in cfg.warnings():
         print(f"warning: {w}", file=sys.stderr)
+    if cfg.api.mode == "live":              # the inference worker refuses too; say it before anything starts
+        from services.inference.model import ModelError, live_gate, load_config as model_config
+        try:
+            ok, why = live_gate("live", model_config(cfg.path(cfg.model.config)), cfg.model.allow_unproven_model)
+        except ModelError as exc:
+            ok, why = False, str(exc)
+        if ok and cfg.model.demo_threshold and not cfg.model.allow_unproven_model:
+            ok, why = False, "model.demo_threshold is set in live mode; set the model's validated min_confidence"
+        if not ok:
+            print(f"scalper run: refused: {why}", file=sys.stderr)
+            return 2
     if cfg.api.mode == "sim":
         _archive_sim_state(cfg)
     exe = Path(sys.executable).with_name("supervisord")
@@ -348,6 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("service", choices=("orders", "positions"))
     rc.add_argument("--force", action="store_true", help="move the files aside even if they read fine")
     rc.set_defaults(fn=cmd_recover)
+    # model lifecycle and backtest: services/modelctl/cli.py owns the arguments
+    sub.add_parser("model", help="model list | train | evaluate | promote", add_help=False, prefix_chars="\0")
+    sub.add_parser("backtest", help="the engine's rules over a recording -> the session report", add_help=False,
+                   prefix_chars="\0")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lifecycle = next((i for i, a in enumerate(argv) if a in ("model", "backtest")), None)
+    if lifecycle is not None and all(a.startswith("-") or argv[i - 1] == "--config" for i, a in
+                                     enumerate(argv[:lifecycle])):
+        from services.modelctl.cli import main as modelctl_main
+        return modelctl_main(argv[lifecycle:] + argv[:lifecycle])
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
 
