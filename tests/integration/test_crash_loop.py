@@ -1,8 +1,9 @@
 """Crash-loop drills (issue 15, item 2) under a real supervisord with the supervision listener.
 
 - The order gateway killed right after every start: the listener stops it at the configured
-  count, a crash_loop RiskEvent reaches the bus, the engine's entries halt (breaker), and
-  `scalper status` shows the count. Started again by the operator, the breaker clears.
+  count, a crash_loop RiskEvent reaches the bus and, through the alerts service, a local
+  webhook receiver; the engine's entries halt (breaker), and `scalper status` shows the count.
+  Started again by the operator, the breaker clears.
 - The gateway dying once while a position is open: a service_down RiskEvent at once, cleared
   when supervisord has it running again.
 """
@@ -22,6 +23,7 @@ from common.messages import Heartbeat, OperatorCommand, OrderCommand, Query, Ris
 from tests.harness.config import write_config
 from tests.harness.pipeline import Pipeline
 from tests.harness.procs import ROOT, wait_for
+from tests.harness.receivers import HttpReceiver
 from tests.harness.sim import SimProcess
 from tests.integration.orders_helpers import FAST, price, protected
 
@@ -38,8 +40,8 @@ def sim(tmp_path):
         yield s
 
 
-def config(tmp_path, sim):
-    return write_config(tmp_path, sim, orders=FAST, supervision={"max_exits": MAX_EXITS, "window_min": 5})
+def config(tmp_path, sim, **extra):
+    return write_config(tmp_path, sim, orders=FAST, supervision={"max_exits": MAX_EXITS, "window_min": 5}, **extra)
 
 
 def ask(endpoint: str, msg, timeout_ms: int = 2000):
@@ -71,12 +73,16 @@ def engine_breakers(cfg) -> list[str]:
 
 
 def test_gateway_killed_after_every_start_is_stopped_alerted_and_halts_entries(tmp_path, sim):
-    cfg_path = config(tmp_path, sim)
+    hook = HttpReceiver()           # the server is bound here; `with hook` starts serving
+    cfg_path = config(tmp_path, sim, alerts={
+        "metrics_port": None, "supervisor_socket": str(tmp_path / "sv" / "supervisor.sock"),
+        "webhook": {"url": f"{hook.url}/hook", "min_severity": "WARNING",
+                    "rate_limit": {"burst": 100, "per_minute": 600}}})
     cfg = load_config(cfg_path)
     sub = Subscriber("test", cfg.bus.supervision_pub, cfg.bus.supervision_snap, topics=[RiskEvent, Heartbeat])
     seen: list[RiskEvent] = []
-    with Pipeline(tmp_path, cfg_path, services=("orders", "engine"), listener=True,
-                  programs={"orders": GATEWAY}) as pipe:
+    with hook, Pipeline(tmp_path, cfg_path, services=("alerts", "orders", "engine"), listener=True,
+                        programs={"orders": GATEWAY}) as pipe:
         listener_up(sub, seen)
         kills, last = 0, 0
         deadline = time.monotonic() + 120
@@ -101,6 +107,9 @@ def test_gateway_killed_after_every_start_is_stopped_alerted_and_halts_entries(t
         assert ev.severity == "ERROR" and f"orders exited {MAX_EXITS} times" in ev.detail, ev.detail
         assert "start orders" in ev.detail
         wait_for(lambda: "crash_loop" in engine_breakers(cfg), 15, what="the engine's crash_loop breaker")
+        [alert] = hook.wait(lambda r: r.body.get("kind") == "crash_loop", timeout=60,
+                            what=f"the crash-loop alert at the webhook\n{pipe.output('alerts')[-3000:]}")[:1]
+        assert "orders exited" in str(alert.body), alert.body
 
         out = subprocess.run([sys.executable, "-m", "common.cli", "--config", str(cfg_path), "status"],
                              cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
