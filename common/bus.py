@@ -372,8 +372,11 @@ class Subscriber:
         finally:
             req.close()
         rep = env.msg
-        if not isinstance(rep, SnapshotReply):
+        if not isinstance(rep, SnapshotReply):     # the publisher refused the request: ask again later
             self.stats.snapshot_failures += 1
+            self.need_snapshot = True
+            logger.warning(f"BUS: {self.name}: {self.snapshot_endpoint} answered the snapshot request with "
+                           f"{type(rep).__name__}: {getattr(rep, 'message', '')}")
             return False
         self.stats.snapshots += 1
         self.need_snapshot = False
