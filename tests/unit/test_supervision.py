@@ -140,3 +140,28 @@ def test_a_flat_account_or_another_program_is_no_service_down():
     sup.on_event(event("PROCESS_STATE_EXITED", "inference"))      # not critical with a position
     sup.on_event(event("PROCESS_STATE_EXITED", "supervision"))    # itself: ignored
     assert pub.sent == [] and rpc.stopped == []
+
+
+def test_supervisord_conf_runs_the_listener_and_treats_exit_3_as_final(tmp_path):
+    """The shipped supervisord.conf, parsed by supervisor itself (a copy, so %(here)s is tmp)."""
+    from pathlib import Path
+
+    from supervisor.datatypes import RestartWhenExitUnexpected
+    from supervisor.events import ProcessStateEvent
+    from supervisor.options import ServerOptions
+
+    from common.statefile import EXIT_BAD_STATE
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text((Path(__file__).resolve().parents[2] / "supervisord.conf").read_text())
+    (tmp_path / "logs" / "supervisor").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    opts = ServerOptions()
+    opts.realize(["-c", str(conf)])
+    groups = {g.name: g for g in opts.process_group_configs}
+    listener = groups["supervision"]
+    assert listener.pool_events == [ProcessStateEvent]
+    assert listener.priority < min(g.priority for n, g in groups.items() if n != "supervision")
+    for name in ("orders", "positions"):
+        [p] = groups[name].process_configs
+        assert p.exitcodes == [EXIT_BAD_STATE] and p.autorestart is RestartWhenExitUnexpected, name
+        assert p.startsecs == 0, f"{name}: an exit before startsecs is BACKOFF, whatever its code"
