@@ -153,3 +153,25 @@ def test_gateway_down_with_a_position_open_alerts_at_once(tmp_path, sim):
                  what="service_down cleared")
         assert pipe.state("orders") == "RUNNING"       # one exit is no crash loop
     sub.close()
+
+
+def test_a_program_dying_before_startsecs_is_stopped_not_left_in_backoff(tmp_path, sim):
+    """Before: supervisord retried 100 times with a growing delay (about 84 minutes) before
+    FATAL, silently. A program that exits at once is BACKOFF each time; the listener counts
+    those too."""
+    cfg_path = config(tmp_path, sim)
+    cfg = load_config(cfg_path)
+    sub = Subscriber("test", cfg.bus.supervision_pub, cfg.bus.supervision_snap, topics=[RiskEvent, Heartbeat])
+    seen: list = []
+    pipe = Pipeline(tmp_path, cfg_path, services=("inference",), listener=True,
+                    programs={"inference": {"command": f"{sys.executable} -c 'import sys; sys.exit(1)'",
+                                            "startsecs": "2", "autorestart": "true"}})
+    pipe.watched = ("supervision",)         # the program never gets to RUNNING
+    with pipe:
+        listener_up(sub, seen)
+        wait_for(lambda: pipe.state("inference") == "STOPPED", 60, what=f"inference stopped: {pipe.states()}")
+        wait_for(lambda: any(e.kind == "crash_loop" and e.active and "inference exited" in e.detail
+                             for e in risk_events(sub, seen)), 10, what=f"crash_loop event: {seen}")
+        time.sleep(3)
+        assert pipe.state("inference") == "STOPPED"
+    sub.close()
