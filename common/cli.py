@@ -145,20 +145,16 @@ def _print_crashes(hb, out: dict) -> None:
 
 
 def _operator(args, action: str) -> int:
-    from common.messages import OperatorCommand, OrderCommand
+    """halt / resume / flatten: to the engine and to the gateway (common/operator_commands.py,
+    which the dashboard's buttons use too)."""
+    from common.operator_commands import send
     cfg = _cfg(args)
     reason = " ".join(getattr(args, "reason", []) or []) or f"operator {action}"
-    ok = False
-    eng = _request(cfg.bus.engine_cmd, OperatorCommand(action, reason=reason, key=f"op-{time.time_ns()}"))
-    print(f"engine:  {'ok' if eng is not None and eng.ok else 'no answer' if eng is None else 'refused'}"
-          f"{' - ' + eng.message if eng is not None and eng.message else ''}")
-    ok |= eng is not None and eng.ok
-    gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
-                  timeout_ms=5000)
-    print(f"gateway: {'ok' if gw is not None and gw.ok else 'no answer' if gw is None else 'refused'}"
-          f"{' - ' + gw.message if gw is not None and gw.message else ''}")
-    ok |= gw is not None and gw.ok
-    return 0 if ok else 1
+    answers = send(cfg, action, reason, timeout_ms=5000)
+    for a in answers:
+        what = "ok" if a.ok else "no answer" if not a.answered else "refused"
+        print(f"{a.target + ':':<9}{what}{' - ' + a.message if a.message else ''}")
+    return 0 if any(a.ok for a in answers) else 1
 
 
 def cmd_report(args) -> int:

@@ -84,7 +84,8 @@ class Pipeline:
             parts.append(LISTENER.format(python=sys.executable, config=self.config, root=ROOT, logs=self.logs))
         for i, name in enumerate(services):
             block = PROGRAM.format(name=name, python=sys.executable, config=self.config, root=ROOT,
-                                   priority=10 * (i + 1), logs=self.logs, stopwait=45 if name == "orders" else 10)
+                                   priority=10 * (i + 1), logs=self.logs,
+                                   stopwait=45 if name == "orders" else 30 if name == "positions" else 10)
             for key, value in ((programs or {}).get(name) or {}).items():
                 lines = [line for line in block.splitlines() if not line.startswith(f"{key}=")]
                 block = "\n".join(lines + [f"{key}={value}", ""])
@@ -141,6 +142,9 @@ class Pipeline:
         try:
             return self.info(name)["statename"]
         except Exception:
+            # supervisor's transport keeps a failed connection (e.g. refused while supervisord
+            # was still starting) and fails every later call on it: start a new one next time
+            self._rpc = None
             return "UNKNOWN"
 
     def states(self) -> dict[str, str]:
