@@ -257,6 +257,8 @@ class BusConfig(_Section):
     positions_pub: str = _ep(5560)
     positions_snap: str = _ep(5561)
     positions_query: str = _ep(5562)
+    supervision_pub: str = _ep(5563)       # the supervisord event listener: crash loops, services down
+    supervision_snap: str = _ep(5564)
     request_timeout_ms: int = Field(2500, gt=0)
     request_retries: int = Field(3, ge=0)
 
