@@ -21,9 +21,9 @@ from common.service import boot
 from common.session import SessionCalendar
 from common.topstepx.hub import CONNECTED, CONNECTING, RECONNECTING, STOPPED, HubClient
 from common.topstepx.rest import TopstepXClient
+from common.recording import STATUS, DailyRecorder
+from common.ticks.feed_core import FeedCore
 from services.feed.config import FeedConfig
-from services.feed.core import FeedCore
-from services.replay.recording import STATUS, DailyRecorder
 
 SERVICE = "feed"
 FEED_STATE = {CONNECTING: "connecting", CONNECTED: "subscribed", RECONNECTING: "reconnecting", STOPPED: "down"}

@@ -66,7 +66,7 @@ def export(checkpoint: Path, out_dir: Path, samples: np.ndarray | None = None) -
     import onnxruntime as ort
     import torch
 
-    from services.inference.train import make_net
+    from services.inference.net import make_net
 
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     names = list(ck["feature_names"])

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from services.inference.features import FEATURE_NAMES, WARMUP, bars_to_arrays, batch_features, segments
+from services.inference.net import make_net
 from services.inference.recorded import load_trades, recorded_bars
 
 CLASSES = [-1, 0, 1]
@@ -33,17 +34,6 @@ RANGE_EXEMPT = {
     "tod_h": "one morning of data cannot span the trading day; a time-ordered split puts every later "
              "hour outside it, so time of day is reported but not gated",
 }
-
-
-def make_net(n_in: int, hidden: list[int], n_out: int):
-    import torch.nn as nn
-    layers: list = []
-    width = n_in
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, n_out))
-    return nn.Sequential(*layers)
 
 
 def build_dataset(data: Path, horizon: int, flat_ticks: int):

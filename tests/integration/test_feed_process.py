@@ -10,7 +10,7 @@ import pytest
 from common.bus import Subscriber
 from common.config import load_config
 from common.messages import FeedStatus, Heartbeat, Quote, Trade
-from services.replay.recording import read_recording
+from common.recording import read_recording
 from tests.harness.config import write_config
 from tests.harness.procs import ServiceProcess, wait_for
 from tests.unit.test_hub import FakeHub
