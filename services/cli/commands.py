@@ -9,13 +9,15 @@
     scalper check               config, model, broker connectivity and auth; places nothing
 
 halt and flatten go to the order gateway directly as well as to the engine, so they
-work when the engine is down.
+work when the engine is down. A job another service owns (the report, the model check)
+runs as that service's module, so this program imports no service's insides.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,6 +49,12 @@ def _request(endpoint: str, msg: Any, timeout_ms: int = 1500):
         return None
     finally:
         client.close()
+
+
+def _run_module(module: str, cfg: Config, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """`python -m module --config <this config> args...`, output captured."""
+    return subprocess.run([sys.executable, "-m", module, "--config", cfg.source, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout_s)
 
 
 def _heartbeats(cfg: Config, seconds: float = 1.6) -> dict[str, Any]:
@@ -145,11 +153,10 @@ def _operator(args, action: str) -> int:
 
 def cmd_report(args) -> int:
     cfg = _cfg(args)
-    from services.positions.report import build_report
-    day = args.day or time.strftime("%Y-%m-%d")
-    path = build_report(cfg.path(cfg.logging.dir), day)
-    print(path)
-    return 0
+    r = _run_module("services.positions.report", cfg, *(["--day", args.day] if args.day else []))
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    return r.returncode
 
 
 def cmd_check(args) -> int:
@@ -168,12 +175,9 @@ def cmd_check(args) -> int:
     line(True, "config", f"{cfg.source} (mode {cfg.api.mode}, contract {cfg.trading.contract})")
     for w in cfg.warnings():
         print(f"[warn] {w}")
-    try:
-        from services.inference.model import load_model
-        model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
-        line(True, "model", f"{getattr(model, 'version', '?')} ({len(getattr(model, 'feature_names', []))} features)")
-    except Exception as exc:
-        line(False, "model", str(exc))
+    r = _run_module("services.inference.check", cfg)
+    said = (r.stdout.strip() or r.stderr.strip() or f"exit {r.returncode}").splitlines()[-1]
+    line(r.returncode == 0, "model", said)
     from common.topstepx.rest import TopstepXClient, TopstepXError
     client = TopstepXClient.from_config(cfg.api)
     try:
