@@ -280,7 +280,3 @@ def main(argv: list[str] | None = None) -> int:
         fn=cmd_check)
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
