@@ -1,5 +1,5 @@
 """Bad-tick rules: every tick leaves here dropped, repaired (FLAG_REPAIRED) or flagged
-(FLAG_SUSPECT), never silently wrong. Shared by the feed gateway and replay.
+(FLAG_SUSPECT), never silently wrong. Shared by the feed and replay.
 
 | kind           | what                                                  | rule                          |
 |----------------|-------------------------------------------------------|-------------------------------|

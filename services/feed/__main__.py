@@ -1,4 +1,4 @@
-"""Feed gateway process: TopstepX market hub -> Quote/Trade/FeedStatus/Heartbeat on the feed socket.
+"""Feed process: TopstepX market hub -> Quote/Trade/FeedStatus/Heartbeat on the feed socket.
 
     python -m services.feed --config config/live_trading.yaml
 
@@ -29,7 +29,7 @@ SERVICE = "feed"
 FEED_STATE = {CONNECTING: "connecting", CONNECTED: "subscribed", RECONNECTING: "reconnecting", STOPPED: "down"}
 
 
-class FeedGateway:
+class MarketFeed:
     def __init__(self, cfg, fcfg: FeedConfig, clock, loop: ServiceLoop, pub: Publisher):
         self.cfg, self.fcfg, self.clock, self.loop, self.pub = cfg, fcfg, clock, loop, pub
         self.contract = fcfg.contract or cfg.trading.contract
@@ -148,7 +148,7 @@ class FeedGateway:
 
     def shutdown(self) -> None:
         self.hub.stop()
-        self.pub.publish(FeedStatus("down", "feed gateway stopped"), key="feed")
+        self.pub.publish(FeedStatus("down", "feed stopped"), key="feed")
         if self.recorder is not None:
             self.recorder.close()
         self.rest.close()
@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         logger.error(f"BUS: refusing to start: {exc}")
         return 2
-    gw = FeedGateway(cfg, fcfg, clock, loop, pub)
-    logger.info(f"FEED: {gw.contract} from {cfg.api.market_hub_url} -> {cfg.bus.feed_pub}"
-                + (f"; recording to {gw.recorder.directory}" if gw.recorder else ""))
-    gw.on_state("connecting", "starting")
-    loop.every(fcfg.heartbeat_s, gw.every_second)
-    loop.on_shutdown(gw.shutdown)
+    feed = MarketFeed(cfg, fcfg, clock, loop, pub)
+    logger.info(f"FEED: {feed.contract} from {cfg.api.market_hub_url} -> {cfg.bus.feed_pub}"
+                + (f"; recording to {feed.recorder.directory}" if feed.recorder else ""))
+    feed.on_state("connecting", "starting")
+    loop.every(fcfg.heartbeat_s, feed.every_second)
+    loop.on_shutdown(feed.shutdown)
     loop.on_shutdown(pub.close)
-    gw.hub.start()
+    feed.hub.start()
     loop.run()
     return 0
 

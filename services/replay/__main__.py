@@ -1,4 +1,4 @@
-"""Replay a tick recording into the feed socket, as the feed gateway would publish it.
+"""Replay a tick recording into the feed socket, as the live feed would publish it.
 
     python -m services.replay RECORDING [--config PATH] [--speed N|max] [--from T --to T]
 

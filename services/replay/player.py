@@ -2,7 +2,7 @@
 `heartbeat` are injected, so tests and the simulator can drive it directly.
 
 Every hub event goes through common.ticks.feed_core.FeedCore, the same path as the live
-feed gateway, with the recorded receive time, so two replays of a file produce the
+feed, with the recorded receive time, so two replays of a file produce the
 same messages in the same order. Heartbeats are emitted at every whole second of
 event time (exch_ns = that second), so downstream bars close on time through quiet
 spells exactly as they do live. "#status" records become FeedStatus messages.

@@ -1,4 +1,4 @@
-"""The feed gateway as a real process against an in-test SignalR hub + login endpoint
+"""The feed as a real process against an in-test SignalR hub + login endpoint
 (tests/unit/test_hub.py FakeHub): subscribe and receive, drops, garbage, token expiry,
 staleness, recording. The same scenarios against the simulator are in test_feed_sim.py."""
 from __future__ import annotations
