@@ -209,9 +209,18 @@ class RiskConfig(_Section):
 
 
 class ExecutionConfig(_Section):
-    order_type: Literal["market", "limit"] = "market"
+    # the spec's key; entries are market orders (no limit-entry path exists), so "limit" is
+    # refused at start rather than accepted and ignored
+    order_type: Literal["market"] = "market"
     slippage_buffer_ticks: int = Field(1, ge=0)
-    fill_timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("order_type", mode="before")
+    @classmethod
+    def _market_only(cls, v: object) -> object:
+        if v != "market":
+            raise ValueError("entries are market orders only (limit entries are not implemented); "
+                             "a market entry is refused when the spread exceeds 1 + execution.slippage_buffer_ticks")
+        return v
 
 
 def _ep(port: int) -> str:

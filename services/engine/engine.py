@@ -14,7 +14,7 @@ from loguru import logger
 
 from common.instruments import instrument_for
 from common.messages import (
-    Account, Bar, Fill, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
+    Account, Bar, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
     Prediction, Quote, Reply, RiskEvent, Signal,
 )
 from common.session import SessionCalendar
@@ -211,9 +211,6 @@ class Engine:
         if p is not None and ev.leg == "entry" and ev.intent_key == p.key and ev.status in FAILED_ENTRY_STATUS:
             logger.warning(f"ENGINE: entry {p.key} ended without a fill (status {ev.status}); exposure cleared")
             self.pending = None
-
-    def on_fill(self, fill: Fill) -> None:
-        pass   # positions come from the keeper; fills only matter to it
 
     def on_reply(self, reply: OrderReply) -> None:
         if reply.status == "halted":

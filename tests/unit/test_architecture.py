@@ -119,3 +119,26 @@ def test_python_m_service_loads_only_its_own_package_and_common(service):
     programs = [m for m in loaded if _service(m) == service and not m.endswith("__main__")
                 and 'if __name__ == "__main__"' in MODULES[m].read_text()]
     assert not programs, f"python -m services.{service} loads other programs of its package: {programs}"
+
+
+def _sources() -> list[Path]:
+    return sorted(p for top in ("common", "services", "tests") for p in (ROOT / top).rglob("*.py"))
+
+
+def test_modules_are_imported_under_their_own_names():
+    """`import x as L` makes a reader look up what L is; a one-letter alias is refused."""
+    wrong = [f"{p.relative_to(ROOT)}:{node.lineno} imports {a.name} as {a.asname}"
+             for p in _sources() for node in ast.walk(ast.parse(p.read_text(), str(p)))
+             if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names
+             if a.asname and len(a.asname) == 1 and (isinstance(node, ast.Import) or
+                                                     f"{node.module}.{a.name}" in MODULES)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_code_names_no_issue_numbers():
+    """An issue tracker's number means nothing to a reader of the code: say what and why."""
+    import re
+    pattern = re.compile(r"\bissues? ?#?\d+", re.I)
+    wrong = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in _sources()
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not wrong, "\n".join(wrong)
