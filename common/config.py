@@ -228,7 +228,7 @@ def _ep(port: int) -> str:
 
 
 class BusConfig(_Section):
-    """Every socket of the pipeline. Loopback by default; see ARCHITECTURE.md."""
+    """Every socket of the pipeline. Loopback by default; see docs/architecture.md."""
     feed_pub: str = _ep(5550)
     feed_snap: str = _ep(5551)
     inference_pub: str = _ep(5552)
@@ -253,7 +253,7 @@ class BusConfig(_Section):
             if not (ep.startswith("ipc://") or ep.startswith("inproc://")
                     or ep.startswith("tcp://127.") or ep.startswith("tcp://localhost:")):
                 raise ValueError(f"bus.{name} = {ep}: only loopback tcp:// or ipc:// endpoints are allowed "
-                                 "without CURVE keys (ARCHITECTURE.md)")
+                                 "without CURVE keys (docs/architecture.md)")
         return self
 
 

@@ -142,3 +142,14 @@ def test_code_names_no_issue_numbers():
     wrong = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in _sources()
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md", "docs/interfaces.md"])
+def test_relative_links_in_the_docs_point_at_files_of_the_repository(doc):
+    """The docs link into the code; a moved file must take its links along."""
+    import re
+    page = ROOT / doc
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+    local = [link for link in links if "://" not in link]
+    missing = [link for link in local if not (page.parent / link).exists()]
+    assert not missing, f"{doc}: links to nothing: {missing}"
