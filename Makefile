@@ -12,9 +12,11 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
+	mkdir -p logs/supervisor run
 
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e ".[test]"
+	mkdir -p logs/supervisor run
 
 run: install
 	$(BIN)/scalper run
@@ -32,4 +34,5 @@ bench: install-test
 	for b in tests/bench/bench_*.py; do $(BIN)/python -m tests.bench.$$(basename $$b .py) || exit 1; done
 
 clean:
-	rm -rf $(VENV) run logs/state logs/supervisor
+	rm -rf $(VENV) logs/state
+	find run logs/supervisor -mindepth 1 ! -name .gitkeep -delete

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import sys
@@ -52,16 +53,36 @@ def redact(text: str) -> str:
 
 
 class _AppendFile:
-    """A sink that writes each formatted line with a single O_APPEND write(2)."""
+    """A sink that writes each formatted line with a single O_APPEND write(2).
 
-    def __init__(self, directory: Path, name_for_day):
+    With `dated=True` the file is named after the service clock's New York day. Lines logged
+    before that clock knows the time (an event clock before its first event) are held, up to
+    `HELD_MAX`, and written to the day's file once the day is known, so a session's lines land in
+    one file named after its trading day, never in a second one named after the wall-clock date.
+    Lines still held at exit go to the wall-clock day's file rather than being lost."""
+
+    HELD_MAX = 5000
+
+    def __init__(self, directory: Path, name_for_day, dated: bool = False):
         self.directory = directory
         self.name_for_day = name_for_day
+        self.dated = dated
+        self.held: list[bytes] = []
         self.day = ""
         self.fd: int | None = None
+        if dated:
+            atexit.register(self.flush_held)
 
     def __call__(self, message: Any) -> None:
-        day = message.record["extra"]["stamp"][:10]
+        extra = message.record["extra"]
+        data = str(message).encode("utf-8", "replace")
+        if self.dated and not extra.get("clocked", True):
+            if len(self.held) < self.HELD_MAX:
+                self.held.append(data)
+            return
+        self._write(extra["stamp"][:10], data)
+
+    def _write(self, day: str, data: bytes) -> None:
         if day != self.day or self.fd is None:
             if self.fd is not None:
                 os.close(self.fd)
@@ -69,8 +90,35 @@ class _AppendFile:
             path = self.directory / self.name_for_day(day)
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self.day = day
-        data = str(message).encode("utf-8", "replace")
+        if self.held:
+            held, self.held = b"".join(self.held), []
+            os.write(self.fd, held)
         os.write(self.fd, data)
+
+    def flush_held(self) -> None:
+        if self.held:
+            try:
+                self._write(self.day or self._session_day(), b"")
+            except OSError:
+                pass
+
+    def _session_day(self) -> str:
+        """The day of the session this process belongs to when its own clock never started: the
+        day file another service of the session wrote last (within the last 12 hours), else the
+        wall clock's New York date."""
+        recent = []
+        for path in self.directory.glob(self.name_for_day("*")):
+            try:
+                recent.append((path.stat().st_mtime, path))
+            except OSError:
+                continue
+        if recent:
+            mtime, path = max(recent)
+            prefix, suffix = self.name_for_day("\0").split("\0")
+            day = path.name[len(prefix):len(path.name) - len(suffix)]
+            if time.time() - mtime < 12 * 3600 and len(day) == 10:
+                return day
+        return fmt_ny(time.time_ns())[:10]
 
 
 def setup_logging(service: str, log_dir: str | os.PathLike = "logs", level: str = "INFO",
@@ -81,6 +129,7 @@ def setup_logging(service: str, log_dir: str | os.PathLike = "logs", level: str 
     def patch(record: dict) -> None:
         ns = clock.now_ns() if clock is not None else 0
         record["extra"]["stamp"] = fmt_ny(ns or time.time_ns())
+        record["extra"]["clocked"] = bool(ns) or clock is None
         record["extra"].setdefault("service", service)
         record["message"] = redact(record["message"])
         if record["exception"] is not None:
@@ -93,7 +142,7 @@ def setup_logging(service: str, log_dir: str | os.PathLike = "logs", level: str 
     logger.configure(patcher=patch, extra={"service": service, "stamp": ""})
     if console:
         logger.add(sys.stderr, level=level, format=SERVICE_LINE, colorize=False, backtrace=False, diagnose=False)
-    logger.add(_AppendFile(directory, lambda day: f"trading_{day}.log"), level=level, format=LINE,
+    logger.add(_AppendFile(directory, lambda day: f"trading_{day}.log", dated=True), level=level, format=LINE,
                backtrace=False, diagnose=False, enqueue=False)
     logger.add(_AppendFile(directory, lambda day: f"{service}.log"), level="DEBUG" if level == "DEBUG" else level,
                format=SERVICE_LINE, backtrace=False, diagnose=False)

@@ -305,7 +305,11 @@ class Keeper:
         if self.ledger.day:
             d = datetime.fromisoformat(self.ledger.day).replace(tzinfo=NY)
             return from_dt(d)
-        now = self.clock.now_ns() or time.time_ns()
+        now = self.clock.now_ns()
+        if not now:
+            # an event clock before its first event does not know the day (the simulator's tape
+            # runs days away from the wall clock): ask the broker for its whole history
+            return 0
         return now - int(self.sect.trades_lookback_h * 3600e9)
 
     def fetch(self, start_ns: int, known_orders: set[int] = frozenset()) -> dict:
@@ -352,7 +356,8 @@ class Keeper:
             if f is not None:
                 fills[tid] = f
         ours = self.ledger.signed_positions()
-        dec = self.recon.decide(ours, broker_qty, set(fills), forced)
+        moves = {tid: (f.contract, f.size if f.side == 0 else -f.size) for tid, f in fills.items()}
+        dec = self.recon.decide(ours, broker_qty, set(fills), forced, moves)
         changed = False
         if dec.act:
             detail = "; ".join(m.text() for m in dec.mismatches)

@@ -66,16 +66,21 @@ class Reconciler:
     checks: int = 0
     mismatches: int = 0
 
-    def decide(self, ours: dict[str, int], broker: dict[str, int], unseen: set[int], forced: bool) -> Decision:
+    def decide(self, ours: dict[str, int], broker: dict[str, int], unseen: set[int], forced: bool,
+               moves: dict[int, tuple[str, int]] | None = None) -> Decision:
+        """`moves` gives the contract and signed size of each unseen trade: the trades this check
+        ingests count in the keeper's position before it is compared, so a fill the broker already
+        lists (the gateway's shutdown flatten, read in the keeper's last check) is no mismatch."""
         self.checks += 1
-        mism = compare(ours, broker)
+        ingest = set(unseen) if forced else unseen & self.unseen_before
+        expected = dict(ours)
+        for tid in ingest:
+            if moves and tid in moves:
+                contract, signed = moves[tid]
+                expected[contract] = expected.get(contract, 0) + signed
+        mism = compare({c: q for c, q in expected.items() if q}, broker)
         key = tuple(mism)
-        if forced:
-            ingest = set(unseen)
-            act = bool(mism)
-        else:
-            ingest = unseen & self.unseen_before
-            act = bool(mism) and key == self.suspect
+        act = bool(mism) if forced else bool(mism) and key == self.suspect
         self.unseen_before = set(unseen) - ingest
         self.suspect = () if act else key
         resolved = False

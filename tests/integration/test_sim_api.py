@@ -225,8 +225,11 @@ def jwt_claims(token: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
 
 
-def iso_ago(seconds: float = 86400 * 30) -> str:
-    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat()
+def iso_ago(sim: SimProcess, seconds: float = 86400 * 30) -> str:
+    """A time `seconds` before the simulator's market clock (its tape runs on a fixed market day,
+    days away from the wall clock, so a window measured from the wall clock finds nothing)."""
+    now = datetime.fromisoformat(sim.state()["market"]["now"].replace("Z", "+00:00"))
+    return (now - timedelta(seconds=seconds)).isoformat()
 
 
 def parse_ts(s: str) -> datetime:
@@ -311,7 +314,7 @@ def test_retrieve_bars_newest_first(shared_sim):
     rest = Rest(shared_sim)
     wait_for(lambda: shared_sim.state()["stats"].get("ticks", 0) > 20, 10, what="ticks")
     now = shared_sim.state()["market"]["now"]
-    body = {"contractId": shared_sim.contract_id, "live": False, "startTime": iso_ago(86400 * 3),
+    body = {"contractId": shared_sim.contract_id, "live": False, "startTime": iso_ago(shared_sim, 86400 * 3),
             "endTime": now, "unit": 1, "unitNumber": 1, "limit": 5, "includePartialBar": True}
     bars = rest.ok("/api/History/retrieveBars", body)["bars"]
     assert 1 <= len(bars) <= 5
@@ -570,9 +573,9 @@ def test_orders_fills_and_positions_on_the_user_hub(sim):
         pytest.approx(expected)
     assert rest.ok("/api/Position/searchOpen", {"accountId": sim.account_id})["positions"] == []
     assert rest.ok("/api/Order/searchOpen", {"accountId": sim.account_id})["orders"] == []
-    orders = rest.ok("/api/Order/search", {"accountId": sim.account_id, "startTimestamp": iso_ago()})["orders"]
+    orders = rest.ok("/api/Order/search", {"accountId": sim.account_id, "startTimestamp": iso_ago(sim)})["orders"]
     assert {o["id"]: o["status"] for o in orders} == {mkt_id: 2, lim_id: 2, stop_id: 2}
-    trades = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago()})["trades"]
+    trades = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago(sim)})["trades"]
     assert [t["orderId"] for t in trades] == [mkt_id, lim_id, stop_id]
     assert all(set(t) >= USER_TRADE_FIELDS for t in trades)
     assert sum(t["profitAndLoss"] or 0 for t in trades) == pytest.approx(1.25)
@@ -1012,7 +1015,7 @@ def test_price_control_trade_prints_on_the_market_hub_and_fills_a_limit(sim):
         assert set(trades[0]) >= TRADE_FIELDS
         (q,) = invocations(recs, "GatewayQuote")
         assert (q["arguments"][1]["bestBid"], q["arguments"][1]["lastPrice"]) == (4999.75, 4999.5)
-        (t,) = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago()})["trades"]
+        (t,) = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago(sim)})["trades"]
         assert (t["orderId"], t["price"]) == (oid, 4999.5)
     finally:
         raw.close()

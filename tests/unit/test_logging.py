@@ -78,8 +78,8 @@ def test_dst_day_stamps(tmp_path):
                                                           "2026-03-08 03:00:00.500 [INFO] after"]
 
 
-def test_no_clock_or_empty_event_clock_uses_wall_time(tmp_path):
-    setup_logging("x", tmp_path, clock=EventClock(), console=False)
+def test_no_clock_uses_wall_time(tmp_path):
+    setup_logging("x", tmp_path, clock=None, console=False)
     logger.info("hello")
     (path,) = tmp_path.glob("trading_*.log")
     (line,) = lines(path)
@@ -178,3 +178,53 @@ def test_two_processes_never_splice_lines(tmp_path):
     assert seen["writera"] == list(range(n)) and seen["writerb"] == list(range(n))
     for k in "ab":
         assert len(lines(tmp_path / f"writer{k}.log")) == n
+
+
+def test_lines_before_the_event_clock_starts_land_in_the_session_day_file(tmp_path):
+    """One trading day per session: start-up lines logged before the first event (an event clock
+    at 0, whose wall-clock date is days away from the simulator's market day) are held and written
+    to the market day's file, in order, instead of opening a second file named after the wall clock."""
+    clock = EventClock()
+    setup_logging("orders", tmp_path / "logs", clock=clock, console=False)
+    logger.info("ORDERS: starting")
+    logger.info("ORDERS: journal open")
+    assert not list((tmp_path / "logs").glob("trading_*.log"))
+    clock.advance(at(2025, 3, 7, 9, 30, 0))
+    logger.info("FILL: BOUGHT 1 MES @ 6050.50")
+    assert [p.name for p in (tmp_path / "logs").glob("trading_*.log")] == ["trading_2025-03-07.log"]
+    got = [line.split("] ", 1)[1] for line in lines(tmp_path / "logs" / "trading_2025-03-07.log")]
+    assert got == ["ORDERS: starting", "ORDERS: journal open", "FILL: BOUGHT 1 MES @ 6050.50"]
+    assert len(lines(tmp_path / "logs" / "orders.log")) == 3      # the service log never waits
+
+
+def test_lines_held_at_exit_are_written_not_lost(tmp_path):
+    """A process that stops before its event clock ever starts still leaves its lines in a trading log."""
+    code = textwrap.dedent(f"""
+        from loguru import logger
+        from common.clock import EventClock
+        from common.logging import setup_logging
+        setup_logging("feed", {str(tmp_path / "logs")!r}, clock=EventClock(), console=False)
+        logger.info("FEED: no market data before stop")
+    """)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+    (log,) = (tmp_path / "logs").glob("trading_*.log")
+    assert lines(log)[0].endswith("[INFO] FEED: no market data before stop")
+
+
+def test_a_process_that_never_saw_market_time_joins_the_sessions_day_file(tmp_path):
+    """The order gateway exiting before its first event (broker not up yet) leaves its lines in the
+    session's day file that the other services write (the simulator's market day), not in a file
+    named after the wall clock."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "trading_2025-03-07.log").write_text("2025-03-07 09:30:00.000 [INFO] SIM: market open\n")
+    code = textwrap.dedent(f"""
+        from loguru import logger
+        from common.clock import EventClock
+        from common.logging import setup_logging
+        setup_logging("orders", {str(logs)!r}, clock=EventClock(), console=False)
+        logger.error("API: refusing to start: connection failed")
+    """)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+    assert [p.name for p in logs.glob("trading_*.log")] == ["trading_2025-03-07.log"]
+    assert lines(logs / "trading_2025-03-07.log")[1].endswith("[ERROR] API: refusing to start: connection failed")

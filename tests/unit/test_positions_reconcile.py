@@ -29,6 +29,22 @@ def test_forced_check_acts_at_once():
     assert not d.resolved                                     # cleared once, not twice
 
 
+def test_a_fill_the_check_ingests_is_no_mismatch():
+    """The keeper's last check at shutdown reads the gateway's flatten from Trade/search: keeper +2,
+    broker flat and a sell 2 not yet applied is in step, not an alarm (a false alarm on every clean
+    stop teaches the operator to ignore alarms)."""
+    r = Reconciler()
+    d = r.decide({MES: 2}, {}, {41}, forced=True, moves={41: (MES, -2)})
+    assert not d.act and not d.mismatches and d.ingest == {41} and not r.active
+    # a real mismatch still alarms: the unseen sell covers only one of the two
+    d = Reconciler().decide({MES: 2}, {}, {41}, forced=True, moves={41: (MES, -1)})
+    assert d.act and d.mismatches == [Mismatch(MES, "extra", 1, 0)]
+    # a periodic check counts only the trades it ingests (seen twice)
+    r = Reconciler()
+    assert r.decide({MES: 2}, {}, {41}, forced=False, moves={41: (MES, -2)}).mismatches
+    assert not r.decide({MES: 2}, {}, {41}, forced=False, moves={41: (MES, -2)}).mismatches
+
+
 def test_periodic_check_needs_two_sightings():
     r = Reconciler()
     # a fill still on its way through the bus: seen once, gone the next time
