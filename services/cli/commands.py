@@ -175,9 +175,9 @@ def cmd_check(args) -> int:
     line(True, "config", f"{cfg.source} (mode {cfg.api.mode}, contract {cfg.trading.contract})")
     for w in cfg.warnings():
         print(f"[warn] {w}")
-    r = _run_module("services.inference.check", cfg)
-    said = (r.stdout.strip() or r.stderr.strip() or f"exit {r.returncode}").splitlines()[-1]
-    line(r.returncode == 0, "model", said)
+    r = _run_module("services.inference.check", cfg)        # prints its own [ok]/[FAIL]/[warn] lines
+    print(r.stdout.strip() or f"[FAIL] model: {(r.stderr.strip() or f'exit {r.returncode}').splitlines()[-1]}")
+    failures += 0 if r.returncode == 0 else 1
     from common.topstepx.rest import TopstepXClient, TopstepXError
     client = TopstepXClient.from_config(cfg.api)
     try:

@@ -1,11 +1,12 @@
 """Would the inference worker start with this config's model? Loads the ONNX model and its
 config exactly as the worker does at start (against the worker's feature list) and prints
-one line. `scalper check` runs it; it opens no socket and places nothing.
+what it found in `scalper check`'s format, which prints these lines as they are:
 
     python -m services.inference.check [--config PATH]
+    [ok] model: <version> (N features, classes [...])        exit 0
+    [FAIL] model: <why the worker would refuse to start>     exit 1
 
-Exit 0 with "<version> (N features, classes [...])"; 1 with the reason the worker would
-refuse to start; 2 on a bad config.
+Exit 2 (one line on stderr) on a bad config. Opens no socket and places nothing.
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config), list(FEATURE_NAMES))
     except ModelError as exc:
-        print(exc)
+        print(f"[FAIL] model: {exc}")
         return 1
-    print(f"{model.version} ({model.n_features} features, classes {model.classes})")
+    print(f"[ok] model: {model.version} ({model.n_features} features, classes {model.classes})")
     return 0
 
 
