@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test run test test-all soak bench clean
+.PHONY: install install-test run test test-all soak anyday bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,16 @@ test-all: install-test
 
 soak: install-test
 	$(BIN)/pytest -q --runslow -m slow
+
+# The suite on other days: a Saturday, a CME holiday, the spring DST change (tests/anyday/run,
+# libfaketime). The date-sensitive tests: every unit test, and the integration tests that read
+# days, sessions, searches and session files (the sim's REST, the keeper, the gateway's EOD, the
+# engine, the CLI, feed, replay). The others start from a stated market day as well.
+ANYDAY_DAYS := "2027-01-09 12:00 America/New_York" "2026-12-25 12:00 America/New_York" "2027-03-14 01:50 America/New_York"
+ANYDAY_TESTS ?= tests/unit $(addprefix tests/integration/test_,sim_api.py sim_brackets.py positions_keeper.py \
+	orders_eod.py orders_bracket.py engine_process.py cli.py feed_sim.py inference_replay.py replay.py)
+anyday: install-test
+	for d in $(ANYDAY_DAYS); do tests/anyday/run "$$d" $(ANYDAY_TESTS) || exit 1; done
 
 bench: install-test
 	for b in tests/bench/bench_*.py; do $(BIN)/python -m tests.bench.$$(basename $$b .py) || exit 1; done

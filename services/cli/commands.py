@@ -7,10 +7,12 @@
     scalper flatten             cancel every order and close every position now
     scalper report [--day D]    write and print the session report
     scalper check               config, model, broker connectivity and auth; places nothing
+    scalper model ...           list | train | evaluate | promote (python -m services.modelctl)
+    scalper backtest REC        the engine's rules over a recording -> the session report
 
 halt and flatten go to the order gateway directly as well as to the engine, so they
-work when the engine is down. A job another service owns (the report, the model check)
-runs as that service's module, so this program imports no service's insides.
+work when the engine is down. A job another package owns (the report, the model check, the
+model lifecycle) runs as that package's module, so this program imports no service's insides.
 """
 from __future__ import annotations
 
@@ -153,7 +155,10 @@ def _operator(args, action: str) -> int:
 
 def cmd_report(args) -> int:
     cfg = _cfg(args)
-    r = _run_module("services.positions.report", cfg, *(["--day", args.day] if args.day else []))
+    day = ["--day", args.day] if args.day else []
+    shadow = _run_module("services.modelctl.shadow", cfg, *day)   # shadow mode's summary, when there was one
+    sys.stderr.write(shadow.stderr)
+    r = _run_module("services.positions.report", cfg, *day)
     sys.stdout.write(r.stdout)
     sys.stderr.write(r.stderr)
     return r.returncode
@@ -239,6 +244,12 @@ def cmd_run(args) -> int:
     cfg = _cfg(args)
     for w in cfg.warnings():
         print(f"warning: {w}", file=sys.stderr)
+    if cfg.api.mode == "live":              # the inference worker refuses too; say it before anything starts
+        r = _run_module("services.inference.check", cfg)
+        if r.returncode != 0:
+            fails = [ln for ln in r.stdout.splitlines() if ln.startswith("[FAIL]")] or [r.stderr.strip()]
+            print(f"scalper run: refused: {fails[0]}", file=sys.stderr)
+            return 2
     if cfg.api.mode == "sim":
         _archive_sim_state(cfg)
     exe = Path(sys.executable).with_name("supervisord")
@@ -278,5 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(fn=cmd_report)
     sub.add_parser("check", help="validate config and model, test broker connectivity; places nothing").set_defaults(
         fn=cmd_check)
+    # model lifecycle and backtest: python -m services.modelctl owns the arguments
+    sub.add_parser("model", help="model list | train | evaluate | promote", add_help=False, prefix_chars="\0")
+    sub.add_parser("backtest", help="the engine's rules over a recording -> the session report", add_help=False,
+                   prefix_chars="\0")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lifecycle = next((i for i, a in enumerate(argv) if a in ("model", "backtest")), None)
+    if lifecycle is not None and all(a.startswith("-") or argv[i - 1] == "--config" for i, a in
+                                     enumerate(argv[:lifecycle])):
+        return subprocess.run([sys.executable, "-m", "services.modelctl", *argv[lifecycle:], *argv[:lifecycle]],
+                              cwd=ROOT).returncode
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)

@@ -24,6 +24,7 @@ from common.topstepx.rest import TopstepXClient, TopstepXError
 from services.orders.config import OrdersConfig
 from services.orders.gateway import Gateway
 from services.orders.journal import Journal
+from services.orders.logic import WORKING
 
 SERVICE = "orders"
 
@@ -118,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         state = "halted" if gw.halted else ("ok" if gw.hub_reconciled else "degraded")
         pub.publish(Heartbeat(SERVICE, state, os.getpid(), round(time.monotonic() - pub.started, 3),
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
-                                               "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat()}))
+                                               "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat(),
+                                               # for the Prometheus exporter (services/alerts)
+                                               "working_orders": sum(o.get("status") in WORKING for o in gw.orders.values()),
+                                               "rest_free": rest.limiter.free(), "http_429": rest.stats["http_429"]}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 

@@ -264,7 +264,10 @@ class Keeper:
             "open": {c: q for c, q in self.ledger.signed_positions().items()},
             "mismatch_active": self.recon.active, "reconcile_checks": self.recon.checks,
             "mismatches": self.recon.mismatches, "last_sync_ok_ns": self.last_sync_ok_ns,
-            "orders_gaps": self.orders.stats.gaps, "malformed": self.orders.stats.malformed + self.feed.stats.malformed})
+            "orders_gaps": self.orders.stats.gaps, "malformed": self.orders.stats.malformed + self.feed.stats.malformed,
+            # for the Prometheus exporter (services/alerts)
+            "rest_free": self.rest.limiter.free() if self.rest is not None else None,
+            "http_429": self.rest.stats["http_429"] if self.rest is not None else 0})
 
     # -- queries -------------------------------------------------------------------
     def on_query(self, env) -> Reply:
@@ -356,7 +359,12 @@ class Keeper:
             if f is not None:
                 fills[tid] = f
         ours = self.ledger.signed_positions()
-        moves = {tid: (f.contract, f.size if f.side == 0 else -f.size) for tid, f in fills.items()}
+        # the last check at shutdown: the order gateway stopped just before the keeper and flattened
+        # on its way out; its fills may still be on their way through the bus, so the trades this
+        # check reads count before positions are compared (no false alarm on a clean stop). Any
+        # other check alarms on a position the keeper learns of only from the broker.
+        moves = ({tid: (f.contract, f.size if f.side == 0 else -f.size) for tid, f in fills.items()}
+                 if reason == "shutdown" else None)
         dec = self.recon.decide(ours, broker_qty, set(fills), forced, moves)
         changed = False
         if dec.act:

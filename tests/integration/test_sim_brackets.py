@@ -83,7 +83,7 @@ def test_native_bracket_lifecycle(sim, user):
     assert last_of(ev, entry)["parentOrderId"] is None
     # suspended children are invisible to REST
     assert open_ids(rest, sim) == {entry}
-    searched = rest.ok("/api/Order/search", {"accountId": sim.account_id, "startTimestamp": iso_ago()})["orders"]
+    searched = rest.ok("/api/Order/search", {"accountId": sim.account_id, "startTimestamp": iso_ago(sim)})["orders"]
     assert {o["id"] for o in searched} == {entry}
 
     # the entry fills at 4999.00: the children open at 4999.00 - 8 and + 12 ticks
@@ -108,7 +108,7 @@ def test_native_bracket_lifecycle(sim, user):
     wait_status(ev, kids["TP"], 2, "TP filled")
     wait_status(ev, kids["SL"], 3, "SL cancelled by OCO")
     wait_for(lambda: ev.data("GatewayUserPosition")[-1]["data"]["size"] == 0, 5, what="flat position")
-    trades = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago()})["trades"]
+    trades = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago(sim)})["trades"]
     assert [(t["orderId"], t["price"], t["size"]) for t in trades] == [(entry, 4999.0, 2), (kids["TP"], 5002.0, 2)]
     assert open_ids(rest, sim) == set()
 
@@ -184,7 +184,7 @@ def test_trailing_stop_validation_trails_and_fills(sim, user):
     assert (o["stopPrice"], o["trailPrice"]) == (5000.25, 0.5)
     set_market(sim, 5000.25, 5000.50, last=5000.25)              # the bid reaches the stop
     wait_status(ev, oid, 2, "trailing stop filled")
-    (t,) = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago()})["trades"]
+    (t,) = rest.ok("/api/Trade/search", {"accountId": sim.account_id, "startTimestamp": iso_ago(sim)})["trades"]
     assert (t["orderId"], t["price"], t["side"]) == (oid, 5000.25, SELL)
 
 
