@@ -90,9 +90,9 @@ def test_out_of_range_detail_names_the_features():
 
 def test_range_policy_flag_lets_out_of_range_through_but_never_the_warm_up():
     flag = dataclasses.replace(P, range_policy="flag")
-    assert R.prediction_gates(flag, pred(features_in_range=False, out_of_range=["ret_5"]), 101 * NS) == {}
+    assert risk.prediction_gates(flag, pred(features_in_range=False, out_of_range=["ret_5"]), 101 * NS) == {}
     warm = pred(features_in_range=False, out_of_range=["ret_5", "warmup"])
-    assert set(R.prediction_gates(flag, warm, 101 * NS)) == {R.FEATURES_OUT_OF_RANGE}
+    assert set(risk.prediction_gates(flag, warm, 101 * NS)) == {risk.FEATURES_OUT_OF_RANGE}
 
 
 def test_spread_gate():
