@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from common.instruments import InstrumentError, parse_contract_id
+from common.instruments import INSTRUMENTS, InstrumentError, parse_contract_id
 
 DEFAULT_PATH = "config/live_trading.yaml"
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,14 +116,17 @@ class ApiConfig(_Section):
 
 
 class TradingConfig(_Section):
-    contract: str = "CON.F.US.MES.H26"
+    contract: str = "MES"                               # a symbol: the front month, resolved at start (common/service.py)
     session_start: time = time(9, 30)
     session_end: time = time(16, 30)
     flatten_time: time = time(16, 25)
     no_new_entries_minutes: float = Field(10, ge=0)
     broker_flat_by: time = time(16, 10)
     calendar: str | None = "CMES"
-    clock: Literal["live", "event"] = "event"
+    clock: Literal["live", "event"] = "event"          # unset in the YAML: follows api.mode (Config._clock_follows_mode)
+    # live mode refuses a flatten_time after broker_flat_by unless this is set (Topstep: flat by 16:10 NY)
+    allow_flatten_after_broker_flat_by: bool = False
+    expiry_warning_days: int = Field(5, ge=0)         # warn this many trading days before the contract expires
 
     @field_validator("session_start", "session_end", "flatten_time", "broker_flat_by", mode="before")
     @classmethod
@@ -133,6 +136,8 @@ class TradingConfig(_Section):
     @field_validator("contract")
     @classmethod
     def _known_contract(cls, v: str) -> str:
+        if v in INSTRUMENTS:      # a symbol (MES): resolved at start to the front month (common/contracts.py)
+            return v
         try:
             parse_contract_id(v)
         except InstrumentError as exc:
@@ -280,6 +285,33 @@ class Config(BaseModel):
     bus: BusConfig = BusConfig()
     logging: LoggingConfig = LoggingConfig()
     source: str = "<defaults>"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clock_follows_mode(cls, data: Any) -> Any:
+        """An unset trading.clock follows api.mode: live -> the wall clock, sim -> event time."""
+        if isinstance(data, dict):
+            api, trading = data.get("api"), data.get("trading")
+            mode = api.get("mode") if isinstance(api, dict) else None
+            if isinstance(trading, dict) and trading.get("clock") is None:
+                data = {**data, "trading": {**trading, "clock": "live" if mode == "live" else "event"}}
+            elif trading is None and mode == "live":
+                data = {**data, "trading": {"clock": "live"}}
+        return data
+
+    @model_validator(mode="after")
+    def _live_rules(self) -> "Config":
+        """Live mode runs on the wall clock (an event clock stops with a dead feed, and with it
+        the end-of-day flatten), and flattens before the broker's flat-by time."""
+        t = self.trading
+        if self.api.mode == "live" and t.clock != "live":
+            raise ValueError(f"trading.clock = {t.clock}: api.mode live needs the wall clock; "
+                             "set trading.clock: live (or leave it unset, or unset SCALPER_CLOCK)")
+        if self.api.mode == "live" and t.flatten_time > t.broker_flat_by and not t.allow_flatten_after_broker_flat_by:
+            raise ValueError(f"trading.flatten_time = {t.flatten_time:%H:%M} is after trading.broker_flat_by = "
+                             f"{t.broker_flat_by:%H:%M} New York (Topstep: flat by 3:10 PM CT); move flatten_time "
+                             "earlier, or set trading.allow_flatten_after_broker_flat_by: true to accept the risk")
+        return self
 
     def section(self, name: str, model: type[M]) -> M:
         """A service's own section, validated with the same one-line errors."""

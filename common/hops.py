@@ -53,11 +53,15 @@ class HopStats:
         self.samples: dict[str, collections.deque[float]] = collections.defaultdict(
             lambda: collections.deque(maxlen=window))
         self.count = 0
+        # the last few chains whole, for the dashboard's per-entry waterfall
+        self.recent: collections.deque[dict[str, float]] = collections.deque(maxlen=10)
 
     def add(self, hops: dict[str, int]) -> dict[str, int]:
         segs = segments(hops)
         if segs:
             self.count += 1
+            first = min(v for v in hops.values() if isinstance(v, int) and v > 0)
+            self.recent.append({"at_ns": first, **{k: round(v / 1000, 1) for k, v in segs.items()}})
             for name, ns in segs.items():
                 self.samples[name].append(ns / 1000)
         return segs
@@ -74,3 +78,7 @@ class HopStats:
             out[f"hop_{name}_us_p50"] = s["median_us"]
             out[f"hop_{name}_us_p99"] = s["p99_us"]
         return out
+
+    def recent_list(self) -> list[dict[str, float]]:
+        """The last entries' chains, oldest first: {"at_ns": first stage, segment: us, ...}."""
+        return list(self.recent)

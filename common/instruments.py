@@ -117,6 +117,9 @@ def parse_contract_id(contract_id: str) -> tuple[Instrument, str, int]:
 
 
 def instrument_for(contract_id: str) -> Instrument:
+    """The instrument of a contract id, or of a bare symbol (`trading.contract: MES`)."""
+    if contract_id in INSTRUMENTS:
+        return INSTRUMENTS[contract_id]
     return parse_contract_id(contract_id)[0]
 
 

@@ -8,9 +8,15 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from common.clock import EventClock, LiveClock, make_clock
+from loguru import logger
+
+from common.clock import EventClock, LiveClock, make_clock, to_ny
 from common.config import Config, ConfigError, load_config
+from common.contracts import ContractError, check_contract, resolve_with_client
+from common.instruments import INSTRUMENTS
 from common.logging import setup_logging
+from common.session import SessionCalendar
+from common.topstepx.rest import TopstepXClient
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,4 +37,34 @@ def boot(service: str, section: type[M], argv: list[str] | None, doc: str | None
         raise SystemExit(2) from None
     clock = make_clock(cfg.trading.clock)
     setup_logging(service, cfg.path(cfg.logging.dir), cfg.logging.level, clock=clock, console=cfg.logging.console)
+    cfg = resolve_contract(cfg, clock, service)
     return cfg, sect, clock
+
+
+def resolve_contract(cfg: Config, clock: LiveClock | EventClock, service: str) -> Config:
+    """trading.contract as a symbol (MES) -> its front month over REST, logged; in live mode an
+    id is checked against its expiry (the CME rule, on the wall date). An expired or unlisted contract ends the process (exit 2, one line);
+    one expiring within trading.expiry_warning_days is warned about. Sim mode with an explicit
+    id asks nothing (a service may run without a broker in tests)."""
+    spec = cfg.trading.contract
+    if spec not in INSTRUMENTS and cfg.api.mode != "live":
+        return cfg
+    # the date is known on the wall clock; an event clock has no time before its first event
+    today = to_ny(clock.now_ns()).date() if isinstance(clock, LiveClock) else None
+    trading_day = SessionCalendar.from_config(cfg.trading).is_trading_day
+    try:
+        if spec in INSTRUMENTS:
+            client = TopstepXClient.from_config(cfg.api, share=0.05)
+            try:
+                cid, warning = resolve_with_client(client, spec, today, cfg.trading.expiry_warning_days, trading_day)
+            finally:
+                client.close()
+        else:   # an id: its expiry is the CME rule's, no broker needed
+            cid, warning = spec, check_contract(spec, today, cfg.trading.expiry_warning_days, trading_day)
+    except ContractError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logger.info(f"CONTRACT: trading.contract {spec} -> {cid}")
+    if warning:
+        logger.warning(warning)
+    return cfg.model_copy(update={"trading": cfg.trading.model_copy(update={"contract": cid})})

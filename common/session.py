@@ -62,6 +62,9 @@ class SessionCalendar:
             return True, close
         return True, None
 
+    def is_trading_day(self, day: date) -> bool:
+        return self._exchange_day(day)[0]
+
     def times(self, day: date) -> DayTimes:
         got = self._cache.get(day)
         if got is not None:

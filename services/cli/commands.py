@@ -137,20 +137,16 @@ def cmd_status(args) -> int:
 
 
 def _operator(args, action: str) -> int:
-    from common.messages import OperatorCommand, OrderCommand
+    """halt / resume / flatten: to the engine and to the gateway (common/operator_commands.py,
+    which the dashboard's buttons use too)."""
+    from common.operator_commands import send
     cfg = _cfg(args)
     reason = " ".join(getattr(args, "reason", []) or []) or f"operator {action}"
-    ok = False
-    eng = _request(cfg.bus.engine_cmd, OperatorCommand(action, reason=reason, key=f"op-{time.time_ns()}"))
-    print(f"engine:  {'ok' if eng is not None and eng.ok else 'no answer' if eng is None else 'refused'}"
-          f"{' - ' + eng.message if eng is not None and eng.message else ''}")
-    ok |= eng is not None and eng.ok
-    gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
-                  timeout_ms=5000)
-    print(f"gateway: {'ok' if gw is not None and gw.ok else 'no answer' if gw is None else 'refused'}"
-          f"{' - ' + gw.message if gw is not None and gw.message else ''}")
-    ok |= gw is not None and gw.ok
-    return 0 if ok else 1
+    answers = send(cfg, action, reason, timeout_ms=5000)
+    for a in answers:
+        what = "ok" if a.ok else "no answer" if not a.answered else "refused"
+        print(f"{a.target + ':':<9}{what}{' - ' + a.message if a.message else ''}")
+    return 0 if any(a.ok for a in answers) else 1
 
 
 def cmd_report(args) -> int:
@@ -180,6 +176,7 @@ def cmd_check(args) -> int:
     line(True, "config", f"{cfg.source} (mode {cfg.api.mode}, contract {cfg.trading.contract})")
     for w in cfg.warnings():
         print(f"[warn] {w}")
+    cfg = _check_contract(cfg, line)
     r = _run_module("services.inference.check", cfg)        # prints its own [ok]/[FAIL]/[warn] lines
     print(r.stdout.strip() or f"[FAIL] model: {(r.stderr.strip() or f'exit {r.returncode}').splitlines()[-1]}")
     failures += 0 if r.returncode == 0 else 1
@@ -206,6 +203,33 @@ def cmd_check(args) -> int:
     ok, detail = _check_market_hub(cfg)
     line(ok, "market hub", detail)
     return 1 if failures else 0
+
+
+def _check_contract(cfg: Config, line) -> Config:
+    """trading.contract as the services will trade it: a symbol resolved to the front month,
+    an expired month refused, a near expiry warned (common/contracts.py)."""
+    from common.clock import LiveClock, make_clock, to_ny
+    from common.contracts import ContractError, resolve_with_client
+    from common.instruments import INSTRUMENTS
+    from common.session import SessionCalendar
+    from common.topstepx.rest import TopstepXClient
+    if cfg.trading.contract not in INSTRUMENTS and cfg.api.mode != "live":
+        return cfg
+    clock = make_clock(cfg.trading.clock)
+    today = to_ny(clock.now_ns()).date() if isinstance(clock, LiveClock) else None
+    client = TopstepXClient.from_config(cfg.api, share=0.05)
+    try:
+        cid, warning = resolve_with_client(client, cfg.trading.contract, today, cfg.trading.expiry_warning_days,
+                                           SessionCalendar.from_config(cfg.trading).is_trading_day, wait_s=5)
+    except ContractError as exc:
+        line(False, "contract", str(exc))
+        return cfg
+    finally:
+        client.close()
+    line(True, "contract resolved", f"{cfg.trading.contract} -> {cid}")
+    if warning:
+        print(f"[warn] {warning}")
+    return cfg.model_copy(update={"trading": cfg.trading.model_copy(update={"contract": cid})})
 
 
 def _check_market_hub(cfg: Config, timeout_s: float = 10.0) -> tuple[bool, str]:

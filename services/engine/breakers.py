@@ -52,6 +52,7 @@ class Breakers:
         self.last_quote_ns: int | None = None
         self.last_seen: dict[str, int] = {}
         self.started_ns: int | None = None
+        self.last_quote_wall: int | None = None   # wall time of the last quote (or of the watch's start)
         self.silent_since: int | None = None      # wall time the silent-service watch began
         self.rejects: collections.deque[int] = collections.deque()
         self.reject_until = 0
@@ -79,6 +80,8 @@ class Breakers:
     def on_quote(self, now_ns: int, bid: int, ask: int, last: int) -> list[RiskEvent]:
         out: list[RiskEvent] = []
         self.last_quote_ns = now_ns
+        if self.wall is not None:
+            self.last_quote_wall = self.wall()
         out += self._set(STALE_DATA, False, "fresh quote")
         spread = ask - bid
         if spread > self.p.wide_spread_ticks:
@@ -186,9 +189,21 @@ class Breakers:
             if last is None:
                 self.started_ns = now_ns
                 last = now_ns
-            if now_ns - last > int(self.p.stale_data_s * NS):
-                out += self._set(STALE_DATA, True, f"no quote for {(now_ns - last) / NS:.1f} s in session")
+            limit = int(self.p.stale_data_s * NS)
+            # the session comes from the service clock (event time in sim and replay); the silence
+            # is judged on both clocks: a gap in the data's time (a replay's hole), or on the wall
+            # (a dead feed: an event clock then advances only as the feed's heartbeats guess it)
+            gap = now_ns - last
+            if self.wall is not None:
+                wall_now = self.wall()
+                if self.last_quote_wall is None:
+                    self.last_quote_wall = wall_now
+                gap = max(gap, wall_now - self.last_quote_wall)
+            if gap > limit:
+                out += self._set(STALE_DATA, True, f"no quote for {gap / NS:.1f} s in session")
         else:
+            if self.wall is not None:
+                self.last_quote_wall = None       # the watch starts again at the next session
             out += self._set(STALE_DATA, False, "session closed")
         out += self._check_silent(now_ns)
         if REJECT_STORM in self.active and now_ns >= self.reject_until:

@@ -13,6 +13,7 @@ class FeedConfig(BaseModel):
     # a feed silent for this long is dead: reconnect (only inside the session unless "always")
     stale_after_s: float = Field(10.0, gt=0)
     stale_check: Literal["session", "always", "never"] = "session"
+    watchdog_s: float = Field(0.25, gt=0)        # the watchdog looks this often: trips within stale_after_s + this
     # reconnect with a fresh token this long before the JWT expires (capped at 1/4 of its lifetime)
     token_refresh_margin_s: float = Field(600.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)

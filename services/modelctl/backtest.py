@@ -36,7 +36,7 @@ from services.inference.model import load_model
 from services.inference.worker import InferenceWorker
 from services.modelctl.data import load_source
 from services.positions import journal
-from services.positions.report import build_report
+from services.positions.report import report_data, write_report
 
 TRADING_PHASES = ("open", "no_new_entries")
 
@@ -185,10 +185,19 @@ def run_backtest(cfg, recording: Path, model_path: str | None = None, out_dir: P
     worker = InferenceWorker(model, contract, cfg.risk.atr_period, cfg.inference.max_gap_s
                              if hasattr(cfg, "inference") and hasattr(cfg.inference, "max_gap_s") else 300)
     last_bar = None
+    minute_bars, predictions = [], []          # for the session report's price and confidence charts
+
+    def seen(o) -> None:
+        if isinstance(o, Bar) and o.interval_s == 60:
+            minute_bars.append((o.start_ns, o.open_ticks, o.high_ticks, o.low_ticks, o.close_ticks))
+        elif isinstance(o, Prediction) and o.direction:
+            predictions.append((o.bar_start_ns, o.direction, o.confidence))
+
     for m in src.messages:
         outs = worker.on_trade(m.contract, m.price_ticks, m.size, m.aggressor, m.exch_ns) if isinstance(m, Trade) \
             else worker.on_quote(m.contract, m.bid_ticks, m.ask_ticks, m.exch_ns)
         for o in outs:
+            seen(o)
             if isinstance(o, Bar):
                 if o.interval_s == 1:
                     last_bar = o
@@ -196,6 +205,7 @@ def run_backtest(cfg, recording: Path, model_path: str | None = None, out_dir: P
                 bt.on_prediction(o, last_bar)
     if len(tape):
         for o in worker.on_time(int(tape.ts_ns[-1]) + NS):
+            seen(o)
             if isinstance(o, Bar) and o.interval_s == 1:
                 last_bar = o
             elif isinstance(o, Prediction) and last_bar is not None:
@@ -210,8 +220,12 @@ def run_backtest(cfg, recording: Path, model_path: str | None = None, out_dir: P
                           "signals": bt.signals, "entries_blocked": bt.blocked,
                           "fills": "market at bid/ask of the bar close; bracket by common/brackets.bracket_exit"},
              "balance_usd": float(journal.usd(bt.balance))}
-    journal.write_metrics(out, day, journal.metrics(bt.trips, None, extra))
-    report = build_report(out, day)
+    metrics = journal.metrics(bt.trips, None, extra)
+    journal.write_metrics(out, day, metrics)
+    # the same report as a live session's, drawn from this run (an entry's signal id names its bar)
+    entries = [("LONG_ENTRY" if t.direction > 0 else "SHORT_ENTRY", t.signal_id) for t in bt.trips]
+    report = write_report(out, report_data(bt.trips, day=day, bars=minute_bars, predictions=predictions,
+                                           signals=entries, metrics=metrics, contract=contract))
     t_end = time.perf_counter()
     return {"day": day, "trades": len(bt.trips), "net_pnl_usd": float(journal.usd(bt.realized)),
             "fees_usd": float(journal.usd(bt.fees)), "bars": worker.stats.bars, "report": str(report),

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat(),
                                                # for the Prometheus exporter (services/alerts)
                                                "working_orders": sum(o.get("status") in WORKING for o in gw.orders.values()),
-                                               "rest_free": rest.limiter.free(), "http_429": rest.stats["http_429"]}))
+                                               "rest_free": rest.limiter.free(), "http_429": rest.stats["http_429"],
+                                               "hops_recent": gw.hops.recent_list()}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 

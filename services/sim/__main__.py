@@ -10,11 +10,14 @@ from aiohttp import web
 from loguru import logger
 
 from common.config import ConfigError, load_config
-from common.instruments import instrument_for
+from common.clock import to_ny
+from common.contracts import expiry_date, is_expired, quarterly_months
+from common.instruments import INSTRUMENTS, instrument_for
 from common.logging import register_secret, setup_logging
 from services.sim.config import SimConfig
 from services.sim.market import load_ticks, shift_for
-from services.sim.server import Simulator, build_app
+from services.sim.server import build_app
+from services.sim.simulator import Simulator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,16 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     market_clock = _MarketClock()   # the sim's log lines carry its market time, like the services'
     setup_logging("sim", cfg.path(cfg.logging.dir), cfg.logging.level, clock=market_clock,
                   console=cfg.logging.console)
-    contract = sim_cfg.contract or cfg.trading.contract
+    spec = sim_cfg.contract or cfg.trading.contract
+    inst = INSTRUMENTS[spec] if spec in INSTRUMENTS else instrument_for(spec)
     api_key = sim_cfg.api_key or os.environ.get("TOPSTEPX_API_KEY") or "sim-key"
     register_secret(api_key)
     data = cfg.path(sim_cfg.data)
     try:
-        ticks = load_ticks(data, instrument_for(contract))
+        ticks = load_ticks(data, inst)
     except (OSError, ValueError, KeyError) as exc:
         print(f"sim: cannot load market data {data}: {exc}", file=sys.stderr)
         return 2
     offset = shift_for(ticks, sim_cfg.time_mode, sim_cfg.start_at, time.time_ns())
+    # "today" is the market's, from the data's first tick as shifted, never the wall clock
+    start_day = to_ny(ticks[0].ts_ns + offset + int(sim_cfg.start_offset_s * 1e9)).date()
+    contract = quarterly_months(inst.symbol, start_day)[0] if spec in INSTRUMENTS else spec
+    if is_expired(contract, start_day):
+        print(f"sim: contract {contract} expired on {expiry_date(contract)}, before the market day {start_day}; "
+              f"set sim.contract (or trading.contract) to the symbol {inst.symbol} or a later month", file=sys.stderr)
+        return 2
     sim = Simulator(sim_cfg, contract, ticks, offset, api_key)
     market_clock.sim = sim
     logger.info(f"SIM: serving {contract} from {data.name} ({len(ticks)} ticks, derived quotes) on "

@@ -32,3 +32,7 @@ class SimConfig(BaseModel):
     bars_rate_limit_per_30s: int = Field(50, gt=0)
     max_client_queue: int = Field(5000, gt=0)
     auto_oco_brackets: bool = False
+    depth_levels: int = Field(10, gt=0, le=50)     # synthesized book levels per side (GatewayDepth)
+    live_contracts: bool = False                   # Contract/* with live: true lists nothing (a practice account)
+    max_order_size: int = Field(50, gt=0)          # Order/place size above this: refused (code 2)
+    max_position_size: int = Field(50, gt=0)       # |position + same-side working orders| above this: refused

@@ -41,6 +41,10 @@ def write_config(tmp_path: Path, sim: Any = None, **sections: dict) -> Path:
             "account_id": sim.account_id,
         })
         raw["trading"]["contract"] = sim.contract_id
+    else:
+        # no broker to resolve the shipped symbol (MES) against: the id these tests' market days
+        # (March 2026) trade; a test may set its own in `sections`
+        raw["trading"]["contract"] = "CON.F.US.MES.H26"
     _merge(raw, sections)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

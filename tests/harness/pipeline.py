@@ -67,7 +67,7 @@ class Pipeline:
         for i, name in enumerate(services):
             parts.append(PROGRAM.format(name=name, python=sys.executable, config=self.config, root=ROOT,
                                         priority=10 * (i + 1), logs=self.logs,
-                                        stopwait=45 if name == "orders" else 10))
+                                        stopwait=45 if name == "orders" else 30 if name == "positions" else 10))
         self.conf.write_text("".join(parts))
         self.proc: subprocess.Popen | None = None
         self._rpc = None
@@ -119,6 +119,9 @@ class Pipeline:
         try:
             return self.info(name)["statename"]
         except Exception:
+            # supervisor's transport keeps a failed connection (e.g. refused while supervisord
+            # was still starting) and fails every later call on it: start a new one next time
+            self._rpc = None
             return "UNKNOWN"
 
     def states(self) -> dict[str, str]:

@@ -8,11 +8,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
+
+from common.contracts import quarterly_months
 
 from tests.harness.procs import ROOT
 
@@ -21,6 +24,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def front_month_on(time_mode: str | None, start_at: str | None) -> str:
+    """The MES contract the simulator serves for `MES` when it starts on `start_at`; the
+    symbol itself when the day is only known once the sim runs (SimProcess.start reads it)."""
+    if time_mode == "start_at" and start_at and "T" in start_at:
+        return quarterly_months("MES", date.fromisoformat(start_at[:10]))[0]
+    return "MES"
 
 
 class SimProcess:
@@ -36,7 +47,8 @@ class SimProcess:
         self.username = self.sim.get("username", "demo")
         self.api_key = self.sim.setdefault("api_key", "test-key-0123")
         self.account_id = self.sim.get("account_id", 26000001)
-        self.contract_id = self.sim.get("contract", "CON.F.US.MES.H26")
+        # default: the MES front month on the market day the sim starts (its clock, not the wall's)
+        self.contract_id = self.sim.get("contract") or front_month_on(self.sim.get("time_mode"), self.sim.get("start_at"))
         self.config = self.tmp / "sim-config.yaml"
         self.config.write_text(yaml.safe_dump({
             "sim": self.sim, "trading": {"contract": self.contract_id},
@@ -60,7 +72,9 @@ class SimProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"simulator exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                if requests.get(f"{self.base_url}/sim/state", timeout=1).status_code == 200:
+                r = requests.get(f"{self.base_url}/sim/state", timeout=1)
+                if r.status_code == 200:
+                    self.contract_id = r.json()["market"]["contract"]   # a symbol resolved by the sim
                     return self
             except requests.RequestException:
                 pass

@@ -79,3 +79,12 @@ def test_check_fails_the_model_line_when_the_model_does_not_match_its_config(tmp
     model = [l for l in r.stdout.splitlines() if "model" in l.split(":")[0]]
     assert r.returncode == 1
     assert model and model[0].startswith("[FAIL] model:") and "other.onnx" in model[0], r.stdout
+
+
+def test_check_resolves_a_symbol_to_the_front_month(tmp_path):
+    with SimProcess(tmp_path / "sim", start_at="2026-11-23T10:00:00") as sim:   # market day: Z26 is front
+        cfg = write_config(tmp_path, sim, trading={"contract": "MES"})
+        r = scalper("--config", str(cfg), "check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[ok] contract resolved: MES -> CON.F.US.MES.Z26" in r.stdout
+    assert "[ok] contract: CON.F.US.MES.Z26 tickSize 0.25" in r.stdout

@@ -166,7 +166,9 @@ def test_live_mode_refuses_a_model_without_a_measured_edge(tmp_path):
     cfg_path = write_config(tmp_path, api={"mode": "live", "account_id": 1, "base_url": "https://api.topstepx.com",
                                            "ws_url": "https://rtc.topstepx.com/hubs/market",
                                            "user_hub_url": "https://rtc.topstepx.com/hubs/user"},
-                            model={"demo_threshold": False})   # nothing connects: it stops at the model check
+                            model={"demo_threshold": False},   # nothing connects: it stops at the model check
+                            # a month that expires in 2099 and a flatten before 16:10: live mode's own checks pass
+                            trading={"contract": "CON.F.US.MES.Z99", "flatten_time": "16:05"})
     proc = ServiceProcess("inference", cfg_path).start()
     assert proc.proc.wait(30) == 2, proc.output()
     lines = [ln for ln in proc.output().splitlines() if "refusing to start" in ln]

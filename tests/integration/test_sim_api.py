@@ -278,10 +278,8 @@ def test_login_validate_account_and_contract_search(shared_sim):
     assert 1 <= len(found) <= 20
     mes = next(c for c in found if c["id"] == sim.contract_id)
     assert set(mes) >= CONTRACT_FIELDS
-    assert (mes["tickSize"], mes["tickValue"], mes["symbolId"], mes["name"]) == (0.25, 1.25, "F.US.MES", "MESH6")
+    assert (mes["tickSize"], mes["tickValue"], mes["symbolId"], mes["name"]) == (0.25, 1.25, "F.US.MES", "MESZ6")
     assert rest.ok("/api/Contract/searchById", {"contractId": sim.contract_id})["contract"]["id"] == sim.contract_id
-    avail = rest.ok("/api/Contract/available", {"live": False})["contracts"]
-    assert {c["symbolId"] for c in avail} >= {"F.US.MES", "F.US.EP", "F.US.MNQ", "F.US.ENQ"}
     assert rest.post("/api/Auth/validate", {}, token=rest.tok).status_code == 200
 
 
@@ -291,7 +289,8 @@ def test_bad_login_is_http_200_error_code_3_and_missing_key_is_400(shared_sim):
                       timeout=5)
     assert r.status_code == 200
     j = r.json()
-    assert j["success"] is False and j["errorCode"] == 3 and j.get("token") is None
+    # the documented failure keeps its field, null: a client reading body["token"] must not KeyError
+    assert j["success"] is False and j["errorCode"] == 3 and "token" in j and j["token"] is None
     r = requests.post(sim.base_url + "/api/Auth/loginKey", json={"userName": sim.username}, timeout=5)
     assert r.status_code == 400
 
@@ -869,7 +868,7 @@ def test_garbage_from_the_client_closes_that_connection_only(sim):
 # malformed requests: the documented error, never a crash
 # --------------------------------------------------------------------------
 
-A, C = 26000001, "CON.F.US.MES.H26"
+A, C = 26000001, "CON.F.US.MES.Z26"    # the front month on the shared sim's market day, 2026-11-23
 PLACE = {"accountId": A, "contractId": C, "type": LIMIT, "side": BUY, "size": 1, "limitPrice": 1000.0}
 
 # (id, path, body or raw bytes, expected HTTP status, expected errorCode when 200, orderId expected)
@@ -887,7 +886,13 @@ MALFORMED = [
     ("unknown account", "/api/Order/place", {**PLACE, "accountId": 1}, 200, 1, False),
     ("unknown contract", "/api/Order/place", {**PLACE, "contractId": "CON.F.US.XYZ.H26"}, 200, 8, False),
     ("garbled contract", "/api/Order/place", {**PLACE, "contractId": "hello"}, 200, 8, False),
-    ("inactive contract", "/api/Order/place", {**PLACE, "contractId": "CON.F.US.EP.H26"}, 200, 9, False),
+    ("expired contract", "/api/Order/place", {**PLACE, "contractId": "CON.F.US.MES.H26"}, 200, 9, False),
+    ("unlisted contract", "/api/Order/place", {**PLACE, "contractId": "CON.F.US.EP.Z26"}, 200, 8, False),
+    ("far month not listed", "/api/Order/place", {**PLACE, "contractId": "CON.F.US.MES.U27"}, 200, 8, False),
+    ("order above max size", "/api/Order/place", {**PLACE, "size": 500}, 200, 2, True),
+    ("bar unit 0", "/api/History/retrieveBars",
+     {"contractId": C, "live": False, "startTime": "2026-01-01T00:00:00Z", "endTime": "2026-01-02T00:00:00Z",
+      "unit": 0, "unitNumber": 1, "limit": 10, "includePartialBar": False}, 200, 2, False),
     ("size 0", "/api/Order/place", {**PLACE, "size": 0}, 200, 2, True),
     ("negative size", "/api/Order/place", {**PLACE, "size": -3}, 200, 2, True),
     ("negative price", "/api/Order/place", {**PLACE, "limitPrice": -5.0}, 200, 2, False),
@@ -1019,3 +1024,90 @@ def test_price_control_trade_prints_on_the_market_hub_and_fills_a_limit(sim):
         assert (t["orderId"], t["price"]) == (oid, 4999.5)
     finally:
         raw.close()
+
+
+# --------------------------------------------------------------------------
+# REST as documented: contracts, bars, null fields, limits
+# --------------------------------------------------------------------------
+
+def test_contract_list_is_front_and_next_month_on_the_market_clock(shared_sim):
+    """Market day 2026-11-23: MES Z26 (expires 2026-12-18) is the front month, H27 the next.
+    What is listed can be traded; an expired month is found by id with activeContract false."""
+    rest = Rest(shared_sim)
+    avail = rest.ok("/api/Contract/available", {"live": False})["contracts"]
+    assert [c["id"] for c in avail] == ["CON.F.US.MES.Z26", "CON.F.US.MES.H27"]
+    assert all(c["activeContract"] is True and set(c) >= CONTRACT_FIELDS for c in avail)
+    assert avail[0]["description"].endswith("December 2026") and avail[1]["name"] == "MESH7"
+    # live: true is a live (funded) account's list: this practice account has none
+    assert rest.ok("/api/Contract/available", {"live": True})["contracts"] == []
+    assert rest.ok("/api/Contract/search", {"searchText": "MES", "live": True})["contracts"] == []
+    old = rest.ok("/api/Contract/searchById", {"contractId": "CON.F.US.MES.H26"})["contract"]
+    assert old["activeContract"] is False
+    # both listed months take orders (the next month trades on the same tape)
+    for cid in ("CON.F.US.MES.Z26", "CON.F.US.MES.H27"):
+        j = rest.place(LIMIT, BUY, 1, limitPrice=1000.0, contractId=cid)
+        assert j["success"] is True, j
+        rest.ok("/api/Order/cancel", {"accountId": A, "orderId": j["orderId"]})
+
+
+def test_failure_answers_keep_their_fields_null(shared_sim):
+    rest = Rest(shared_sim)
+    cases = [("/api/Contract/searchById", {"contractId": "CON.F.US.XYZ.Z99"}, "contract"),
+             ("/api/Order/search", {"accountId": 1, "startTimestamp": "2026-01-01T00:00:00Z"}, "orders"),
+             ("/api/Order/searchOpen", {"accountId": 1}, "orders"),
+             ("/api/Position/searchOpen", {"accountId": 1}, "positions"),
+             ("/api/Trade/search", {"accountId": 1, "startTimestamp": "2026-01-01T00:00:00Z"}, "trades"),
+             ("/api/Order/place", {**PLACE, "accountId": 1}, "orderId")]
+    for path, body, key in cases:
+        j = rest.post(path, body).json()
+        assert j["success"] is False and key in j and j[key] is None, (path, j)
+
+
+def test_order_size_and_position_limits_are_refused(tmp_path):
+    with SimProcess(tmp_path / "sim", speed=20, rate_limit_per_min=100_000, max_order_size=5,
+                    max_position_size=6) as sim:
+        rest = Rest(sim)
+        big = rest.place(LIMIT, BUY, 6, limitPrice=1000.0)
+        assert (big["success"], big["errorCode"]) == (False, 2) and "maximum order size of 5" in big["errorMessage"]
+        assert isinstance(big["orderId"], int)          # a rejection still carries an orderId
+        first = rest.place(LIMIT, BUY, 4, limitPrice=1000.0)
+        assert first["success"] is True
+        # 4 working + 3 more on the same side = 7 > 6: refused; the other side is not added to it
+        more = rest.place(LIMIT, BUY, 3, limitPrice=1000.0)
+        assert (more["success"], more["errorCode"]) == (False, 2) and "Maximum position size" in more["errorMessage"]
+        assert rest.place(LIMIT, SELL, 5, limitPrice=99999.0)["success"] is True
+        assert [o["status"] for o in sim.state()["orders"] if o["id"] == more["orderId"]] == [5]
+
+
+def _bars(rest: Rest, sim: SimProcess, unit: int, number: int, partial: bool, start: str, limit: int = 20000):
+    body = {"contractId": sim.contract_id, "live": False, "startTime": start,
+            "endTime": "2030-01-01T00:00:00Z", "unit": unit, "unitNumber": number, "limit": limit,
+            "includePartialBar": partial}
+    return rest.ok("/api/History/retrieveBars", body)["bars"]
+
+
+def test_bars_every_unit_and_include_partial_bar(tmp_path):
+    """Paused at a known market time: the partial bar is the one holding the market clock."""
+    with SimProcess(tmp_path / "sim", speed=0, rate_limit_per_min=100_000, bars_rate_limit_per_30s=10_000,
+                    start_at="2026-11-23T09:30:00") as sim:
+        wait_for(lambda: sim.state()["stats"].get("ticks", 0) > 3000, 60, what="ticks")
+        sim.control("pause")
+        rest = Rest(sim)
+        st = sim.state()["market"]
+        now = datetime.fromisoformat(st["now"])
+        start = "2026-11-23T00:00:00Z"
+        for unit in (1, 2, 3, 4, 5, 6, 7):
+            with_partial = _bars(rest, sim, unit, 1 if unit != 7 else 100, True, start)
+            without = _bars(rest, sim, unit, 1 if unit != 7 else 100, False, start)
+            assert with_partial, unit
+            assert [b["t"] for b in with_partial] == sorted((b["t"] for b in with_partial), reverse=True)
+            assert all(b["l"] <= min(b["o"], b["c"]) <= max(b["o"], b["c"]) <= b["h"] for b in with_partial)
+            newest = datetime.fromisoformat(with_partial[0]["t"])
+            if unit == 6:
+                assert newest == datetime(2026, 11, 1, tzinfo=timezone.utc)     # a calendar month
+            if unit != 7:
+                # the bar holding the market clock (its last trade) is still forming: left out
+                start_ns = datetime.fromisoformat(with_partial[0]["t"])
+                assert start_ns <= now and without == with_partial[1:], unit
+            else:           # tick bars: only a bar short of 100 trades is partial
+                assert without in (with_partial, with_partial[1:])

@@ -209,30 +209,93 @@ def test_stop_limit_triggers_then_rests_at_its_limit(sim, user):
 # market depth
 # --------------------------------------------------------------------------
 
-def test_market_depth_best_bid_and_ask_only_for_depth_subscribers(sim):
-    set_market(sim, 5000.00, 5000.25)
+class BookClient:
+    """A client-side order book built only from GatewayDepth, as a third-party client would:
+    Reset (6) clears, Bid (2) / Ask (1) set a level, volume 0 removes it."""
+
+    def __init__(self):
+        self.bids: dict[float, int] = {}
+        self.asks: dict[float, int] = {}
+        self.removed = 0
+        self.resets = 0
+
+    def apply(self, entries: list[dict]) -> None:
+        for d in entries:
+            assert set(d) == {"timestamp", "type", "price", "volume", "currentVolume"}, d
+            if d["type"] == 6:
+                self.bids.clear()
+                self.asks.clear()
+                self.resets += 1
+            elif d["type"] in (1, 2):
+                side = self.asks if d["type"] == 1 else self.bids
+                if d["volume"] == 0:
+                    assert d["price"] in side, f"removal of a level never set: {d}"
+                    del side[d["price"]]
+                    self.removed += 1
+                else:
+                    side[d["price"]] = d["volume"]
+
+    def check(self, levels: int = 10) -> None:
+        assert len(self.bids) == levels and len(self.asks) == levels, (self.bids, self.asks)
+        assert max(self.bids) < min(self.asks), "crossed book"
+
+
+def depth_entries(hub, seconds: float, until=None) -> list[list[dict]]:
+    recs = hub.records(seconds, until=until)
+    return [r["arguments"][1] for r in invocations(recs, "GatewayDepth")]
+
+
+def test_market_depth_is_a_book_with_levels_removals_and_a_reset(sim):
     depth, quotes = RawHub(sim, "market"), RawHub(sim, "market")
+    book = BookClient()
     try:
         depth.send({"type": 1, "target": "SubscribeContractMarketDepth", "arguments": [sim.contract_id],
                     "invocationId": "d"})
         quotes.send({"type": 1, "target": "SubscribeContractQuotes", "arguments": [sim.contract_id],
                      "invocationId": "q"})
-        recs = depth.records(3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayDepth")
-        assert any(r.get("type") == 3 and r.get("invocationId") == "d" and "error" not in r
-                   for r in recs if isinstance(r, dict))
-        (snap,) = invocations(recs, "GatewayDepth")                    # the book at subscribe time
-        cid, data = snap["arguments"]
-        assert cid == sim.contract_id
-        assert [(d["type"], d["price"]) for d in data] == [(4, 5000.00), (3, 5000.25)]   # BestBid, BestAsk
-        assert all(set(d) == {"timestamp", "type", "price", "volume", "currentVolume"} for d in data)
+        # the live tape (speed 20): a Reset and the whole book first, then changes; never crossed
+        frames = depth_entries(depth, 4)
+        assert len(frames) > 5 and frames[0][0]["type"] == 6
+        for f in frames:
+            book.apply(f)
+            book.check()
+        assert book.resets == 1 and book.removed > 0
         quotes.records(2, until=lambda r: isinstance(r, dict) and r.get("invocationId") == "q")
 
+        set_market(sim, 5000.00, 5000.25)           # pauses the tape: a jump far from the tape's prices
+        for f in depth_entries(depth, 3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayDepth"):
+            book.apply(f)
+        book.check()
+        assert (max(book.bids), min(book.asks)) == (5000.00, 5000.25)
+        assert sorted(book.asks)[:3] == [5000.25, 5000.50, 5000.75] and sorted(book.bids)[-2:] == [4999.75, 5000.0]
+
         set_market(sim, 5001.00, 5001.50)
-        recs = depth.records(3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayDepth")
-        (upd,) = invocations(recs, "GatewayDepth")
-        assert [(d["type"], d["price"]) for d in upd["arguments"][1]] == [(4, 5001.00), (3, 5001.50)]
+        (upd,) = depth_entries(depth, 3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayDepth")
+        before = book.removed
+        book.apply(upd)
+        book.check()
+        assert book.removed - before >= 4                 # 5000.25..5001.25 are asks no more
+        assert [(d["type"], d["price"]) for d in upd if d["type"] in (3, 4)] == [(4, 5001.00), (3, 5001.50)]
+
+        size = book.asks[5001.50]
+        set_market(sim, 5001.00, 5001.50, last=5001.50)   # a 1-lot trade at the ask eats the level
+        (upd,) = depth_entries(depth, 3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayDepth")
+        book.apply(upd)
+        assert book.asks[5001.50] == max(1, size - 1) and [d["price"] for d in upd] == [5001.50]
         got = quotes.records(3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayQuote")
         assert invocations(got, "GatewayQuote") and not invocations(got, "GatewayDepth")
+
+        # a second subscriber gets a Reset and the same book at once
+        late = RawHub(sim, "market")
+        try:
+            late.send({"type": 1, "target": "SubscribeContractMarketDepth", "arguments": [sim.contract_id],
+                       "invocationId": "l"})
+            (snap,) = depth_entries(late, 3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayDepth")
+            other = BookClient()
+            other.apply(snap)
+            assert snap[0]["type"] == 6 and (other.bids, other.asks) == (book.bids, book.asks)
+        finally:
+            late.close()
 
         depth.send({"type": 1, "target": "UnsubscribeContractMarketDepth", "arguments": [sim.contract_id],
                     "invocationId": "u"})
@@ -240,7 +303,7 @@ def test_market_depth_best_bid_and_ask_only_for_depth_subscribers(sim):
         set_market(sim, 5002.00)
         quotes.records(3, until=lambda r: isinstance(r, dict) and r.get("target") == "GatewayQuote")
         assert not invocations(depth.records(0.5), "GatewayDepth")     # unsubscribed: nothing more
-        assert sim.state()["stats"]["subscribe_depth"] == 1
+        assert sim.state()["stats"]["subscribe_depth"] == 2
     finally:
         depth.close()
         quotes.close()

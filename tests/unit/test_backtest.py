@@ -77,6 +77,9 @@ def test_run_backtest_writes_the_session_report(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == res["trades"] > 0
     assert (tmp_path / "out" / f"report_{day}.html").read_text().count("<tr>") >= res["trades"]
+    # the same report as a live session's: the run's own price and model confidence are drawn
+    text = (tmp_path / "out" / f"report_{day}.html").read_text()
+    assert "data-chart='price'><svg" in text and "no price recorded" not in text and "no predictions recorded" not in text
     assert (tmp_path / "out" / f"metrics_{day}.json").is_file()
     blocked = res["entries_blocked"]
     assert blocked["features_out_of_range"] <= 301 and blocked["spread_too_wide"] > 0   # only the warm-up still blocks

@@ -17,6 +17,8 @@ api:
   username: ${TOPSTEPX_USERNAME}
   api_key: ${TOPSTEPX_API_KEY}
   account_id: ${TOPSTEPX_ACCOUNT_ID}
+trading:
+  flatten_time: "16:05"     # live mode refuses a flatten after broker_flat_by (16:10)
 """
 SECRET = "sk-live-7f3c9a1b2d4e6f80"
 LIVE_ENV = {"TOPSTEPX_USERNAME": "trader", "TOPSTEPX_API_KEY": SECRET, "TOPSTEPX_ACCOUNT_ID": "4242"}
@@ -43,7 +45,8 @@ def error_of(tmp_path: Path, text: str, env: dict | None = None) -> str:
 def test_shipped_config_loads_with_an_empty_environment():
     cfg = load_config(ROOT / "config" / "live_trading.yaml", env={})
     assert cfg.api.mode == "sim"
-    assert cfg.trading.contract == "CON.F.US.MES.H26"
+    assert cfg.trading.contract == "MES"            # a symbol: the front month, resolved at start
+    assert cfg.trading.clock == "event"             # SCALPER_CLOCK unset: follows api.mode sim
     assert (cfg.trading.session_start, cfg.trading.session_end, cfg.trading.flatten_time) == (
         time(9, 30), time(16, 30), time(16, 25))
     assert cfg.risk.max_daily_loss == Decimal(50) and cfg.risk.max_daily_loss_cents == 5000
@@ -289,3 +292,34 @@ def test_overrides_apply_before_validation(tmp_path):
     assert load_config(p, env={}, overrides={"risk.max_contracts": 1}).risk.max_contracts == 1
     with pytest.raises(ConfigError, match="risk.max_contracts = 0"):
         load_config(p, env={}, overrides={"risk.max_contracts": 0})
+
+
+# -- live mode: wall clock, flat by the broker's time ---------------------------------------
+
+def test_live_mode_forces_the_wall_clock(tmp_path):
+    cfg = load_config(write(tmp_path, LIVE_API), env=LIVE_ENV)
+    assert cfg.trading.clock == "live"              # unset: follows api.mode
+    shipped = load_config(ROOT / "config" / "live_trading.yaml", env={**LIVE_ENV, "SCALPER_MODE": "live",
+                                                                      "TOPSTEPX_BASE_URL": "https://api.topstepx.com"},
+                          overrides={"trading.flatten_time": "16:05"})
+    assert shipped.trading.clock == "live"          # the shipped file: SCALPER_CLOCK need not be exported
+    msg = error_of(tmp_path, LIVE_API + "  clock: event\n", LIVE_ENV)
+    assert "trading.clock = event" in msg and "api.mode live needs the wall clock" in msg
+    assert load_config(write(tmp_path, LIVE_API.replace("mode: live", "mode: sim")), env={}).trading.clock == "event"
+
+
+def test_live_mode_refuses_a_flatten_after_broker_flat_by_unless_overridden(tmp_path):
+    late = LIVE_API.replace('flatten_time: "16:05"', 'flatten_time: "16:25"')
+    msg = error_of(tmp_path, late, LIVE_ENV)
+    assert "trading.flatten_time = 16:25" in msg and "trading.broker_flat_by = 16:10" in msg
+    assert "trading.allow_flatten_after_broker_flat_by: true" in msg          # the error names the key
+    cfg = load_config(write(tmp_path, late + "  allow_flatten_after_broker_flat_by: true\n"), env=LIVE_ENV)
+    assert cfg.trading.flatten_time == time(16, 25) and cfg.warnings()      # accepted, still warned
+    # sim mode: a warning only
+    assert load_config(write(tmp_path, late.replace("mode: live", "mode: sim")), env={}).warnings()
+
+
+def test_contract_may_be_a_symbol_or_an_id(tmp_path):
+    assert load_config(write(tmp_path, "trading:\n  contract: MNQ\n"), env={}).trading.contract == "MNQ"
+    msg = error_of(tmp_path, "trading:\n  contract: XYZ\n")
+    assert "trading.contract = 'XYZ'" in msg

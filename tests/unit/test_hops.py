@@ -47,3 +47,14 @@ def test_hopstats_median_p99_and_flat_keys():
 def test_pct_nearest_rank():
     assert pct([5.0], 99) == 5.0
     assert pct(list(range(1, 11)), 50) == 5 and pct(list(range(1, 11)), 100) == 10
+
+
+def test_recent_keeps_the_last_entries_whole_in_microseconds():
+    st = HopStats()
+    for i in range(12):
+        st.add(chain(t0=1_000_000_000 + i, feed_pub=50, order_ack=2000 + i))
+    recent = st.recent_list()
+    assert len(recent) == 10                                  # the last ten, oldest first
+    assert recent[-1]["broker_ack"] == 2011.0 and recent[0]["broker_ack"] == 2002.0
+    assert recent[-1]["at_ns"] == 1_000_000_011 and recent[-1]["feed"] == 50.0
+    assert recent[-1]["total"] == 2061.0

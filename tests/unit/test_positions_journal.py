@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 from common.messages import Fill
 from services.positions import journal
 from services.positions.ledger import Ledger
-from services.positions.report import build_report, equity_svg
+from services.positions.report import build_report, load_session, trips_from_csv
 from tests.unit.test_positions_ledger import BUY, MES, S, SELL, T0, day_of
 
 
@@ -79,13 +80,20 @@ def test_report_file(tmp_path):
     day = lg.day
     journal.write_trades_csv(tmp_path, day, lg.trips)
     journal.write_metrics(tmp_path, day, journal.metrics(lg.trips))
+    # the trades CSV reads back into the same round trips (times to the millisecond)
+    assert [(t.direction, t.size, t.entry_price, t.exit_price, t.ticks, t.pnl_cents, t.fees_cents, t.exit_reason,
+             t.entry_ns, t.exit_ns) for t in trips_from_csv(tmp_path / f"trades_{day}.csv")] == \
+        [(t.direction, t.size, t.entry_price, t.exit_price, t.ticks, t.pnl_cents, t.fees_cents, t.exit_reason,
+          t.entry_ns, t.exit_ns) for t in lg.trips]
+    assert load_session(tmp_path, day).trips[0].pnl_cents == 1676
     path = build_report(tmp_path, day)
     text = path.read_text()
     assert path.name == f"report_{day}.html"
-    assert "<svg" in text and "<path" in text and "+$4.54" in text
-    assert text.count("<circle") == 3
-    assert (tmp_path / f"equity_{day}.svg").read_text().startswith("<svg")
+    assert "+$4.54" in text                                   # net P&L card
+    for chart in ("equity", "price", "pnl_hour", "pnl_reason", "confidence", "latency"):
+        assert f"data-chart='{chart}'><svg" in text, chart
+    assert text.count("<tr><td>") == 3                        # one row per round trip
+    assert "<script" not in text and not re.search(r"(src|href)=[\"']https?:", text)   # opens offline
     # no files at all: still a readable page
     empty = build_report(tmp_path / "empty", "2026-01-02")
     assert "No round trips" in empty.read_text()
-    assert equity_svg([]).startswith("<svg")

@@ -86,6 +86,7 @@ def test_scalper_run_refuses_live_mode_with_the_demo_model(tmp_path, monkeypatch
                        "ws_url": "https://rtc.topstepx.com/hubs/market", "user_hub_url": "https://rtc.topstepx.com/hubs/user"})
     raw["model"]["path"] = str(SHIPPED / "model.onnx")
     raw["model"]["config"] = str(SHIPPED / "config.json")
+    raw["trading"]["flatten_time"] = "16:05"    # live mode refuses a flatten after broker_flat_by first
     p = tmp_path / "live.yaml"
     p.write_text(yaml.safe_dump(raw))
     monkeypatch.setattr("os.execv", lambda *a: pytest.fail("supervisord must not start"))

@@ -1,0 +1,53 @@
+"""Operator commands (halt, resume, flatten) sent the way `scalper halt|resume|flatten` sends
+them: an OperatorCommand to the engine and an OrderCommand to the order gateway, each a
+single REQ with a timeout. Both get it, so a halt or flatten still works when one is down.
+
+Used by `scalper halt|resume|flatten` (services/cli/commands.py) and by the dashboard's buttons.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from common.config import Config
+
+ACTIONS = ("halt", "resume", "flatten")
+
+
+@dataclass(frozen=True)
+class Answer:
+    target: str          # engine | gateway
+    answered: bool
+    ok: bool
+    message: str = ""
+
+    def line(self) -> str:
+        what = "ok" if self.ok else "no answer" if not self.answered else "refused"
+        return f"{self.target}: {what}{' - ' + self.message if self.message else ''}"
+
+
+def _request(endpoint: str, msg, timeout_ms: int):
+    from common.bus import LazyPirateClient, ServiceUnavailable
+    client = LazyPirateClient("operator", endpoint, timeout_ms=timeout_ms, retries=0)
+    try:
+        return client.request(msg).msg
+    except ServiceUnavailable:
+        return None
+    finally:
+        client.close()
+
+
+def send(cfg: Config, action: str, reason: str = "", timeout_ms: int = 5000) -> list[Answer]:
+    """Blocking: ask the engine, then the gateway. Raises ValueError on an unknown action."""
+    from common.messages import OperatorCommand, OrderCommand
+    if action not in ACTIONS:
+        raise ValueError(f"unknown operator action {action!r}; known: {', '.join(ACTIONS)}")
+    reason = reason or f"operator {action}"
+    out = []
+    eng = _request(cfg.bus.engine_cmd, OperatorCommand(action, reason=reason, key=f"op-{time.time_ns()}"),
+                   min(timeout_ms, 1500))
+    out.append(Answer("engine", eng is not None, bool(eng is not None and eng.ok), getattr(eng, "message", "") or ""))
+    gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
+                  timeout_ms)
+    out.append(Answer("gateway", gw is not None, bool(gw is not None and gw.ok), getattr(gw, "message", "") or ""))
+    return out
