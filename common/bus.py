@@ -1,4 +1,4 @@
-"""ZeroMQ plumbing for the patterns in ARCHITECTURE.md, named as the zguide names them.
+"""ZeroMQ plumbing for the patterns in docs/architecture.md, named as the zguide names them.
 
 - Publisher: PUB socket; numbers every message per topic, keeps the retained
   state (last message per key) and serves it on a snapshot socket.

@@ -233,9 +233,18 @@ class RiskConfig(_Section):
 
 
 class ExecutionConfig(_Section):
-    order_type: Literal["market", "limit"] = "market"
+    # the spec's key; entries are market orders (no limit-entry path exists), so "limit" is
+    # refused at start rather than accepted and ignored
+    order_type: Literal["market"] = "market"
     slippage_buffer_ticks: int = Field(1, ge=0)
-    fill_timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("order_type", mode="before")
+    @classmethod
+    def _market_only(cls, v: object) -> object:
+        if v != "market":
+            raise ValueError("entries are market orders only (limit entries are not implemented); "
+                             "a market entry is refused when the spread exceeds 1 + execution.slippage_buffer_ticks")
+        return v
 
 
 def _ep(port: int) -> str:
@@ -243,7 +252,7 @@ def _ep(port: int) -> str:
 
 
 class BusConfig(_Section):
-    """Every socket of the pipeline. Loopback by default; see ARCHITECTURE.md."""
+    """Every socket of the pipeline. Loopback by default; see docs/architecture.md."""
     feed_pub: str = _ep(5550)
     feed_snap: str = _ep(5551)
     inference_pub: str = _ep(5552)
@@ -270,7 +279,7 @@ class BusConfig(_Section):
             if not (ep.startswith("ipc://") or ep.startswith("inproc://")
                     or ep.startswith("tcp://127.") or ep.startswith("tcp://localhost:")):
                 raise ValueError(f"bus.{name} = {ep}: only loopback tcp:// or ipc:// endpoints are allowed "
-                                 "without CURVE keys (ARCHITECTURE.md)")
+                                 "without CURVE keys (docs/architecture.md)")
         return self
 
 

@@ -17,7 +17,7 @@ import statistics
 STAGES = ("tick_recv", "feed_pub", "bar_closed", "features_done", "model_scored", "engine",
           "cmd_recv", "order_sent", "order_ack")
 SEGMENTS = {
-    "feed_pub": "feed",                 # tick received -> published by the feed gateway
+    "feed_pub": "feed",                 # tick received -> published by the feed
     "bar_closed": "bar_wait",           # bus to the worker + waiting for the bar to close
     "features_done": "features",
     "model_scored": "inference",

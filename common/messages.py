@@ -27,10 +27,10 @@ class DecodeError(ValueError):
 
 
 # --------------------------------------------------------------------------
-# market data (feed gateway, replay)
+# market data (feed, replay)
 # --------------------------------------------------------------------------
 
-# Tick quality flags set by the feed gateway's sanitiser (bit mask).
+# Tick quality flags set by the feed's sanitiser (bit mask).
 FLAG_REPAIRED = 1        # a field was repaired by a documented rule
 FLAG_SUSPECT = 2         # kept but suspicious (e.g. large jump): consumers may ignore
 

@@ -2,7 +2,7 @@
 them: an OperatorCommand to the engine and an OrderCommand to the order gateway, each a
 single REQ with a timeout. Both get it, so a halt or flatten still works when one is down.
 
-Used by `scalper halt|resume|flatten` (common/cli.py) and by the dashboard's buttons.
+Used by `scalper halt|resume|flatten` (services/cli/commands.py) and by the dashboard's buttons.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SignalR hub client for the TopstepX market and user hubs, on `signalrcore` 1.0.2.
 
-Usage (feed gateway, order gateway)::
+Usage (feed, order gateway)::
 
     hub = HubClient(
         url=cfg.api.market_hub_url,

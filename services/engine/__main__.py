@@ -18,7 +18,7 @@ from common.bus import (
 from common.clock import EventClock
 from common.instruments import InstrumentError, instrument_for
 from common.messages import (
-    Account, Bar, FeedStatus, Fill, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
+    Account, Bar, FeedStatus, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
     Prediction, Quote, Reply, RiskEvent,
 )
 from common.service import boot
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "positions": Subscriber(SERVICE, cfg.bus.positions_pub, cfg.bus.positions_snap,
                                 topics=[Position, Account, RiskEvent, Heartbeat]),
         "orders": Subscriber(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap,
-                             topics=[OrderEvent, Fill, RiskEvent, Heartbeat]),
+                             topics=[OrderEvent, RiskEvent, Heartbeat]),
     }
 
     def handle(name: str) -> None:
@@ -105,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
                 engine.on_risk_event(msg, env.src)
             elif isinstance(msg, OrderEvent):
                 engine.on_order_event(msg, env.snapshot)
-            elif isinstance(msg, Fill):
-                engine.on_fill(msg)
 
     for name, sub in subs.items():
         loop.add_reader(sub.sock, lambda n=name: handle(n))

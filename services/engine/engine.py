@@ -14,12 +14,12 @@ from loguru import logger
 
 from common.instruments import instrument_for
 from common.messages import (
-    Account, Bar, Fill, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
+    Account, Bar, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
     Prediction, Quote, Reply, RiskEvent, Signal,
 )
 from common.session import SessionCalendar
-from services.engine import breakers as B
-from services.engine import risk as R
+from services.engine import breakers
+from services.engine import risk
 from services.engine.config import EngineConfig
 from services.engine.signals import ENTRIES, EXITS, REVERSALS, SignalParams, downgrade_reverse, generate, signal_id
 
@@ -54,9 +54,9 @@ class Engine:
         self.session = session or SessionCalendar.from_config(cfg.trading)
         self.session.today(time.time_ns())      # load the exchange calendar now, not on the first decision
         self.sp = SignalParams(cfg.model.min_confidence, cfg.model.reverse_confidence, cfg.model.max_holding_s)
-        self.rp = R.RiskParams.from_config(cfg, sect.require_atr)
-        self.breakers = B.Breakers(B.BreakerParams.from_risk(cfg.risk), sect.needed_services, wall=wall)
-        self.rules = R.RuleState()
+        self.rp = risk.RiskParams.from_config(cfg, sect.require_atr)
+        self.breakers = breakers.Breakers(breakers.BreakerParams.from_risk(cfg.risk), sect.needed_services, wall=wall)
+        self.rules = risk.RuleState()
         # state
         self.pos_dir = 0
         self.pos_size = 0
@@ -193,10 +193,10 @@ class Engine:
                 self.gateway_halt = ""
             logger.info(f"ENGINE: order gateway {'halted: ' + self.gateway_halt if self.gateway_halt else 'resumed'}")
             return
-        if src == "supervision" and ev.kind == B.CRASH_LOOP:
+        if src == "supervision" and ev.kind == breakers.CRASH_LOOP:
             self._risk(self.breakers.on_crash_loop(ev.active, ev.detail))
             return
-        if ev.kind == B.POSITION_MISMATCH:
+        if ev.kind == breakers.POSITION_MISMATCH:
             self._risk(self.breakers.on_mismatch(ev.active, ev.detail))
             if not ev.active:
                 self.mismatch_flattened = False
@@ -214,9 +214,6 @@ class Engine:
         if p is not None and ev.leg == "entry" and ev.intent_key == p.key and ev.status in FAILED_ENTRY_STATUS:
             logger.warning(f"ENGINE: entry {p.key} ended without a fill (status {ev.status}); exposure cleared")
             self.pending = None
-
-    def on_fill(self, fill: Fill) -> None:
-        pass   # positions come from the keeper; fills only matter to it
 
     def on_reply(self, reply: OrderReply) -> None:
         if reply.status == "halted":
@@ -257,14 +254,14 @@ class Engine:
         if kind in ENTRIES or kind in REVERSALS:
             blocks = self.entry_blocks()
             blocks.pop("in_flight", None)
-            blocks.update(R.prediction_gates(self.rp, pred, now, self.sect.bar_interval_s))
+            blocks.update(risk.prediction_gates(self.rp, pred, now, self.sect.bar_interval_s))
             spread = self.spread_ticks if self.spread_ticks is not None else pred.spread_ticks
-            blocks.update(R.spread_gate(self.rp, spread))
+            blocks.update(risk.spread_gate(self.rp, spread))
             if not blocks:
                 balance = self.account.balance_cents if self.account else self.rp.starting_capital_cents
-                plan = R.plan_entry(self.rp, self.inst, pred.atr_ticks, balance, self.day_pnl())
+                plan = risk.plan_entry(self.rp, self.inst, pred.atr_ticks, balance, self.day_pnl())
                 if plan.size <= 0:
-                    blocks[R.SIZE_ZERO] = (f"size 0 for a {plan.stop_ticks}-tick stop on balance "
+                    blocks[risk.SIZE_ZERO] = (f"size 0 for a {plan.stop_ticks}-tick stop on balance "
                                            f"{balance / 100:.2f}: trade skipped")
             if blocks:
                 self._block(blocks)
@@ -277,7 +274,7 @@ class Engine:
         self.latency_us["max"] = max(self.latency_us["max"], round(us, 1))
 
     # ------------------------------------------------------------------ acting
-    def act(self, kind: str, key: str, pred: Prediction | None, reason: str, plan: R.EntryPlan | None = None,
+    def act(self, kind: str, key: str, pred: Prediction | None, reason: str, plan: risk.EntryPlan | None = None,
             hops: dict | None = None) -> OrderReply | None:
         conf = pred.confidence if pred else 1.0
         price = pred.close_ticks if pred else (self.last_pred.close_ticks if self.last_pred else 0)
@@ -344,7 +341,7 @@ class Engine:
 
     # ------------------------------------------------------------------ account rules
     def evaluate_account(self) -> None:
-        verdict = R.account_rules(self.rp, self.account, self.unrealized())
+        verdict = risk.account_rules(self.rp, self.account, self.unrealized())
         self._risk(self.rules.update(verdict.blocks))
         if verdict.flatten is not None:
             day = self.trading_day()
@@ -431,7 +428,7 @@ class Engine:
     def status(self) -> dict:
         return {
             "breakers": self.breakers.names(),
-            "halted": B.MANUAL_HALT in self.breakers.active,
+            "halted": breakers.MANUAL_HALT in self.breakers.active,
             "day_halt": self.day_halt.get(self.trading_day(), ""),
             "rules": sorted(self.rules.active),
             "position": {"contract": self.contract, "direction": self.pos_dir, "size": self.pos_size}

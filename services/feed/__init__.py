@@ -1,1 +1,1 @@
-"""Feed gateway: TopstepX market hub -> normalized, sanitized ticks on the feed socket, plus a raw recording."""
+"""Feed: TopstepX market hub -> normalized, sanitized ticks on the feed socket, plus a raw recording."""

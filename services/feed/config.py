@@ -24,7 +24,7 @@ class FeedConfig(BaseModel):
     heartbeat_lag_ms: int = Field(250, ge=0)
     record: bool = True
     record_dir: str | None = None                # None: <logging.dir>/ticks
-    # sanitiser (services/feed/sanitize.py)
+    # sanitiser (common/ticks/sanitize.py)
     cross_tolerance_ticks: int = Field(0, ge=0)
     jump_ticks: int = Field(200, gt=0)
     jump_confirm: int = Field(3, gt=0)

@@ -17,9 +17,9 @@ from common.session import SessionCalendar
 from common.topstepx.hub import CONNECTED, CONNECTING, RECONNECTING, STOPPED, HubClient, hub_timing
 from common.topstepx.rest import TopstepXClient
 from services.feed.config import FeedConfig
-from services.feed.core import FeedCore
+from common.ticks.feed_core import FeedCore
 from services.feed.watchdog import StaleWatchdog, TokenRefresher, needs_login
-from services.replay.recording import STATUS, DailyRecorder
+from common.recording import STATUS, DailyRecorder
 
 FEED_STATE = {CONNECTING: "connecting", CONNECTED: "subscribed", RECONNECTING: "reconnecting", STOPPED: "down"}
 

@@ -28,7 +28,7 @@ from common.clock import fmt_ny
 from common.instruments import instrument_for
 from common.messages import Account, Bar, Prediction, Quote, RoundTrip, Trade
 from common.session import SessionCalendar
-from services.engine import risk as R
+from services.engine import risk
 from services.engine.signals import ENTRIES, EXITS, REVERSALS, SignalParams, downgrade_reverse, generate, signal_id
 from services.inference.dataset import NS, build_tape
 from services.inference.features import FEATURE_NAMES
@@ -66,7 +66,7 @@ class Backtest:
         self.sp = SignalParams(cfg.model.min_confidence if min_confidence is None else min_confidence,
                                cfg.model.reverse_confidence, cfg.model.max_holding_s)
         # the latency gates measure this machine, not the market: off, so a backtest is reproducible
-        self.rp = replace(R.RiskParams.from_config(cfg), max_feature_ms=float("inf"), max_inference_ms=float("inf"))
+        self.rp = replace(risk.RiskParams.from_config(cfg), max_feature_ms=float("inf"), max_inference_ms=float("inf"))
         self.session = SessionCalendar.from_config(cfg.trading)
         self.balance = self.rp.starting_capital_cents
         self.realized = 0
@@ -114,7 +114,7 @@ class Backtest:
         if self.pos is not None and self.session.must_be_flat(now):
             self._close(now, bar.bid_ticks if self.pos.direction > 0 else bar.ask_ticks, "eod")
         acct, unreal = self._account(bar.close_ticks)
-        verdict = R.account_rules(self.rp, acct, unreal)
+        verdict = risk.account_rules(self.rp, acct, unreal)
         if verdict.flatten is not None and not self.halted:
             self.halted = f"{verdict.flatten[0]}: {verdict.flatten[1]}"
             if self.pos is not None:
@@ -132,12 +132,12 @@ class Backtest:
                 blocks["session"] = phase
             if self.halted:
                 blocks["day_halt"] = self.halted
-            blocks.update(R.prediction_gates(self.rp, pred, now))
-            blocks.update(R.spread_gate(self.rp, pred.spread_ticks))
+            blocks.update(risk.prediction_gates(self.rp, pred, now))
+            blocks.update(risk.spread_gate(self.rp, pred.spread_ticks))
             if not blocks:
-                plan = R.plan_entry(self.rp, self.inst, pred.atr_ticks, self.balance, self.realized + unreal)
+                plan = risk.plan_entry(self.rp, self.inst, pred.atr_ticks, self.balance, self.realized + unreal)
                 if plan.size <= 0:
-                    blocks[R.SIZE_ZERO] = "size 0"
+                    blocks[risk.SIZE_ZERO] = "size 0"
             if blocks:
                 for k in blocks:
                     self.blocked[k] = self.blocked.get(k, 0) + 1

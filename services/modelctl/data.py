@@ -18,10 +18,7 @@ from pathlib import Path
 
 from common.messages import Quote, Trade
 
-try:                                   # h17 moves the recording format to common/
-    from common.recording import STATUS, read_header, read_recording  # type: ignore
-except ImportError:                    # pragma: no cover - before that move
-    from services.replay.recording import STATUS, read_header, read_recording
+from common.recording import STATUS, read_header, read_recording
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
@@ -48,9 +45,9 @@ def sha256_file(path: Path) -> str:
 
 
 def messages_from_recording(path: Path, contract: str | None = None) -> tuple[str, list]:
-    """Every Quote/Trade the feed gateway would publish for this recording, in order."""
-    from services.feed.core import FeedCore
-    from services.feed.sanitize import BadTickLog
+    """Every Quote/Trade the feed would publish for this recording, in order."""
+    from common.ticks.feed_core import FeedCore
+    from common.ticks.sanitize import BadTickLog
     head = read_header(path)
     contract = contract or head.get("contract") or ""
     out: list = []

@@ -1,1 +1,1 @@
-"""Order gateway: the only process that talks to the broker's order endpoints (issue 7)."""
+"""Order gateway: the only process that talks to the broker's order endpoints."""

@@ -20,7 +20,7 @@ from common.messages import Fill, OrderCommand, OrderEvent, OrderReply, RiskEven
 from common.topstepx.rest import (
     BrokerError, OutcomeUnknown, RateLimited, TopstepXClient, TopstepXError, parse_time, unwrap,
 )
-from services.orders import logic as L
+from services.orders import logic
 from services.orders.config import OrdersConfig
 from services.orders.journal import Journal
 
@@ -54,7 +54,7 @@ class Gateway:
         self.rows: dict[str, dict] = {}            # tag -> journal row {key, leg, attempt, order_id}
         self.seen_trades: set[int] = journal.fill_ids()
         self.day_pnl: dict[str, int] = {}          # trading day -> realized net cents (all trades)
-        self.positions: dict[str, L.BrokerPosition] = {}
+        self.positions: dict[str, logic.BrokerPosition] = {}
         self.marks: dict[str, int] = {}
         h = journal.get("halt") or {}
         self.halted: bool = bool(h.get("halted"))
@@ -139,7 +139,7 @@ class Gateway:
 
     def next_attempt(self, key: str, leg: str) -> int:
         n = 0
-        while L.make_tag(key, leg, n) in self.rows:
+        while logic.make_tag(key, leg, n) in self.rows:
             n += 1
         return n
 
@@ -160,27 +160,27 @@ class Gateway:
         """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
         Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
         attempt = self.next_attempt(key, leg)
-        tag = L.make_tag(key, leg, attempt)
+        tag = logic.make_tag(key, leg, attempt)
         inst = instrument_for(contract)
         data = {"contract": contract, "type": type_, "side": side, "size": size, "price_ticks": price_ticks,
                 "status": 6, "fill_volume": 0, **(extra or {})}
         row = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data}
         self.rows[tag] = row
         self.journal.put_order(tag, key, leg, attempt, data)
-        logger.info(L.order_line(contract, type_, side, size, None if type_ == L.MARKET else price_ticks))
+        logger.info(logic.order_line(contract, type_, side, size, None if type_ == logic.MARKET else price_ticks))
         price = inst.to_price(price_ticks) if price_ticks is not None else None
         self.stats["orders_sent"] += 1
         t0 = time.perf_counter_ns()
         sent_wall = time.time_ns()
         try:
             oid = self.rest.place_order(self.acct, contract, type_, side, size,
-                                        limit_price=price if type_ == L.LIMIT else None,
-                                        stop_price=price if type_ == L.STOP else None, custom_tag=tag)
+                                        limit_price=price if type_ == logic.LIMIT else None,
+                                        stop_price=price if type_ == logic.STOP else None, custom_tag=tag)
         except BrokerError as exc:
             self.stats["rejects"] += 1
             oid = exc.payload.get("orderId")
             if oid:
-                self._register(tag, int(oid), {**data, "status": L.REJECTED})
+                self._register(tag, int(oid), {**data, "status": logic.REJECTED})
             logger.warning(f"ORDER: {tag} rejected by the broker: errorCode {exc.code} {exc.message}")
             raise
         except OutcomeUnknown as exc:
@@ -274,7 +274,7 @@ class Gateway:
         pos = self.positions.get(cmd.contract or self.contract)
         working = [{"order_id": o["id"], "tag": o["tag"], "leg": o["leg"], "type": o.get("type"),
                     "side": o.get("side"), "size": o.get("size"), "status": o.get("status")}
-                   for o in self.orders.values() if o.get("status") in L.WORKING]
+                   for o in self.orders.values() if o.get("status") in logic.WORKING]
         return OrderReply(cmd.key, True, "ok", detail={
             "halted": self.halted, "halt_reason": self.halt_reason, "working_orders": working,
             "position": ({"contract": pos.contract, "direction": pos.direction, "size": pos.size} if pos else None),
@@ -288,7 +288,7 @@ class Gateway:
         known = now > 0
         it = self.active_intent(contract)
         pos = self.positions.get(contract)
-        return L.entry_refusal(
+        return logic.entry_refusal(
             halted=self.halted, halt_reason=self.halt_reason, size=size, max_contracts=self.max_contracts,
             open_size=(pos.size if pos else 0) or (it.get("filled", 0) if it else 0),
             in_flight=it is not None, past_flatten=known and self.calendar.must_be_flat(now),
@@ -317,11 +317,11 @@ class Gateway:
         size = cmd.size
         while True:
             try:
-                oid = self.send(cmd.key, "entry", contract, L.MARKET, L.entry_side(cmd.direction), size)
+                oid = self.send(cmd.key, "entry", contract, logic.MARKET, logic.entry_side(cmd.direction), size)
                 break
             except BrokerError as exc:
-                if exc.code == L.INSUFFICIENT_FUNDS and L.reduced_size(size) > 0:
-                    size = L.reduced_size(size)
+                if exc.code == logic.INSUFFICIENT_FUNDS and logic.reduced_size(size) > 0:
+                    size = logic.reduced_size(size)
                     logger.warning(f"ORDER: insufficient margin; retrying {cmd.key} with size {size}")
                     continue
                 it["state"] = "rejected"
@@ -413,7 +413,7 @@ class Gateway:
             time.sleep(0.05 * (round_ + 1))
         return left
 
-    def broker_position(self, contract: str) -> L.BrokerPosition | None:
+    def broker_position(self, contract: str) -> logic.BrokerPosition | None:
         for p in self.rest.open_positions(self.acct):
             self._on_position(p)
         pos = self.positions.get(contract)
@@ -449,7 +449,7 @@ class Gateway:
         oid = None
         if pos is not None:
             try:
-                oid = self.send(key, leg, contract, L.MARKET, L.close_side(pos.direction), pos.size)
+                oid = self.send(key, leg, contract, logic.MARKET, logic.close_side(pos.direction), pos.size)
             except (BrokerError, Unconfirmed, TopstepXError) as exc:
                 return False, None, f"close order failed: {exc}"
         if not self.wait_flat(contract):
@@ -482,7 +482,7 @@ class Gateway:
                     continue
                 direction = 1 if p.get("type") == 1 else -1
                 try:
-                    self.send(key, leg, p["contractId"], L.MARKET, L.close_side(direction), int(p["size"]))
+                    self.send(key, leg, p["contractId"], logic.MARKET, logic.close_side(direction), int(p["size"]))
                 except (BrokerError, Unconfirmed, TopstepXError) as exc:
                     logger.error(f"GUARD: flatten order for {p['contractId']} failed: {exc}")
             if self.wait_flat(None) and not self.cancel_all():
@@ -502,8 +502,8 @@ class Gateway:
         pt = o.get("price_ticks")
         return OrderEvent(o["id"], o["tag"], o["contract"], o["leg"], o.get("side", 0), o.get("type", 0),
                           o.get("size", 0), o.get("status", 0),
-                          limit_ticks=pt if o.get("type") == L.LIMIT else None,
-                          stop_ticks=pt if o.get("type") == L.STOP else None,
+                          limit_ticks=pt if o.get("type") == logic.LIMIT else None,
+                          stop_ticks=pt if o.get("type") == logic.STOP else None,
                           fill_volume=o.get("fill_volume", 0), filled_price=o.get("filled_price", ""),
                           intent_key=o["key"], signal_id=self._intent_field(o["key"], "signal_id", o["key"]))
 
@@ -538,7 +538,7 @@ class Gateway:
         new = {"status": int(raw.get("status", o.get("status", 0))), "fill_volume": int(raw.get("fillVolume") or 0),
                "size": int(raw.get("size") or o.get("size", 0)),
                "filled_price": str(Decimal(str(fp))) if fp not in (None, 0) else ""}
-        px = raw.get("stopPrice") if o.get("type") == L.STOP else raw.get("limitPrice")
+        px = raw.get("stopPrice") if o.get("type") == logic.STOP else raw.get("limitPrice")
         if px is not None:
             new["price_ticks"] = inst.to_ticks_rounded(px)
         changed = any(o.get(k) != v for k, v in new.items())
@@ -548,12 +548,12 @@ class Gateway:
         self.journal.put_order(o["tag"], o["key"], o["leg"], self.rows[o["tag"]]["attempt"],
                                {k: o.get(k) for k in ("contract", "type", "side", "size", "price_ticks", "status",
                                                       "fill_volume")}, oid)
-        terminal = o["status"] in L.TERMINAL
+        terminal = o["status"] in logic.TERMINAL
         self.publish(self.order_event(o), key=str(oid), forget=terminal)
         if o["leg"] == "entry" and terminal and o["fill_volume"] == 0:
             it = self.intents.get(o["key"])
             if it is not None and it["state"] in ("working", "unknown") and it.get("entry_oid") == oid:
-                it["state"] = "rejected" if o["status"] == L.REJECTED else "cancelled"
+                it["state"] = "rejected" if o["status"] == logic.REJECTED else "cancelled"
                 logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
                 self.save_intent(it)
 
@@ -600,7 +600,7 @@ class Gateway:
         if not publish:
             return
         self.stats["fills"] += 1
-        logger.info(L.fill_line(contract, side, size, price, leg))
+        logger.info(logic.fill_line(contract, side, size, price, leg))
         self.publish(fill, key=str(tid))
         if o is None:
             logger.warning(f"FILL: trade {tid} for order {oid} that is not ours")
@@ -632,7 +632,7 @@ class Gateway:
 
     def _modify_size(self, oid: int, size: int) -> None:
         o = self.orders.get(oid)
-        if o is None or o.get("size") == size or o.get("status") in L.TERMINAL:
+        if o is None or o.get("size") == size or o.get("status") in logic.TERMINAL:
             return
         try:
             self.rest.modify_order(self.acct, oid, size=size)
@@ -644,10 +644,10 @@ class Gateway:
     def protect(self, it: dict) -> None:
         """Stop and target for the filled quantity at the fill price ± the distances; resize on more fills."""
         c, d, size = it["contract"], it["direction"], it["filled"]
-        stop_px, tgt_px = L.bracket_ticks(it["fill_ticks"], d, it["stop_ticks"], it["target_ticks"])
-        side = L.close_side(d)
+        stop_px, tgt_px = logic.bracket_ticks(it["fill_ticks"], d, it["stop_ticks"], it["target_ticks"])
+        side = logic.close_side(d)
         self.busy_until[c] = time.monotonic() + 3
-        for leg, type_, px, field in (("stop", L.STOP, stop_px, "stop_oid"), ("target", L.LIMIT, tgt_px, "target_oid")):
+        for leg, type_, px, field in (("stop", logic.STOP, stop_px, "stop_oid"), ("target", logic.LIMIT, tgt_px, "target_oid")):
             if it.get(field):
                 self._modify_size(it[field], size)
                 continue
@@ -675,7 +675,7 @@ class Gateway:
         for tag, row in self.rows.items():
             if row["key"] == key and row["leg"] == leg and row["order_id"]:
                 o = self.orders.get(row["order_id"], {})
-                if o.get("status") not in L.TERMINAL:
+                if o.get("status") not in logic.TERMINAL:
                     return row["order_id"]
         return None
 
@@ -688,7 +688,7 @@ class Gateway:
             return
         inst = instrument_for(c)
         avg_x4 = int((Decimal(str(p.get("averagePrice") or 0)) / inst.tick_size * 4).to_integral_value())
-        self.positions[c] = L.BrokerPosition(c, d, size, avg_x4)
+        self.positions[c] = logic.BrokerPosition(c, d, size, avg_x4)
 
     # hub handlers (on the loop thread)
     def on_hub(self, target: str, args: list) -> None:
@@ -763,7 +763,7 @@ class Gateway:
         order history, not open) is not working: it would otherwise be reported, swept and
         counted as protection forever. Seen when a simulated broker was started afresh."""
         seen = {int(o["id"]) for o in orders if o.get("id") is not None}
-        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in L.WORKING and oid not in seen]
+        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in logic.WORKING and oid not in seen]
         if not ghosts:
             return
         try:
@@ -777,7 +777,7 @@ class Gateway:
             o = self.orders[oid]
             logger.warning(f"SYNC: order {oid} ({o['tag']}) is working in the journal but unknown to the broker; "
                            "marked cancelled")
-            self.on_order({"id": oid, "customTag": o["tag"], "contractId": o["contract"], "status": L.CANCELLED,
+            self.on_order({"id": oid, "customTag": o["tag"], "contractId": o["contract"], "status": logic.CANCELLED,
                            "fillVolume": o.get("fill_volume", 0), "size": o.get("size", 0)})
 
     def resolve_intents(self, orders: list[dict], initial: bool) -> None:
@@ -816,7 +816,7 @@ class Gateway:
                         and time.monotonic() > self.busy_until.get(it["contract"], 0):
                     logger.info(f"SYNC: {key}: broker shows flat; intent closed")
                     for x in (it.get("stop_oid"), it.get("target_oid")):
-                        if x and self.orders.get(x, {}).get("status") in L.WORKING:
+                        if x and self.orders.get(x, {}).get("status") in logic.WORKING:
                             self.cancel(x)
                     it["state"] = "closed"
                     self.save_intent(it)
@@ -827,12 +827,12 @@ class Gateway:
         busy |= {it["contract"] for it in self.intents.values() if it["state"] in ("placing", "working", "unknown", "closing")}
         bos = []
         for o in orders:
-            if int(o.get("status", 0)) not in L.WORKING:
+            if int(o.get("status", 0)) not in logic.WORKING:
                 continue
             inst = instrument_for(o["contractId"])
-            bos.append(L.BrokerOrder(int(o["id"]), o["contractId"], int(o["type"]), int(o["side"]), int(o["size"]),
+            bos.append(logic.BrokerOrder(int(o["id"]), o["contractId"], int(o["type"]), int(o["side"]), int(o["size"]),
                                      int(o["status"]), o.get("customTag") or ""))
-        rep = L.check_protection(list(self.positions.values()), bos, busy)
+        rep = logic.check_protection(list(self.positions.values()), bos, busy)
         if not rep:
             self.violations.clear()
             return
@@ -851,8 +851,8 @@ class Gateway:
             except TopstepXError as exc:
                 logger.warning(f"REPAIR: resize {oid} failed: {exc}")
         repair_key = f"gw-repair-{time.time_ns()}"
-        for pos, leg, type_ in [(p, "stop", L.STOP) for p in rep.place_stop] + \
-                               [(p, "target", L.LIMIT) for p in rep.place_target]:
+        for pos, leg, type_ in [(p, "stop", logic.STOP) for p in rep.place_stop] + \
+                               [(p, "target", logic.LIMIT) for p in rep.place_target]:
             it = self.active_intent(pos.contract)
             inst = instrument_for(pos.contract)
             if it is not None and it.get("fill_ticks") is not None:
@@ -862,16 +862,16 @@ class Gateway:
                 key, base = repair_key, round(pos.avg_ticks_x4 / 4)
                 sd, td = self.sect.repair_stop_ticks, self.sect.repair_target_ticks
                 leg = "repair" if leg == "stop" else leg
-            stop_px, tgt_px = L.bracket_ticks(base, pos.direction, sd, td)
-            px = stop_px if type_ == L.STOP else tgt_px
+            stop_px, tgt_px = logic.bracket_ticks(base, pos.direction, sd, td)
+            px = stop_px if type_ == logic.STOP else tgt_px
             try:
-                oid = self.send(key, leg, pos.contract, type_, L.close_side(pos.direction), pos.size, px)
+                oid = self.send(key, leg, pos.contract, type_, logic.close_side(pos.direction), pos.size, px)
                 if it is not None:
-                    it["stop_oid" if type_ == L.STOP else "target_oid"] = oid
+                    it["stop_oid" if type_ == logic.STOP else "target_oid"] = oid
                     self.save_intent(it)
             except TopstepXError as exc:
                 self.risk("protection_failed", True, f"repair {leg} for {contract_name(pos.contract)} failed: {exc}", "ERROR")
-                if type_ == L.STOP:
+                if type_ == logic.STOP:
                     self.close_contract(pos.contract, key, "exit")
         self.risk("protection_invariant", False, "repaired")
 
@@ -883,7 +883,7 @@ class Gateway:
         for c, p in self.positions.items():
             mark = self.marks.get(c)
             if mark is not None:
-                total += L.unrealized_cents(instrument_for(c), p.direction, p.size, p.avg_ticks_x4, mark)
+                total += logic.unrealized_cents(instrument_for(c), p.direction, p.size, p.avg_ticks_x4, mark)
         return total
 
     def guard(self) -> None:
@@ -896,7 +896,7 @@ class Gateway:
             self.risk("halt", False, f"new trading day {day}: daily loss halt cleared")
         if now > 0 and self.calendar.must_be_flat(now):    # no time rules before the event clock has data
             exposed = bool(self.positions) or any(it["state"] in ACTIVE for it in self.intents.values()) or \
-                any(o.get("status") in L.WORKING for o in self.orders.values())
+                any(o.get("status") in logic.WORKING for o in self.orders.values())
             if exposed or self.eod_done_day != day:
                 if self.flatten(f"gw-eod-{day}", "eod", f"flatten time {self.cfg.trading.flatten_time:%H:%M}"):
                     self.eod_done_day = day
@@ -905,7 +905,7 @@ class Gateway:
             return
         real = self.day_pnl.get(day, 0)
         unreal = self.unrealized()
-        if not (self.halted and h.get("kind") == "daily_loss") and L.daily_loss_hit(real, unreal, self.max_loss_cents):
+        if not (self.halted and h.get("kind") == "daily_loss") and logic.daily_loss_hit(real, unreal, self.max_loss_cents):
             detail = f"day P&L {real + unreal} cents (realized {real}, open {unreal}) <= -{self.max_loss_cents}"
             self.set_halt(f"daily loss: {detail}", "daily_loss")
             self.risk("daily_loss", True, detail, "ERROR")

@@ -1,1 +1,1 @@
-"""Replay: a tick recording -> the feed socket, exactly as the feed gateway would publish it."""
+"""Replay: a tick recording -> the feed socket, exactly as the live feed would publish it."""

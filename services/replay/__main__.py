@@ -1,4 +1,4 @@
-"""Replay a tick recording into the feed socket, as the feed gateway would publish it.
+"""Replay a tick recording into the feed socket, as the live feed would publish it.
 
     python -m services.replay RECORDING [--config PATH] [--speed N|max] [--from T --to T]
 
@@ -21,11 +21,10 @@ from common.clock import NY, EventClock, from_dt, to_ny
 from common.config import ConfigError, load_config
 from common.logging import setup_logging
 from common.messages import FeedStatus
-from services.feed.config import FeedConfig
-from services.feed.core import FeedCore
-from services.replay.config import ReplayConfig
+from common.recording import RecordingError, read_header, read_recording
+from common.ticks.feed_core import FeedCore
+from services.replay.config import FeedSanitizerKeys, ReplayConfig
 from services.replay.player import Player
-from services.replay.recording import RecordingError, read_header, read_recording
 
 SERVICE = "feed"   # downstream sees the same publisher name as live
 
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         rcfg = cfg.section("replay", ReplayConfig)
-        fcfg = cfg.section("feed", FeedConfig)
+        fcfg = cfg.section("feed", FeedSanitizerKeys)
         speed = parse_speed(args.speed)
     except (ConfigError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)

@@ -19,3 +19,14 @@ class ReplayConfig(BaseModel):
     gap_heartbeats: int = Field(10, ge=1)
     # after the last message keep the sockets open this long so subscribers drain
     linger_s: float = Field(1.0, ge=0)
+
+
+class FeedSanitizerKeys(BaseModel):
+    """The `feed:` section's sanitiser keys. Replay cleans ticks exactly as the live feed
+    does, so it reads them from the feed's section (the feed's other keys, about the live
+    connection, are ignored here). The defaults match services/feed/config.py."""
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    cross_tolerance_ticks: int = Field(0, ge=0)
+    jump_ticks: int = Field(200, gt=0)
+    jump_confirm: int = Field(3, gt=0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common.instruments import InstrumentError, instrument_for
 from common.topstepx.rest import parse_time
-from services.replay.recording import RecordingWriter
+from common.recording import RecordingWriter
 
 
 def convert(src: Path, dst: Path, contract: str) -> int:

@@ -1,8 +1,8 @@
 """Recording -> the feed socket's message stream, with pacing. No sockets: `publish` and
 `heartbeat` are injected, so tests and the simulator can drive it directly.
 
-Every hub event goes through services.feed.core.FeedCore, the same path as the live
-feed gateway, with the recorded receive time, so two replays of a file produce the
+Every hub event goes through common.ticks.feed_core.FeedCore, the same path as the live
+feed, with the recorded receive time, so two replays of a file produce the
 same messages in the same order. Heartbeats are emitted at every whole second of
 event time (exch_ns = that second), so downstream bars close on time through quiet
 spells exactly as they do live. "#status" records become FeedStatus messages.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from common.messages import FeedStatus
-from services.feed.core import FeedCore
-from services.replay.recording import STATUS, Record
+from common.recording import STATUS, Record
+from common.ticks.feed_core import FeedCore
 
 SECOND = 1_000_000_000
 

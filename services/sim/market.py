@@ -20,6 +20,9 @@ from pathlib import Path
 
 from common.clock import NY, from_dt, to_ny
 from common.instruments import Instrument
+from common.messages import Quote, Trade
+from common.recording import STATUS, read_header, read_recording
+from common.ticks.normalize import Normalizer
 
 NS = 1_000_000_000
 
@@ -65,12 +68,49 @@ def load_csv(path: str | Path, inst: Instrument) -> list[Tick]:
 
 
 def load_ticks(path: str | Path, inst: Instrument) -> list[Tick]:
-    """A recording of the feed gateway (services.replay) or a ts,price CSV."""
+    """A recording of the feed (common/recording.py) or a ts,price CSV."""
     p = str(path)
     if p.endswith(".csv") or p.endswith(".csv.gz"):
         return load_csv(path, inst)
-    from services.replay.recording import ticks_from_recording  # feed recordings
-    return ticks_from_recording(path, inst)
+    return ticks_from_recording(path)
+
+
+def ticks_from_recording(path: str | Path) -> list[Tick]:
+    """A feed recording (common/recording.py) -> the simulator's tape: one tick per
+    trade, with the book from the latest quote (or one tick around the trade by the tick
+    rule when no quote was seen yet), side 0 buy / 1 sell (unknown aggressor: the tick
+    rule). Uses the feed's own normalizer, so the sim replays what the feed understood;
+    the contract comes from the recording header."""
+    header = read_header(path)
+    norm = Normalizer(header.get("contract") or "")
+    out: list[Tick] = []
+    bid = ask = None
+    prev = None
+    side = 0
+    for rec in read_recording(path):
+        if rec.target == STATUS:
+            continue
+        for t in norm.on_event(rec.target, rec.args, rec.recv_ns):
+            m = t.msg
+            if isinstance(m, Quote):
+                if m.bid_ticks < m.ask_ticks:
+                    bid, ask = m.bid_ticks, m.ask_ticks
+                continue
+            if not isinstance(m, Trade) or m.size <= 0 or "bad_price" in t.issues:
+                continue
+            if m.aggressor:
+                side = 0 if m.aggressor > 0 else 1
+            elif prev is not None and m.price_ticks != prev:
+                side = 0 if m.price_ticks > prev else 1
+            prev = m.price_ticks
+            if bid is None or not (bid <= m.price_ticks <= ask):
+                b, a = (m.price_ticks - 1, m.price_ticks) if side == 0 else (m.price_ticks, m.price_ticks + 1)
+            else:
+                b, a = bid, ask
+            out.append(Tick(m.exch_ns, m.price_ticks, m.size, side, b, a))
+    if not out:
+        raise ValueError(f"{path}: no trades in the recording")
+    return out
 
 
 def shift_for(ticks: list[Tick], time_mode: str, start_at: str | None, now_ns: int) -> int:

@@ -1,6 +1,6 @@
 """Feed benchmarks -> logs/bench/feed.json
 
-1. Quote latency: hub send -> feed gateway process -> subscriber of the feed socket.
+1. Quote latency: hub send -> feed process -> subscriber of the feed socket.
    The hub (an in-process SignalR server, tests/unit/test_hub.py FakeHub, until the
    simulator's market hub is used) stamps each quote's `timestamp` with the wall clock
    at send, so latency = subscriber receive wall time - exch_ns. Hops split it:

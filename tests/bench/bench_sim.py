@@ -9,7 +9,7 @@ json.loads, so a quote is counted only once a client holds it as an object. Mean
 REST thread places orders (market in and out, limits either side of the market, stops)
 and a user-hub client counts the order/trade events the matching produced.
 
-Aim (issue 3): at least 5,000 quotes/s to each of the two clients on this 2-core machine.
+Aim: at least 5,000 quotes/s to each of the two clients on this 2-core machine.
 
     .venv/bin/python -m tests.bench.bench_sim [--seconds 8]
 """

@@ -8,13 +8,13 @@ import pytest
 
 from tests.harness.config import write_config
 from tests.harness.procs import ROOT
-from tests.harness.sim import SimProcess
+from tests.harness.sim import SimProcess, free_port
 
 pytestmark = pytest.mark.integration
 
 
 def scalper(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -46,6 +46,39 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
     r = scalper("--config", str(cfg), "check")
     assert r.returncode == 2
     assert "risk.max_daily_loss = " in r.stderr and "greater than 0" in r.stderr, r.stderr
+
+
+def test_report_writes_the_days_report_through_the_keepers_module(tmp_path):
+    """`scalper report --day D` runs services.positions.report (the CLI imports no service):
+    the page it names exists and holds the day's round trip."""
+    day = "2026-01-15"
+    cfg = write_config(tmp_path, None)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / f"trades_{day}.csv").write_text(
+        "entry_time,exit_time,side,size,entry_price,exit_price,ticks,pnl_usd,fees_usd,exit_reason,signal_id\n"
+        "10:00:00,10:01:00,LONG,1,6050.00,6053.50,14,16.76,0.74,target,LE1\n")
+    r = scalper("--config", str(cfg), "report", "--day", day)
+    assert r.returncode == 0, r.stdout + r.stderr
+    path = r.stdout.strip().splitlines()[-1]
+    assert path.endswith(f"report_{day}.html")
+    text = open(path).read()
+    assert f"Trading session {day}" in text and "+$16.76" in text and "LE1" in text
+
+
+def test_check_fails_the_model_line_when_the_model_does_not_match_its_config(tmp_path):
+    """The model line comes from services.inference.check, which loads the model as the worker
+    would: a config pointing at another model file is a [FAIL] naming it."""
+    bogus = tmp_path / "other.onnx"
+    bogus.write_bytes(b"not the model")
+    nobody = f"127.0.0.1:{free_port()}"          # no broker: those lines fail fast, the model line is the point
+    cfg = write_config(tmp_path, None, model={"path": str(bogus)},
+                       api={"base_url": f"http://{nobody}", "ws_url": f"http://{nobody}/hubs/market",
+                            "user_hub_url": f"http://{nobody}/hubs/user"})
+    r = scalper("--config", str(cfg), "check", timeout=120)
+    model = [l for l in r.stdout.splitlines() if "model" in l.split(":")[0]]
+    assert r.returncode == 1
+    assert model and model[0].startswith("[FAIL] model:") and "other.onnx" in model[0], r.stdout
 
 
 def test_check_resolves_a_symbol_to_the_front_month(tmp_path):

@@ -170,7 +170,7 @@ def test_dashboard_in_a_browser_matches_keeper_halts_engine_and_report_has_chart
         # opened the same way as the dashboard
         import subprocess
         import sys
-        r = subprocess.run([sys.executable, "-m", "common.cli", "--config", str(cfg_path), "report", "--day", DAY],
+        r = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(cfg_path), "report", "--day", DAY],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         report = Path(r.stdout.strip())

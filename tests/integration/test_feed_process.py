@@ -1,4 +1,4 @@
-"""The feed gateway as a real process against an in-test SignalR hub + login endpoint
+"""The feed as a real process against an in-test SignalR hub + login endpoint
 (tests/unit/test_hub.py FakeHub): subscribe and receive, drops, garbage, token expiry,
 staleness, recording. The same scenarios against the simulator are in test_feed_sim.py."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from common.bus import Subscriber
 from common.config import load_config
 from common.messages import FeedStatus, Heartbeat, Quote, Trade
-from services.replay.recording import read_recording
+from common.recording import read_recording
 from tests.harness.config import write_config
 from tests.harness.procs import ServiceProcess, wait_for
 from tests.unit.test_hub import FakeHub

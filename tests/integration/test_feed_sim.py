@@ -1,4 +1,4 @@
-"""The feed gateway (real process) against the TopstepX simulator (tests/harness/sim.py).
+"""The feed (real process) against the TopstepX simulator (tests/harness/sim.py).
 
 Fault controls used (sim.control(name, **params)); names follow the simulator's
 control API as announced in interfaces.md and are collected here so a rename is one

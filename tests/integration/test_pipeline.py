@@ -216,7 +216,7 @@ def test_operator_cli_status_halt_resume_flatten(tmp_path, sim):
     cfg_path = pipeline_config(tmp_path, sim)
 
     def scalper(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "common.cli", "--config", str(cfg_path), *args],
+        return subprocess.run([sys.executable, "-m", "services.cli", "--config", str(cfg_path), *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     with Pipeline(tmp_path, cfg_path):

@@ -1027,7 +1027,7 @@ def test_price_control_trade_prints_on_the_market_hub_and_fills_a_limit(sim):
 
 
 # --------------------------------------------------------------------------
-# REST as documented (issue 14 item 6): contracts, bars, null fields, limits
+# REST as documented: contracts, bars, null fields, limits
 # --------------------------------------------------------------------------
 
 def test_contract_list_is_front_and_next_month_on_the_market_clock(shared_sim):

@@ -1,4 +1,4 @@
-"""The feed's stale watchdog and the engine's stale-data breaker (issue 14 item 14), as real
+"""The feed's stale watchdog and the engine's stale-data breaker, as real
 processes against the real simulator: both read the session from the service clock (the
 simulator's market time, whatever the wall clock says) and trip within their configured
 seconds + 1 s of the last tick. The simulator's `stall` control stops its quotes and trades.

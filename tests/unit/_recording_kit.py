@@ -5,7 +5,7 @@ import random
 from datetime import datetime, timezone
 from pathlib import Path
 
-from services.replay.recording import RecordingWriter
+from common.recording import RecordingWriter
 
 CONTRACT = "CON.F.US.MES.M18"
 T0 = 1_525_701_600 * 1_000_000_000       # 2018-05-07 10:00:00 EDT

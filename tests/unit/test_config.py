@@ -148,6 +148,12 @@ def test_non_positive_daily_loss(tmp_path, value):
     assert f"risk.max_daily_loss = {value}" in msg and "greater than 0" in msg
 
 
+def test_limit_entries_are_refused_not_ignored(tmp_path):
+    msg = error_of(tmp_path, "execution:\n  order_type: limit\n")
+    assert "execution.order_type = 'limit'" in msg and "market orders only" in msg
+    assert load_config(write(tmp_path, "execution:\n  order_type: market\n"), env={}).execution.order_type == "market"
+
+
 def test_negative_min_balance(tmp_path):
     msg = error_of(tmp_path, "risk:\n  min_balance: -1\n")
     assert "risk.min_balance = -1" in msg and "greater than or equal to 0" in msg
@@ -288,7 +294,7 @@ def test_overrides_apply_before_validation(tmp_path):
         load_config(p, env={}, overrides={"risk.max_contracts": 0})
 
 
-# -- live mode: wall clock, flat by the broker's time (issue 14 items 11, 13) ---------------
+# -- live mode: wall clock, flat by the broker's time ---------------------------------------
 
 def test_live_mode_forces_the_wall_clock(tmp_path):
     cfg = load_config(write(tmp_path, LIVE_API), env=LIVE_ENV)

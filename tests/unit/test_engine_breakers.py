@@ -1,13 +1,13 @@
 """Every circuit breaker: trip and clear, on explicit (event) time."""
-from services.engine import breakers as B
+from services.engine import breakers
 
 NS = 1_000_000_000
 T0 = 1_773_066_000 * NS
-P = B.BreakerParams()
+P = breakers.BreakerParams()
 
 
 def fresh(needed=()):
-    b = B.Breakers(P, needed)
+    b = breakers.Breakers(P, needed)
     b.check(T0, True)          # start: grace for services and the first quote
     return b
 
@@ -49,7 +49,7 @@ def test_silent_service_trips_per_service_and_clears_when_heartbeats_return():
 
 
 def test_silent_service_never_seen_gets_a_grace_period():
-    b = B.Breakers(P, ["positions"])
+    b = breakers.Breakers(P, ["positions"])
     assert b.check(T0, False) == []
     assert "silent_service" not in b.active
     b.check(T0 + 3 * NS + 1, True)
@@ -59,7 +59,7 @@ def test_silent_service_never_seen_gets_a_grace_period():
 def test_silent_service_is_judged_on_wall_time_when_event_time_races_ahead():
     """A replay at 40x moves event time 40 s between two heartbeats a second apart: no trip."""
     wall = [10 * NS]
-    b = B.Breakers(P, ["feed"], wall=lambda: wall[0])
+    b = breakers.Breakers(P, ["feed"], wall=lambda: wall[0])
     for i in range(1, 6):
         wall[0] += NS
         b.on_heartbeat(T0 + 40 * i * NS, "feed")

@@ -5,10 +5,10 @@ import pytest
 
 from common.instruments import INSTRUMENTS
 from common.messages import Account, Prediction
-from services.engine import risk as R
+from services.engine import risk
 
 NS = 1_000_000_000
-P = R.RiskParams()
+P = risk.RiskParams()
 
 
 def acct(**kw):
@@ -22,41 +22,41 @@ def acct(**kw):
     (-3000, -1999, None), (2000, -7000, "daily_loss"), (-6000, 2000, None),
 ])
 def test_daily_loss_on_realized_plus_unrealized(realized, unrealized, flatten):
-    v = R.account_rules(P, acct(realized_day_cents=realized), unrealized)
+    v = risk.account_rules(P, acct(realized_day_cents=realized), unrealized)
     assert (v.flatten[0] if v.flatten else None) == flatten
-    assert (R.DAILY_LOSS in v.blocks) == (flatten is not None)
+    assert (risk.DAILY_LOSS in v.blocks) == (flatten is not None)
 
 
 def test_consecutive_losses_block_entries_only():
-    v = R.account_rules(P, acct(consecutive_losses=4), 0)
+    v = risk.account_rules(P, acct(consecutive_losses=4), 0)
     assert v.blocks == {}
-    v = R.account_rules(P, acct(consecutive_losses=5), 0)
-    assert R.CONSECUTIVE_LOSSES in v.blocks and v.flatten is None
+    v = risk.account_rules(P, acct(consecutive_losses=5), 0)
+    assert risk.CONSECUTIVE_LOSSES in v.blocks and v.flatten is None
 
 
 def test_min_balance_explicit_and_from_trailing_drawdown():
-    p = R.RiskParams(min_balance_cents=95_000)
-    assert R.MIN_BALANCE in R.account_rules(p, acct(balance_cents=95_000), 0).blocks
-    assert R.MIN_BALANCE not in R.account_rules(p, acct(balance_cents=95_001), 0).blocks
-    assert R.account_rules(P, acct(balance_cents=1), 0).blocks.get(R.MIN_BALANCE) is None  # none configured
+    p = risk.RiskParams(min_balance_cents=95_000)
+    assert risk.MIN_BALANCE in risk.account_rules(p, acct(balance_cents=95_000), 0).blocks
+    assert risk.MIN_BALANCE not in risk.account_rules(p, acct(balance_cents=95_001), 0).blocks
+    assert risk.account_rules(P, acct(balance_cents=1), 0).blocks.get(risk.MIN_BALANCE) is None  # none configured
 
 
 def test_trailing_drawdown_flattens_and_halts():
-    p = R.RiskParams(max_trailing_drawdown_cents=20_000, starting_capital_cents=100_000)
-    assert R.account_rules(p, acct(balance_cents=110_000, high_water_cents=125_000), 0).flatten is None
-    v = R.account_rules(p, acct(balance_cents=104_999, high_water_cents=125_000), 0)
-    assert v.flatten[0] == R.TRAILING_DRAWDOWN and R.TRAILING_DRAWDOWN in v.blocks
+    p = risk.RiskParams(max_trailing_drawdown_cents=20_000, starting_capital_cents=100_000)
+    assert risk.account_rules(p, acct(balance_cents=110_000, high_water_cents=125_000), 0).flatten is None
+    v = risk.account_rules(p, acct(balance_cents=104_999, high_water_cents=125_000), 0)
+    assert v.flatten[0] == risk.TRAILING_DRAWDOWN and risk.TRAILING_DRAWDOWN in v.blocks
     # unrealized counts; high water never below the starting capital
-    assert R.account_rules(p, acct(balance_cents=80_000), -1).flatten[0] == R.TRAILING_DRAWDOWN
-    assert R.account_rules(p, acct(balance_cents=80_000), 0).flatten is None
+    assert risk.account_rules(p, acct(balance_cents=80_000), -1).flatten[0] == risk.TRAILING_DRAWDOWN
+    assert risk.account_rules(p, acct(balance_cents=80_000), 0).flatten is None
 
 
 def test_broker_cannot_trade_blocks():
-    assert R.ACCOUNT_CANNOT_TRADE in R.account_rules(P, acct(can_trade=False), 0).blocks
+    assert risk.ACCOUNT_CANNOT_TRADE in risk.account_rules(P, acct(can_trade=False), 0).blocks
 
 
 def test_no_account_yet_no_rules():
-    v = R.account_rules(P, None, 0)
+    v = risk.account_rules(P, None, 0)
     assert v.blocks == {} and v.flatten is None
 
 
@@ -71,46 +71,46 @@ def pred(**kw):
 @pytest.mark.parametrize("kw,now_s,gates", [
     ({}, 101, set()),
     ({}, 104, set()),                                    # bar ended at 101: 3 s old is the limit
-    ({}, 104.001, {R.PREDICTION_STALE}),
-    ({"feature_us": 5001.0}, 101, {R.SLOW_FEATURES}),
+    ({}, 104.001, {risk.PREDICTION_STALE}),
+    ({"feature_us": 5001.0}, 101, {risk.SLOW_FEATURES}),
     ({"feature_us": 5000.0}, 101, set()),
-    ({"inference_us": 10_001.0}, 101, {R.SLOW_INFERENCE}),
-    ({"features_in_range": False, "out_of_range": ["ret_5"]}, 101, {R.FEATURES_OUT_OF_RANGE}),
-    ({"atr_ticks": 0.0}, 101, {R.ATR_NOT_WARM}),
-    ({"atr_ticks": 0.0, "inference_us": 20_000.0}, 200, {R.ATR_NOT_WARM, R.SLOW_INFERENCE, R.PREDICTION_STALE}),
+    ({"inference_us": 10_001.0}, 101, {risk.SLOW_INFERENCE}),
+    ({"features_in_range": False, "out_of_range": ["ret_5"]}, 101, {risk.FEATURES_OUT_OF_RANGE}),
+    ({"atr_ticks": 0.0}, 101, {risk.ATR_NOT_WARM}),
+    ({"atr_ticks": 0.0, "inference_us": 20_000.0}, 200, {risk.ATR_NOT_WARM, risk.SLOW_INFERENCE, risk.PREDICTION_STALE}),
 ])
 def test_prediction_gates(kw, now_s, gates):
-    assert set(R.prediction_gates(P, pred(**kw), int(now_s * NS))) == gates
+    assert set(risk.prediction_gates(P, pred(**kw), int(now_s * NS))) == gates
 
 
 def test_out_of_range_detail_names_the_features():
-    g = R.prediction_gates(P, pred(features_in_range=False, out_of_range=["ret_5", "vol_30"]), 101 * NS)
-    assert "ret_5,vol_30" in g[R.FEATURES_OUT_OF_RANGE]
+    g = risk.prediction_gates(P, pred(features_in_range=False, out_of_range=["ret_5", "vol_30"]), 101 * NS)
+    assert "ret_5,vol_30" in g[risk.FEATURES_OUT_OF_RANGE]
 
 
 def test_range_policy_flag_lets_out_of_range_through_but_never_the_warm_up():
     flag = dataclasses.replace(P, range_policy="flag")
-    assert R.prediction_gates(flag, pred(features_in_range=False, out_of_range=["ret_5"]), 101 * NS) == {}
+    assert risk.prediction_gates(flag, pred(features_in_range=False, out_of_range=["ret_5"]), 101 * NS) == {}
     warm = pred(features_in_range=False, out_of_range=["ret_5", "warmup"])
-    assert set(R.prediction_gates(flag, warm, 101 * NS)) == {R.FEATURES_OUT_OF_RANGE}
+    assert set(risk.prediction_gates(flag, warm, 101 * NS)) == {risk.FEATURES_OUT_OF_RANGE}
 
 
 def test_spread_gate():
-    assert R.spread_gate(P, 2) == {}
-    assert R.SPREAD in R.spread_gate(P, 3)
+    assert risk.spread_gate(P, 2) == {}
+    assert risk.SPREAD in risk.spread_gate(P, 3)
 
 
 def test_plan_entry_caps_by_open_contracts_and_daily_allowance():
     mes = INSTRUMENTS["MES"]
-    assert R.plan_entry(P, mes, 4.0, 100_000, 0).size == 2
-    assert R.plan_entry(P, mes, 4.0, 100_000, 0, open_contracts=1).size == 1
-    assert R.plan_entry(P, mes, 4.0, 100_000, -4200).size == 0         # 800 left < 824 per contract
-    p = R.plan_entry(P, mes, 4.0, 100_000, 0)
+    assert risk.plan_entry(P, mes, 4.0, 100_000, 0).size == 2
+    assert risk.plan_entry(P, mes, 4.0, 100_000, 0, open_contracts=1).size == 1
+    assert risk.plan_entry(P, mes, 4.0, 100_000, -4200).size == 0         # 800 left < 824 per contract
+    p = risk.plan_entry(P, mes, 4.0, 100_000, 0)
     assert (p.stop_ticks, p.target_ticks) == (6, 9)
 
 
 def test_rule_state_reports_trips_and_clears_once():
-    s = R.RuleState()
+    s = risk.RuleState()
     ev = s.update({"consecutive_losses": "5 in a row"})
     assert [(e.kind, e.active) for e in ev] == [("consecutive_losses", True)]
     assert s.update({"consecutive_losses": "5 in a row"}) == []

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.instruments import INSTRUMENTS
-from services.engine import risk as R
+from services.engine import risk
 from services.engine.sizing import (
     bracket_prices, fill_to_ticks, position_size, spread_ok, stop_distance, target_distance,
 )
@@ -59,22 +59,22 @@ def test_fill_to_ticks_off_grid_average():
 
 @settings(max_examples=300, deadline=None)
 @given(balance=st.integers(0, 10_000_000), atr=st.floats(0, 200, allow_nan=False),
-       risk=st.floats(0.001, 1.0), mc=st.integers(1, 20), day_pnl=st.integers(-20_000, 20_000),
+       per_trade=st.floats(0.001, 1.0), mc=st.integers(1, 20), day_pnl=st.integers(-20_000, 20_000),
        max_loss=st.integers(1, 20_000), sym=st.sampled_from(sorted(INSTRUMENTS)))
-def test_sized_trade_never_risks_more_than_the_budget(balance, atr, risk, mc, day_pnl, max_loss, sym):
+def test_sized_trade_never_risks_more_than_the_budget(balance, atr, per_trade, mc, day_pnl, max_loss, sym):
     inst = INSTRUMENTS[sym]
-    p = R.RiskParams(max_daily_loss_cents=max_loss, max_risk_per_trade=risk, max_contracts=mc)
-    plan = R.plan_entry(p, inst, atr, balance, day_pnl)
+    p = risk.RiskParams(max_daily_loss_cents=max_loss, max_risk_per_trade=per_trade, max_contracts=mc)
+    plan = risk.plan_entry(p, inst, atr, balance, day_pnl)
     assert 0 <= plan.size <= mc
     assert p.min_stop_ticks <= plan.stop_ticks <= p.max_stop_ticks
     per = plan.stop_ticks * inst.tick_value_cents + inst.round_trip_fee_cents
     assert plan.risk_cents == plan.size * per
-    assert plan.risk_cents <= risk * balance + 1e-6                    # the per-trade budget
+    assert plan.risk_cents <= per_trade * balance + 1e-6                    # the per-trade budget
     assert plan.risk_cents <= max(0, max_loss + min(0, day_pnl))       # the daily allowance
     # never rounded up: one more contract would break a limit
     if plan.size < mc:
         more = (plan.size + 1) * per
-        assert more > risk * balance - 1e-6 or more > max_loss + min(0, day_pnl)
+        assert more > per_trade * balance - 1e-6 or more > max_loss + min(0, day_pnl)
 
 
 @settings(max_examples=300, deadline=None)

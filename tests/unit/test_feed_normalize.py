@@ -1,10 +1,10 @@
-"""Hub payloads as the real hub sends them -> Quote/Trade (services/feed/normalize.py)."""
+"""Hub payloads as the real hub sends them -> Quote/Trade (common/ticks/normalize.py)."""
 from __future__ import annotations
 
 import pytest
 
 from common.messages import Quote, Trade
-from services.feed.normalize import Normalizer
+from common.ticks.normalize import Normalizer
 
 C = "CON.F.US.MES.H26"
 TS = "2026-01-15T15:30:45.123456+00:00"

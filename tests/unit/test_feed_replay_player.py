@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from common.messages import FeedStatus, Quote, Trade
-from services.feed.core import FeedCore
+from common.recording import Record
+from common.ticks.feed_core import FeedCore
 from services.replay.player import SECOND, Player
-from services.replay.recording import Record
 
 C = "CON.F.US.MES.H26"
 T0 = 1_768_491_045 * SECOND
@@ -74,3 +74,17 @@ def test_max_speed_is_rate_capped():
     p.run(many)
     assert abs(sum(slept) - 1.0) < 1e-6              # 1000 messages at 1000/s
     assert len(slept) == 10                          # in bursts of 100
+
+
+def test_replay_reads_the_feeds_sanitiser_keys_with_the_feeds_defaults():
+    """Replay takes the sanitiser keys from the `feed:` section (through its own model, so it
+    imports nothing of the feed service); the two must agree, or a replay cleans ticks
+    differently from the live feed."""
+    from services.feed.config import FeedConfig
+    from services.replay.config import FeedSanitizerKeys
+    keys = set(FeedSanitizerKeys.model_fields)
+    assert keys == {"cross_tolerance_ticks", "jump_ticks", "jump_confirm"}
+    assert FeedSanitizerKeys().model_dump() == FeedConfig().model_dump(include=keys)
+    got = FeedSanitizerKeys.model_validate({"jump_ticks": 50, "stale_after_s": 3, "record": False})
+    assert got.jump_ticks == 50 and FeedSanitizerKeys.model_fields["jump_ticks"].metadata == \
+        FeedConfig.model_fields["jump_ticks"].metadata

@@ -1,4 +1,4 @@
-"""Table-driven bad-tick rules (services/feed/sanitize.py)."""
+"""Table-driven bad-tick rules (common/ticks/sanitize.py)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 
 from common.messages import FLAG_REPAIRED, FLAG_SUSPECT, Quote, Trade
-from services.feed.normalize import Tick
-from services.feed.sanitize import BadTickLog, Sanitizer
+from common.ticks.normalize import Tick
+from common.ticks.sanitize import BadTickLog, Sanitizer
 
 C = "CON.F.US.MES.H26"
 

@@ -25,7 +25,7 @@ def make_jwt(exp: float) -> str:
 
 class FakeHub:
     """Just enough of the SignalR JSON protocol (and of TopstepX login) to exercise the
-    hub client and the feed gateway process before the simulator exists."""
+    hub client and the feed process before the simulator exists."""
 
     def __init__(self, token_life_s: float = 3600):
         self.token_life_s = token_life_s

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import messages as m
+from common import messages
 from common.messages import MESSAGE_TYPES, SCHEMA_VERSION, DecodeError, decode, encode, topic_of
 
 NS = 1_764_081_000_123_456_789
@@ -16,49 +16,49 @@ NS = 1_764_081_000_123_456_789
 # One sample per type with every field set away from its default (None where a field may be null),
 # and one with only the required fields (the rest defaulted).
 FULL = {
-    m.Quote: m.Quote("CON.F.US.MES.H26", 24201, 24202, 24201, NS, NS + 1500, m.FLAG_REPAIRED),
-    m.Trade: m.Trade("CON.F.US.MES.H26", 24201, 3, -1, NS, NS + 900, m.FLAG_SUSPECT),
-    m.FeedStatus: m.FeedStatus("reconnecting", "ws closed: 1006"),
-    m.Bar: m.Bar("CON.F.US.MES.H26", 1, NS, 24200, 24204, 24199, 24203, 57, 30, 25, 19, 24202, 24203),
-    m.Prediction: m.Prediction("CON.F.US.MES.H26", NS, -1, 0.71, [0.71, 0.2, 0.09], "v1-abc", 24203, 3.25, 1,
+    messages.Quote: messages.Quote("CON.F.US.MES.H26", 24201, 24202, 24201, NS, NS + 1500, messages.FLAG_REPAIRED),
+    messages.Trade: messages.Trade("CON.F.US.MES.H26", 24201, 3, -1, NS, NS + 900, messages.FLAG_SUSPECT),
+    messages.FeedStatus: messages.FeedStatus("reconnecting", "ws closed: 1006"),
+    messages.Bar: messages.Bar("CON.F.US.MES.H26", 1, NS, 24200, 24204, 24199, 24203, 57, 30, 25, 19, 24202, 24203),
+    messages.Prediction: messages.Prediction("CON.F.US.MES.H26", NS, -1, 0.71, [0.71, 0.2, 0.09], "v1-abc", 24203, 3.25, 1,
                                41.5, 88.0, False, ["rsi_14", "vol_z"]),
-    m.Signal: m.Signal("sig-20261125-0001", "REVERSE_TO_SHORT", "CON.F.US.MES.H26", 0.8, 24203, "v1-abc", "conf 0.80"),
-    m.RiskEvent: m.RiskEvent("daily_loss", True, "ERROR", "-$50.00 reached"),
-    m.OrderCommand: m.OrderCommand("sig-1", "enter", "CON.F.US.MES.H26", -1, 2, 8, 12, "sig-1", "v1-abc", "model"),
-    m.OrderReply: m.OrderReply("sig-1", False, "rejected", "insufficient margin", {"order_id": 12, "why": None}),
-    m.OrderEvent: m.OrderEvent(9001, "sig-1:entry", "CON.F.US.MES.H26", "entry", 1, 2, 2, 2, 24203, 24195, 2,
+    messages.Signal: messages.Signal("sig-20261125-0001", "REVERSE_TO_SHORT", "CON.F.US.MES.H26", 0.8, 24203, "v1-abc", "conf 0.80"),
+    messages.RiskEvent: messages.RiskEvent("daily_loss", True, "ERROR", "-$50.00 reached"),
+    messages.OrderCommand: messages.OrderCommand("sig-1", "enter", "CON.F.US.MES.H26", -1, 2, 8, 12, "sig-1", "v1-abc", "model"),
+    messages.OrderReply: messages.OrderReply("sig-1", False, "rejected", "insufficient margin", {"order_id": 12, "why": None}),
+    messages.OrderEvent: messages.OrderEvent(9001, "sig-1:entry", "CON.F.US.MES.H26", "entry", 1, 2, 2, 2, 24203, 24195, 2,
                                "6050.875", "sig-1", "sig-1"),
-    m.Fill: m.Fill(7001, 9001, "CON.F.US.MES.H26", "stop", 0, 1, 24195, 37, -1037, NS, "sig-1", "sig-1", "v1"),
-    m.Position: m.Position("CON.F.US.MES.H26", -1, 2, "6050.875", NS, 24211, 24191, 9002, 9003, 24200, 750,
+    messages.Fill: messages.Fill(7001, 9001, "CON.F.US.MES.H26", "stop", 0, 1, 24195, 37, -1037, NS, "sig-1", "sig-1", "v1"),
+    messages.Position: messages.Position("CON.F.US.MES.H26", -1, 2, "6050.875", NS, 24211, 24191, 9002, 9003, 24200, 750,
                            "sig-1", "v1"),
-    m.Account: m.Account(4242, 98_963, "2026-11-25", -1037, 750, 148, 2, 7, 100_000, False),
-    m.RoundTrip: m.RoundTrip("CON.F.US.MES.H26", 1, 1, "6050.25", "6053.75", NS, NS + 10**11, 14, 1676, 74,
+    messages.Account: messages.Account(4242, 98_963, "2026-11-25", -1037, 750, 148, 2, 7, 100_000, False),
+    messages.RoundTrip: messages.RoundTrip("CON.F.US.MES.H26", 1, 1, "6050.25", "6053.75", NS, NS + 10**11, 14, 1676, 74,
                              "target", "sig-2", "v1"),
-    m.Heartbeat: m.Heartbeat("engine", "degraded", 4321, 12.5, NS, {"queue": 3, "breakers": ["stale_feed"]},
+    messages.Heartbeat: messages.Heartbeat("engine", "degraded", 4321, 12.5, NS, {"queue": 3, "breakers": ["stale_feed"]},
                                {"Position": 17}),
-    m.SnapshotRequest: m.SnapshotRequest(["Position", "Account"]),
-    m.SnapshotReply: m.SnapshotReply(NS, {"Position": 17, "Account": 3}, [b"\x81\xa1a\x01", b""]),
-    m.OperatorCommand: m.OperatorCommand("halt", "operator", "op-1"),
-    m.Query: m.Query("positions", {"contract": "CON.F.US.MES.H26", "n": 2}),
-    m.Reply: m.Reply(True, "2 positions", {"positions": [{"size": 1}], "nested": {"x": 1.5}}),
-    m.ShadowPrediction: m.ShadowPrediction("CON.F.US.MES.H26", NS, 1, 0.61, [0.19, 0.2, 0.61], "shadow-1", "v1-abc", -1,
+    messages.SnapshotRequest: messages.SnapshotRequest(["Position", "Account"]),
+    messages.SnapshotReply: messages.SnapshotReply(NS, {"Position": 17, "Account": 3}, [b"\x81\xa1a\x01", b""]),
+    messages.OperatorCommand: messages.OperatorCommand("halt", "operator", "op-1"),
+    messages.Query: messages.Query("positions", {"contract": "CON.F.US.MES.H26", "n": 2}),
+    messages.Reply: messages.Reply(True, "2 positions", {"positions": [{"size": 1}], "nested": {"x": 1.5}}),
+    messages.ShadowPrediction: messages.ShadowPrediction("CON.F.US.MES.H26", NS, 1, 0.61, [0.19, 0.2, 0.61], "shadow-1", "v1-abc", -1,
                                            0.55, 24203, 24202, 24203, 3.25, False, False),
 }
 
 MINIMAL = {
-    m.FeedStatus: m.FeedStatus("down"),
-    m.Prediction: m.Prediction("C", NS, 0, 0.5, [], "v", 1, 0.0, 1, 0.0, 0.0),
-    m.OrderCommand: m.OrderCommand("k", "status"),
-    m.OrderReply: m.OrderReply("k", True, "accepted"),
-    m.OrderEvent: m.OrderEvent(1, "t", "C", "unknown", 0, 1, 1, 1),           # limit/stop ticks None
-    m.Fill: m.Fill(1, 1, "C", "entry", 0, 1, 100, 37, None, NS),               # pnl_cents None
-    m.Position: m.Position("C", 0, 0, "0"),                                    # every Optional None
-    m.Account: m.Account(1, 0, "2026-11-25"),
-    m.Heartbeat: m.Heartbeat("feed", "ok", 1, 0.0),
-    m.SnapshotRequest: m.SnapshotRequest(),
-    m.SnapshotReply: m.SnapshotReply(0, {}, []),
-    m.Query: m.Query("status"),
-    m.Reply: m.Reply(False),
+    messages.FeedStatus: messages.FeedStatus("down"),
+    messages.Prediction: messages.Prediction("C", NS, 0, 0.5, [], "v", 1, 0.0, 1, 0.0, 0.0),
+    messages.OrderCommand: messages.OrderCommand("k", "status"),
+    messages.OrderReply: messages.OrderReply("k", True, "accepted"),
+    messages.OrderEvent: messages.OrderEvent(1, "t", "C", "unknown", 0, 1, 1, 1),           # limit/stop ticks None
+    messages.Fill: messages.Fill(1, 1, "C", "entry", 0, 1, 100, 37, None, NS),               # pnl_cents None
+    messages.Position: messages.Position("C", 0, 0, "0"),                                    # every Optional None
+    messages.Account: messages.Account(1, 0, "2026-11-25"),
+    messages.Heartbeat: messages.Heartbeat("feed", "ok", 1, 0.0),
+    messages.SnapshotRequest: messages.SnapshotRequest(),
+    messages.SnapshotReply: messages.SnapshotReply(0, {}, []),
+    messages.Query: messages.Query("status"),
+    messages.Reply: messages.Reply(False),
 }
 
 
@@ -86,18 +86,18 @@ def test_round_trip(msg):
 
 
 def test_envelope_defaults_and_wire_layout():
-    q = FULL[m.Quote]
+    q = FULL[messages.Quote]
     env = decode(encode(q))
     assert (env.seq, env.ts_ns, env.src, env.epoch, env.hops) == (0, 0, "", 0, {})
     raw = msgpack.unpackb(encode(q, seq=3, ts_ns=5, src="feed", epoch=7), raw=False)
     assert set(raw) == {"type", "v", "seq", "ts", "src", "ep", "hops", "body"}
     assert (raw["type"], raw["v"], raw["seq"], raw["ts"], raw["src"], raw["ep"]) == ("Quote", SCHEMA_VERSION, 3, 5, "feed", 7)
     assert raw["body"]["bid_ticks"] == 24201
-    assert topic_of(q) == topic_of(m.Quote) == b"Quote"
+    assert topic_of(q) == topic_of(messages.Quote) == b"Quote"
 
 
 def test_floats_and_ints_stay_what_they_were():
-    p = decode(encode(m.Prediction("C", NS, 1, 1, [1, 0.0], "v", 1, 2, 1, 3, 4))).msg
+    p = decode(encode(messages.Prediction("C", NS, 1, 1, [1, 0.0], "v", 1, 2, 1, 3, 4))).msg
     assert p.confidence == 1 and p.atr_ticks == 2        # an int is a valid float field
 
 
@@ -107,15 +107,15 @@ def test_encode_refuses_non_messages():
 
 
 def test_unknown_body_fields_are_ignored_for_forward_compatibility():
-    raw = msgpack.unpackb(encode(FULL[m.FeedStatus]), raw=False)
+    raw = msgpack.unpackb(encode(FULL[messages.FeedStatus]), raw=False)
     raw["body"]["added_in_v1_1"] = 5
-    assert decode(msgpack.packb(raw)).msg == FULL[m.FeedStatus]
+    assert decode(msgpack.packb(raw)).msg == FULL[messages.FeedStatus]
 
 
 # -- malformed frames ---------------------------------------------------------
 
 def frame_with(change=None, drop_body: str | None = None, drop: str | None = None, msg=None, **body) -> bytes:
-    raw = msgpack.unpackb(encode(msg or FULL[m.Quote], seq=1, ts_ns=NS, src="feed", epoch=9), raw=False)
+    raw = msgpack.unpackb(encode(msg or FULL[messages.Quote], seq=1, ts_ns=NS, src="feed", epoch=9), raw=False)
     raw["body"].update(body)
     if drop_body:
         del raw["body"][drop_body]
@@ -133,7 +133,7 @@ def rejected(frame) -> str:
 
 
 @pytest.mark.parametrize("frame", [b"", b"\xc1", b"\x92\x01", b"\x81\xa1a", b"hello world" * 3,
-                                   encode(FULL[m.Quote]) + b"\x00"])
+                                   encode(FULL[messages.Quote]) + b"\x00"])
 def test_not_msgpack(frame):
     assert rejected(frame).startswith("not msgpack")
 
@@ -177,25 +177,25 @@ def test_wrong_field_type(field, value, text):
 
 
 def test_wrong_container_and_float_types():
-    assert rejected(frame_with(msg=FULL[m.Prediction], probs={"a": 1})) == \
+    assert rejected(frame_with(msg=FULL[messages.Prediction], probs={"a": 1})) == \
         "Prediction.probs: {'a': 1} is dict, expected list"
-    assert rejected(frame_with(msg=FULL[m.Prediction], confidence="0.7")) == \
+    assert rejected(frame_with(msg=FULL[messages.Prediction], confidence="0.7")) == \
         "Prediction.confidence: '0.7' is str, expected float/int"
-    assert rejected(frame_with(msg=FULL[m.Reply], data=[1])) == "Reply.data: [1] is list, expected dict"
-    assert rejected(frame_with(msg=FULL[m.Position], stop_ticks="1")) == \
+    assert rejected(frame_with(msg=FULL[messages.Reply], data=[1])) == "Reply.data: [1] is list, expected dict"
+    assert rejected(frame_with(msg=FULL[messages.Position], stop_ticks="1")) == \
         "Position.stop_ticks: '1' is str, expected int"
 
 
-@pytest.mark.parametrize("msg, field", [(FULL[m.Quote], "bid_ticks"), (FULL[m.Quote], "contract"),
-                                        (FULL[m.Quote], "flags"), (FULL[m.OrderReply], "detail"),
-                                        (FULL[m.Fill], "price_ticks")])
+@pytest.mark.parametrize("msg, field", [(FULL[messages.Quote], "bid_ticks"), (FULL[messages.Quote], "contract"),
+                                        (FULL[messages.Quote], "flags"), (FULL[messages.OrderReply], "detail"),
+                                        (FULL[messages.Fill], "price_ticks")])
 def test_null_where_not_allowed(msg, field):
     assert rejected(frame_with(msg=msg, **{field: None})) == f"{type(msg).__name__}.{field}: null is not allowed"
 
 
 def test_null_where_allowed():
-    assert decode(frame_with(msg=FULL[m.Fill], pnl_cents=None)).msg.pnl_cents is None
-    assert decode(frame_with(msg=FULL[m.Position], stop_order_id=None)).msg.stop_order_id is None
+    assert decode(frame_with(msg=FULL[messages.Fill], pnl_cents=None)).msg.pnl_cents is None
+    assert decode(frame_with(msg=FULL[messages.Position], stop_order_id=None)).msg.stop_order_id is None
 
 
 @pytest.mark.parametrize("field, value", [("bid_ticks", True), ("flags", False), ("exch_ns", True)])
@@ -204,12 +204,12 @@ def test_bool_where_int_expected(field, value):
 
 
 def test_bool_where_float_expected():
-    assert rejected(frame_with(msg=FULL[m.Prediction], confidence=True)) == \
+    assert rejected(frame_with(msg=FULL[messages.Prediction], confidence=True)) == \
         "Prediction.confidence: True is bool, expected float/int"
 
 
 def test_int_where_bool_expected():
-    assert rejected(frame_with(msg=FULL[m.RiskEvent], active=1)) == "RiskEvent.active: 1 is int, expected bool"
+    assert rejected(frame_with(msg=FULL[messages.RiskEvent], active=1)) == "RiskEvent.active: 1 is int, expected bool"
 
 
 @pytest.mark.parametrize("key, value, kind", [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.cli import main as scalper
+from services.cli.commands import main as scalper
 from common.config import load_config
 from services.inference.features import FEATURE_NAMES
 from services.inference.model import load_model
@@ -23,7 +23,7 @@ def _message_cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
 
 
-def test_train_list_evaluate_promote(tmp_path, capsys):
+def test_train_list_evaluate_promote(tmp_path, capfd):
     recs = [write_recording(tmp_path / f"MESM8_2018-05-0{7 + d}.rec", minutes=40, seed=10 + d, start_ns=T0 + d * DAY)
             for d in range(3)]
     raw = yaml.safe_load((ROOT / "config/live_trading.yaml").read_text())
@@ -35,7 +35,7 @@ def test_train_list_evaluate_promote(tmp_path, capsys):
 
     assert scalper(common + ["model", "--registry", str(reg), "train", str(recs[0]), str(recs[1]),
                              "--folds", "2", "--seeds", "10", "--name", "t"]) == 0
-    folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    folder = Path(capfd.readouterr().out.strip().splitlines()[-1])
     assert folder.parent == reg and folder.name.startswith("t-")
     c = json.loads((folder / "config.json").read_text())
     assert [s["file"] for s in c["training"]["sources"]] == [recs[0].name, recs[1].name]
@@ -46,14 +46,14 @@ def test_train_list_evaluate_promote(tmp_path, capsys):
     load_model(folder / "model.onnx", folder / "config.json", list(FEATURE_NAMES))
 
     assert scalper(common + ["model", "--registry", str(reg), "list"]) == 0
-    assert c["version"] in capsys.readouterr().out
+    assert c["version"] in capfd.readouterr().out
 
     assert scalper(common + ["model", "--registry", str(reg), "evaluate", c["version"], str(recs[2])]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "log loss" in out and len(list((folder / "evaluations").glob("*.json"))) == 1
 
     assert scalper(common + ["model", "--registry", str(reg), "promote", c["version"]]) == 0
     promoted = load_config(cfg_path)
     assert Path(promoted.model.path) == (folder / "model.onnx").resolve()
     assert scalper(common + ["model", "--registry", str(reg), "list"]) == 0
-    assert f"* {c['version']}" in capsys.readouterr().out                    # the active one is starred
+    assert f"* {c['version']}" in capfd.readouterr().out                    # the active one is starred

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.replay.recording import (
+from common.recording import (
     DailyRecorder, Record, RecordingError, RecordingWriter, pack, read_header, read_recording,
 )
 
@@ -75,8 +75,7 @@ def test_daily_recorder_rolls_at_new_york_midnight(tmp_path):
 
 
 def test_ticks_from_recording_for_the_simulator(tmp_path):
-    pytest.importorskip("services.sim.market")
-    from services.replay.recording import ticks_from_recording
+    from services.sim.market import ticks_from_recording
     p = tmp_path / "a.rec"
     w = RecordingWriter(p, C, 1)
     ts = "2026-01-15T15:30:45.000Z"

@@ -80,7 +80,7 @@ def test_live_mode_refuses_a_model_without_a_positive_walk_forward_ev():
 
 def test_scalper_run_refuses_live_mode_with_the_demo_model(tmp_path, monkeypatch, capsys):
     import yaml
-    from common.cli import main as scalper
+    from services.cli.commands import main as scalper
     raw = yaml.safe_load((ROOT / "config/live_trading.yaml").read_text())
     raw["api"].update({"mode": "live", "account_id": 1, "base_url": "https://api.topstepx.com",
                        "ws_url": "https://rtc.topstepx.com/hubs/market", "user_hub_url": "https://rtc.topstepx.com/hubs/user"})

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from common.config import ModelConfig, load_config
 from common.messages import ShadowPrediction, decode, encode
-from services.feed.core import FeedCore
+from common.ticks.feed_core import FeedCore
 from services.inference.__main__ import ShadowLog
 from services.inference.features import FEATURE_NAMES
 from services.inference.model import load_model
 from services.inference.worker import InferenceWorker
 from services.modelctl.shadow import agreement, summarize
 from services.positions.report import build_report
-from services.replay.recording import read_recording
+from common.recording import read_recording
 from tests.unit._recording_kit import CONTRACT, write_recording
 
 ROOT = Path(__file__).resolve().parents[2]

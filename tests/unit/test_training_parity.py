@@ -7,13 +7,13 @@ import numpy as np
 
 from common.config import ModelConfig
 from common.messages import Prediction
-from services.feed.core import FeedCore
+from common.ticks.feed_core import FeedCore
 from services.inference.dataset import build_rows
 from services.inference.features import FEATURE_NAMES
 from services.inference.model import load_model
 from services.inference.worker import InferenceWorker
 from services.modelctl.data import load_source
-from services.replay.recording import read_recording
+from common.recording import read_recording
 from tests.unit._recording_kit import CONTRACT, write_recording
 
 ROOT = Path(__file__).resolve().parents[2]

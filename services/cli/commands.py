@@ -8,17 +8,19 @@
     scalper report [--day D]    write and print the session report
     scalper check               config, model, broker connectivity and auth; places nothing
     scalper recover SERVICE     move an unreadable journal/state file aside (orders, positions)
-    scalper model ...           list | train | evaluate | promote (services/modelctl/cli.py)
+    scalper model ...           list | train | evaluate | promote (python -m services.modelctl)
     scalper backtest REC        the engine's rules over a recording -> the session report
 
 halt and flatten go to the order gateway directly as well as to the engine, so they
-work when the engine is down.
+work when the engine is down. A job another package owns (the report, the model check, the
+model lifecycle) runs as that package's module, so this program imports no service's insides.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,12 @@ def _request(endpoint: str, msg: Any, timeout_ms: int = 1500):
         return None
     finally:
         client.close()
+
+
+def _run_module(module: str, cfg: Config, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """`python -m module --config <this config> args...`, output captured."""
+    return subprocess.run([sys.executable, "-m", module, "--config", cfg.source, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout_s)
 
 
 def _heartbeats(cfg: Config, seconds: float = 1.6) -> dict[str, Any]:
@@ -159,13 +167,13 @@ def _operator(args, action: str) -> int:
 
 def cmd_report(args) -> int:
     cfg = _cfg(args)
-    from services.positions.report import build_report
-    day = args.day or time.strftime("%Y-%m-%d")
-    from services.modelctl.shadow import summarize       # shadow mode: agreement and would-be P&L, if any
-    summarize(cfg, cfg.path(cfg.logging.dir), day)
-    path = build_report(cfg.path(cfg.logging.dir), day)
-    print(path)
-    return 0
+    day = ["--day", args.day] if args.day else []
+    shadow = _run_module("services.modelctl.shadow", cfg, *day)   # shadow mode's summary, when there was one
+    sys.stderr.write(shadow.stderr)
+    r = _run_module("services.positions.report", cfg, *day)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    return r.returncode
 
 
 def cmd_check(args) -> int:
@@ -185,18 +193,9 @@ def cmd_check(args) -> int:
     for w in cfg.warnings():
         print(f"[warn] {w}")
     cfg = _check_contract(cfg, line)
-    try:
-        from services.inference.model import load_model
-        model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
-        line(True, "model", f"{getattr(model, 'version', '?')} ({len(getattr(model, 'feature_names', []))} features)")
-        from services.inference.model import live_gate
-        ok, why = live_gate(cfg.api.mode, model.config, cfg.model.allow_unproven_model)
-        if why:
-            line(ok, "model edge", why) if not ok else print(f"[warn] {why}")
-        if cfg.model.demo_threshold:
-            print(f"[warn] model.min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold)")
-    except Exception as exc:
-        line(False, "model", str(exc))
+    r = _run_module("services.inference.check", cfg)        # prints its own [ok]/[FAIL]/[warn] lines
+    print(r.stdout.strip() or f"[FAIL] model: {(r.stderr.strip() or f'exit {r.returncode}').splitlines()[-1]}")
+    failures += 0 if r.returncode == 0 else 1
     from common.topstepx.rest import TopstepXClient, TopstepXError
     client = TopstepXClient.from_config(cfg.api)
     try:
@@ -286,15 +285,10 @@ def cmd_run(args) -> int:
     for w in cfg.warnings():
         print(f"warning: {w}", file=sys.stderr)
     if cfg.api.mode == "live":              # the inference worker refuses too; say it before anything starts
-        from services.inference.model import ModelError, live_gate, load_config as model_config
-        try:
-            ok, why = live_gate("live", model_config(cfg.path(cfg.model.config)), cfg.model.allow_unproven_model)
-        except ModelError as exc:
-            ok, why = False, str(exc)
-        if ok and cfg.model.demo_threshold and not cfg.model.allow_unproven_model:
-            ok, why = False, "model.demo_threshold is set in live mode; set the model's validated min_confidence"
-        if not ok:
-            print(f"scalper run: refused: {why}", file=sys.stderr)
+        r = _run_module("services.inference.check", cfg)
+        if r.returncode != 0:
+            fails = [ln for ln in r.stdout.splitlines() if ln.startswith("[FAIL]")] or [r.stderr.strip()]
+            print(f"scalper run: refused: {fails[0]}", file=sys.stderr)
             return 2
     if cfg.api.mode == "sim":
         _archive_sim_state(cfg)
@@ -393,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     rc.add_argument("service", choices=("orders", "positions"))
     rc.add_argument("--force", action="store_true", help="move the files aside even if they read fine")
     rc.set_defaults(fn=cmd_recover)
-    # model lifecycle and backtest: services/modelctl/cli.py owns the arguments
+    # model lifecycle and backtest: python -m services.modelctl owns the arguments
     sub.add_parser("model", help="model list | train | evaluate | promote", add_help=False, prefix_chars="\0")
     sub.add_parser("backtest", help="the engine's rules over a recording -> the session report", add_help=False,
                    prefix_chars="\0")
@@ -401,11 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     lifecycle = next((i for i, a in enumerate(argv) if a in ("model", "backtest")), None)
     if lifecycle is not None and all(a.startswith("-") or argv[i - 1] == "--config" for i, a in
                                      enumerate(argv[:lifecycle])):
-        from services.modelctl.cli import main as modelctl_main
-        return modelctl_main(argv[lifecycle:] + argv[:lifecycle])
+        return subprocess.run([sys.executable, "-m", "services.modelctl", *argv[lifecycle:], *argv[:lifecycle]],
+                              cwd=ROOT).returncode
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Market-hub events -> Quote / Trade, shared by the feed gateway and replay.
+"""Market-hub events -> Quote / Trade, shared by the feed and replay.
 
 What the real hub sends (topstepx_api.md §3.3) and how it is read:
 - every market event has two arguments `(contractId, data)`; events for another

@@ -1,5 +1,5 @@
 """Bad-tick rules: every tick leaves here dropped, repaired (FLAG_REPAIRED) or flagged
-(FLAG_SUSPECT), never silently wrong. Shared by the feed gateway and replay.
+(FLAG_SUSPECT), never silently wrong. Shared by the feed and replay.
 
 | kind           | what                                                  | rule                          |
 |----------------|-------------------------------------------------------|-------------------------------|
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from common.messages import FLAG_REPAIRED, FLAG_SUSPECT, Quote, Trade
-from services.feed.normalize import Tick
+from common.ticks.normalize import Tick
 
 DROP_KINDS = {"bad_price_trade", "bad_size", "crossed"}
 REPAIR_KINDS = {"bad_price", "size_repaired", "off_grid", "no_exch_time", "time_backwards"}

@@ -1,7 +1,7 @@
 """Hub event -> published ticks: the one path shared by the live feed and replay, so the
 rest of the pipeline cannot tell them apart.
 
-normalize (services/feed/normalize.py) -> sanitize (services/feed/sanitize.py) ->
+normalize (common/ticks/normalize.py) -> sanitize (common/ticks/sanitize.py) ->
 publish(msg, key, ts_ns, hops). Quotes are retained per contract for snapshots,
 trades are not. The envelope time is the tick's exchange time. Hops: "tick_recv"
 (when the hub message arrived) and "feed_pub" (just before sending), wall clock.
@@ -18,8 +18,8 @@ import time
 from typing import Any, Callable
 
 from common.messages import Quote, Trade
-from services.feed.normalize import Normalizer
-from services.feed.sanitize import BadTickLog, Sanitizer
+from common.ticks.normalize import Normalizer
+from common.ticks.sanitize import BadTickLog, Sanitizer
 
 Publish = Callable[..., Any]
 
