@@ -90,6 +90,12 @@ class ApiConfig(_Section):
     order_timeout_s: float = Field(3.0, gt=0)
     rate_limit_per_min: int = Field(200, gt=0)
     bars_rate_limit_per_30s: int = Field(50, gt=0)
+    # SignalR hub clients (common/topstepx/hub.py): a ping when nothing was sent this long (the
+    # server closes a client silent for 30 s); a hub silent this long is rebuilt (twice the
+    # server's 15 s keep-alive); a reconnect with a fresh token this long before it expires
+    hub_keep_alive_s: float = Field(10.0, gt=0)
+    hub_server_timeout_s: float = Field(30.0, gt=0)
+    hub_token_refresh_margin_s: float = Field(120.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +105,13 @@ class ApiConfig(_Section):
             data = dict(data)
             data.setdefault("market_hub_url", data.pop("ws_url"))
         return data
+
+    @model_validator(mode="after")
+    def _hub_keep_alive_below_timeout(self) -> "ApiConfig":
+        if self.hub_keep_alive_s >= self.hub_server_timeout_s:
+            raise ValueError(f"api.hub_keep_alive_s ({self.hub_keep_alive_s:g}) must be below "
+                             f"api.hub_server_timeout_s ({self.hub_server_timeout_s:g})")
+        return self
 
     @model_validator(mode="after")
     def _live_needs_credentials(self) -> "ApiConfig":

@@ -31,10 +31,29 @@ connect. Instead one supervisor thread owns the connection life cycle:
   stop() -> tear down -> sleep an exponential backoff with jitter (bounded by
   max_backoff_s) -> again.
 
-A fresh token is asked for on every connect, so an expiring token is replaced by
-calling force_reconnect() (the feed does this before `exp`). Unparseable frames
-are counted (`stats["bad_frames"]`) and skipped instead of killing the socket;
-an exception in a handler is logged once per target per minute and counted.
+While connected the supervisor also keeps the connection alive, as the ASP.NET
+Core client does (signalrcore starts its own ping thread only with its auto-reconnect,
+which we do not use, so without this the server's ClientTimeoutInterval, 30 s by
+default, would drop every connection):
+
+- a SignalR ping `{"type":6}` whenever nothing was sent for `keep_alive_s` (10 s);
+- a watchdog: nothing received for `server_timeout_s` (30 s, twice the server's 15 s
+  KeepAliveInterval) tears the connection down and rebuilds it (re-subscribe; the
+  caller reconciles on the "connected" state), even when TCP stays open;
+- a reconnect with a fresh token `token_refresh_margin_s` before the JWT's `exp`
+  (capped at a quarter of its lifetime), at once, without backoff.
+
+A fresh token is asked for on every connect. Unparseable frames are counted
+(`stats["bad_frames"]`) and skipped instead of killing the socket; an exception in
+a handler is logged once per target per minute and counted.
+
+WebSocket control frames: signalrcore 1.0.2's reader passes every frame but close to
+the protocol as data and never answers a ping. `_WebSocketClient` (installed into
+signalrcore's transport module, so this file pins signalrcore to 1.0.2 and
+tests/unit/test_hub_internals.py fails when those internals change) answers Ping
+frames with a Pong, ignores Pongs (ASP.NET sends unsolicited ones every 2 minutes),
+handles control frames between the fragments of a message, and serialises sends
+(pongs go out from the receive thread).
 """
 from __future__ import annotations
 
@@ -42,6 +61,8 @@ import json
 import logging
 import random
 import socket
+import ssl
+import struct
 import threading
 import time
 import urllib.parse
@@ -51,13 +72,78 @@ from typing import Any, Callable
 from loguru import logger
 from signalrcore.hub_connection_builder import HubConnectionBuilder
 from signalrcore.messages.message_type import MessageType
+from signalrcore.messages.ping_message import PingMessage
 from signalrcore.protocol.json_hub_protocol import JsonHubProtocol
+from signalrcore.transport.sockets.errors import SocketClosedError
+from signalrcore.transport.websockets import websocket_transport
+from signalrcore.transport.websockets.websocket_client import WebSocketClient
+
+from common.topstepx.rest import jwt_exp
 
 # states reported through on_state and `state`
 CONNECTING, CONNECTED, RECONNECTING, STOPPED = "connecting", "connected", "reconnecting", "stopped"
 
 # signalrcore logs full tracebacks (and URLs carrying the token) at ERROR on every drop
 logging.getLogger("SignalRCoreClient").setLevel(logging.CRITICAL)
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class _WebSocketClient(WebSocketClient):
+    """signalrcore's WebSocket client with RFC 6455 control frames handled (module doc).
+
+    `on_control(kind)` is told of every control frame ("ws_ping", "ws_pong", "ws_close")."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._send_lock = threading.Lock()
+        self.on_control: Callable[[str], None] | None = None
+
+    def send(self, message, opcode=OP_TEXT):
+        with self._send_lock:               # a pong from the receive thread must not split a frame
+            super().send(message, opcode=opcode)
+
+    def _control(self, kind: str) -> None:
+        if self.on_control is not None:
+            self.on_control(kind)
+
+    def _recv_frame(self):
+        payload: bytes | None = None
+        while True:
+            fin, opcode, data = self._read_one_frame()
+            if opcode == OP_PING:
+                self._control("ws_ping")
+                try:
+                    self.send(data, opcode=OP_PONG)          # echo the application data
+                except (OSError, SocketClosedError):
+                    raise SocketClosedError() from None
+                continue
+            if opcode == OP_PONG:
+                self._control("ws_pong")                     # unsolicited keep-alive: nothing to do
+                continue
+            if opcode == OP_CLOSE:
+                self._control("ws_close")
+                try:
+                    self.send(data[:2] or struct.pack(">H", 1000), opcode=OP_CLOSE)
+                except Exception:
+                    pass
+                raise SocketClosedError()
+            if opcode in (OP_TEXT, OP_BINARY) and payload is None:
+                payload = data
+            elif opcode == OP_CONT and payload is not None:
+                payload += data
+            else:                                            # RFC 6455 protocol error: fail the socket
+                try:
+                    self.send(struct.pack(">H", 1002), opcode=OP_CLOSE)
+                except Exception:
+                    pass
+                raise SocketClosedError()
+            if fin:
+                return self.prepare_data(payload)
+
+
+# signalrcore's transport builds its client by this module-level name (pinned: see module doc)
+websocket_transport.WebSocketClient = _WebSocketClient
 
 
 class _TolerantJsonProtocol(JsonHubProtocol):
@@ -97,6 +183,12 @@ class _TolerantJsonProtocol(JsonHubProtocol):
         return out
 
 
+def hub_timing(api) -> dict:
+    """HubClient keyword arguments from the `api:` config section (common/config.py)."""
+    return {"keep_alive_s": api.hub_keep_alive_s, "server_timeout_s": api.hub_server_timeout_s,
+            "token_refresh_margin_s": api.hub_token_refresh_margin_s}
+
+
 def _with_token(url: str, token: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "access_token"]
@@ -117,6 +209,12 @@ class HubClient:
             reconnecting, stopped).
         on_raw: fn(target, arguments, recv_ns) for every invocation, before `handlers`
             (the feed's recorder and normaliser use it).
+        keep_alive_s: send a SignalR ping when nothing was sent for this long.
+        server_timeout_s: rebuild the connection when nothing arrived for this long
+            (twice the server's KeepAliveInterval).
+        token_refresh_margin_s: reconnect with a fresh token this long before `exp`
+            (at most a quarter of the token's lifetime); 0 disables.
+        ssl_context: for wss:// (default: the system's CAs, or $SSL_CERT_FILE).
     """
 
     def __init__(self, url: str, token_provider: Callable[[], str],
@@ -126,7 +224,8 @@ class HubClient:
                  on_raw: Callable[[str, list, int], None] | None = None, *,
                  connect_timeout_s: float = 10.0, min_backoff_s: float = 0.25,
                  max_backoff_s: float = 30.0, stable_after_s: float = 5.0,
-                 keep_alive_s: float = 10.0):
+                 keep_alive_s: float = 10.0, server_timeout_s: float = 30.0,
+                 token_refresh_margin_s: float = 120.0, ssl_context: ssl.SSLContext | None = None):
         self.url = url
         self.token_provider = token_provider
         self.subscriptions = subscriptions
@@ -139,9 +238,18 @@ class HubClient:
         self.max_backoff_s = max_backoff_s
         self.stable_after_s = stable_after_s
         self.keep_alive_s = keep_alive_s
+        self.server_timeout_s = server_timeout_s
+        self.token_refresh_margin_s = token_refresh_margin_s
+        self.ssl_context = ssl_context
 
         self.state = STOPPED
         self.last_message_monotonic = 0.0     # last frame of any kind (pings included)
+        self.last_sent_monotonic = 0.0
+        self.token_exp = 0.0                  # `exp` of the token of the current connection (0: unknown)
+        self._refresh_at = 0.0                # wall time of the planned token refresh (0: none)
+        self._planned = False                 # the current teardown is planned: reconnect at once
+        self._sent_ids: set = set()           # invocation ids sent on this connection
+        self._answered_ids: set = set()       # ... and those the server has answered (completions)
         self.connected_since = 0.0
         self.stats: Counter = Counter()
         self._conn = None
@@ -184,7 +292,9 @@ class HubClient:
         if conn is None or conn.transport is None or not conn.transport.is_running():
             raise ConnectionError(f"hub {self.name}: not connected, cannot send {method}")
         with self._send_lock:
-            conn.send(method, list(args))
+            result = conn.send(method, list(args))
+            self.last_sent_monotonic = time.monotonic()
+            self._sent_ids.add(result.invocation_id)
         self.stats[f"sent_{method}"] += 1
 
     @property
@@ -204,19 +314,70 @@ class HubClient:
             ok = self._connect_once()
             if self._stopping:
                 break
+            stable = False
             if ok:
-                self._wake.wait()              # until closed, forced or stopped
-                lived = time.monotonic() - self.connected_since
-                if lived >= self.stable_after_s:
+                self._watch()                  # until closed, silent, forced, refreshed or stopped
+                stable = time.monotonic() - self.connected_since >= self.stable_after_s
+                if stable:
                     self._attempt = 0
             self._teardown()
             first = False
             if self._stopping:
                 break
-            delay = self._next_backoff()
+            if self._planned:                  # token refresh: no backoff, the quotes must not gap
+                self._planned = False
+                continue
+            delay = 0.0 if stable else self._next_backoff()   # a long-lived link retries at once
             self._set_state(RECONNECTING, f"{self._reason or 'connection lost'}; retry in {delay:.2f} s")
             self._sleep(delay)
         self._teardown()
+
+    def _watch(self) -> None:
+        """While connected: ping, watch for silence, refresh the token (module doc)."""
+        tick_s = min(0.25, self.keep_alive_s / 4, self.server_timeout_s / 8)
+        while not self._wake.wait(tick_s):
+            now = time.monotonic()
+            silent = now - self.last_message_monotonic
+            if silent > self.server_timeout_s:
+                self.stats["silent_reconnects"] += 1
+                self._reason = (f"nothing from the server for {silent:.1f} s "
+                                f"(server timeout {self.server_timeout_s:g} s)")
+                logger.warning(f"HUB: {self.name} {self._reason}; rebuilding the connection")
+                return
+            if self._refresh_at and time.time() >= self._refresh_at:
+                self.stats["token_refreshes"] += 1
+                self._reason = f"token refresh ({self.token_exp - time.time():.0f} s before it expires)"
+                logger.info(f"HUB: {self.name} {self._reason}")
+                self._planned = True
+                return
+            if now - self.last_sent_monotonic >= self.keep_alive_s:
+                self._ping()
+
+    def _ping(self) -> None:
+        conn = self._conn
+        try:
+            with self._send_lock:
+                conn.transport.send(PingMessage())
+                self.last_sent_monotonic = time.monotonic()
+            self.stats["pings_sent"] += 1
+        except Exception as exc:              # the socket is gone: the close callback follows
+            self.last_sent_monotonic = time.monotonic()
+            self._log_once("ping", f"HUB: {self.name} ping failed: {type(exc).__name__}: {exc}")
+
+    def _plan_refresh(self, token: str) -> None:
+        exp = jwt_exp(token) or 0.0
+        now = time.time()
+        if not exp or self.token_refresh_margin_s <= 0:
+            self._refresh_at = 0.0
+        elif exp == self.token_exp and self._refresh_at and now >= self._refresh_at:
+            # the provider handed back the token we are replacing: do not loop; the server
+            # closes the connection at `exp` and the next connect asks again
+            self._log_once("same_token", f"HUB: {self.name} token provider returned the expiring token "
+                                         f"again ({exp - now:.0f} s left); no refresh until it expires")
+            self._refresh_at = 0.0
+        else:
+            self._refresh_at = exp - min(self.token_refresh_margin_s, max(0.0, exp - now) / 4)
+        self.token_exp = exp
 
     def _next_backoff(self) -> float:
         base = min(self.max_backoff_s, self.min_backoff_s * (2 ** self._attempt))
@@ -240,9 +401,11 @@ class HubClient:
         except Exception as exc:
             self._reason = f"no token: {type(exc).__name__}: {exc}"
             return False
+        self._plan_refresh(token)
         builder = HubConnectionBuilder().with_url(_with_token(self.url, token), options={
             "skip_negotiation": True,
             "access_token_factory": lambda: token,
+            "ssl_context": self.ssl_context or ssl.create_default_context(),
         }).with_hub_protocol(_TolerantJsonProtocol(self))
         builder.keep_alive_interval = self.keep_alive_s
         conn = builder.build()
@@ -251,10 +414,10 @@ class HubClient:
         conn.on_error(self._on_error)
         for target in self.handlers:
             conn.on(target, self._dispatcher(target))
-        if self.on_raw is not None:
-            self._tap(conn)
+        self._tap(conn)
         with self._lock:
             self._conn = conn
+            self._sent_ids, self._answered_ids = set(), set()
         # signalrcore connects with blocking sockets and no timeout: do it on a helper thread
         starter = threading.Thread(target=self._start_conn, args=(conn,), name=f"hub-{self.name}-connect",
                                    daemon=True)
@@ -267,11 +430,27 @@ class HubClient:
             return False
         self.connected_since = time.monotonic()
         self.last_message_monotonic = time.monotonic()
+        self.last_sent_monotonic = time.monotonic()
+        client = getattr(conn.transport, "_client", None)
+        if isinstance(client, _WebSocketClient):
+            client.on_control = self._control_frame
+        # connected means subscribed: every Subscribe* answered (a hub that stops after the
+        # handshake must not look up, or the gateway would allow entries on it)
         try:
             if self.subscriptions is not None:
                 self.subscriptions(self)
         except Exception as exc:
             self._reason = f"subscribe failed: {type(exc).__name__}: {exc}"
+            return False
+        deadline = time.monotonic() + self.connect_timeout_s
+        while not self._sent_ids <= self._answered_ids:
+            if self._wake.is_set() or self._stopping:
+                return False
+            if time.monotonic() > deadline:
+                self._reason = f"no answer to the subscriptions within {self.connect_timeout_s:g} s"
+                return False
+            time.sleep(0.01)
+        if self._wake.is_set() or self._stopping:
             return False
         self._reason = ""
         self._set_state(CONNECTED, "subscribed")
@@ -328,19 +507,29 @@ class HubClient:
         self.last_message_monotonic = time.monotonic()
         self.stats["frames"] += 1
 
+    def _control_frame(self, kind: str) -> None:
+        self.stats[kind] += 1
+
     def _bad_frame(self, why: str, sample: str) -> None:
         self.stats["bad_frames"] += 1
         self._log_once("bad_frame", f"HUB: {self.name} skipped a malformed frame ({why}): {sample!r} "
                                     f"({self.stats['bad_frames']} so far)")
 
     def _tap(self, conn) -> None:
-        """Call on_raw(target, arguments, recv_ns) for every invocation before the handlers."""
+        """Call on_raw(target, arguments, recv_ns) for every invocation before the handlers,
+        and keep the reason of a server's close message."""
         original = conn.on_message
 
         def on_message(messages: list) -> None:
             recv_ns = time.time_ns()
             for m in messages:
-                if getattr(m, "type", None) == MessageType.invocation:
+                kind = getattr(m, "type", None)
+                if kind == MessageType.completion and conn is self._conn:
+                    self._answered_ids.add(getattr(m, "invocation_id", None))
+                if kind == MessageType.close and conn is self._conn:
+                    self.stats["server_close"] += 1
+                    self._reason = f"server closed the connection: {getattr(m, 'error', None) or 'no error'}"
+                if kind == MessageType.invocation and self.on_raw is not None:
                     try:
                         self.on_raw(m.target, m.arguments, recv_ns)
                     except Exception as exc:

@@ -129,6 +129,7 @@ class TopstepXClient:
         self.bars_limiter = RateLimiter(bars_per_30s, 30.0)
         self._token: str | None = None
         self._token_exp: float = 0.0
+        self._token_life: float = 0.0
         self._auth_lock = threading.RLock()
         self.stats = collections.Counter()
 
@@ -159,13 +160,15 @@ class TopstepXClient:
         register_secret(token)
         self._token = token
         self._token_exp = jwt_exp(token) or (time.time() + 24 * 3600)
+        self._token_life = max(0.0, self._token_exp - time.time())
 
     def token(self) -> str:
         """A token valid for at least `refresh_margin_s` more seconds."""
         with self._auth_lock:
             if self._token is None:
                 return self.login()
-            if time.time() > self._token_exp - self.refresh_margin_s:
+            # the margin is at most a quarter of the lifetime: a short-lived token is not renewed on every call
+            if time.time() > self._token_exp - min(self.refresh_margin_s, self._token_life / 4):
                 try:
                     body = self._raw("/api/Auth/validate", {}, auth=True, timeout=self.timeout_s)
                     if body.get("success") and body.get("newToken"):

@@ -14,7 +14,7 @@ from common.bus import Publisher, ServiceLoop
 from common.clock import EventClock
 from common.messages import FeedStatus
 from common.session import SessionCalendar
-from common.topstepx.hub import CONNECTED, CONNECTING, RECONNECTING, STOPPED, HubClient
+from common.topstepx.hub import CONNECTED, CONNECTING, RECONNECTING, STOPPED, HubClient, hub_timing
 from common.topstepx.rest import TopstepXClient
 from services.feed.config import FeedConfig
 from common.ticks.feed_core import FeedCore
@@ -46,7 +46,7 @@ class MarketFeed:
         self.hub = HubClient(cfg.api.market_hub_url, self._token, self._subscribe, {}, name="market",
                              on_state=self._on_state_thread, on_raw=self._on_raw_thread,
                              connect_timeout_s=fcfg.connect_timeout_s, min_backoff_s=fcfg.min_backoff_s,
-                             max_backoff_s=fcfg.max_backoff_s)
+                             max_backoff_s=fcfg.max_backoff_s, **hub_timing(cfg.api))
 
     # -- hub threads -> loop -------------------------------------------
     def _on_raw_thread(self, target: str, args: list, recv_ns: int) -> None:

@@ -19,7 +19,7 @@ from common.clock import EventClock
 from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
 from common.service import boot
 from common.session import SessionCalendar
-from common.topstepx.hub import HubClient
+from common.topstepx.hub import HubClient, hub_timing
 from common.topstepx.rest import TopstepXClient, TopstepXError
 from services.orders.config import OrdersConfig
 from services.orders.gateway import Gateway
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         hub = HubClient(cfg.api.user_hub_url, rest.token, subscribe, handlers, name="user",
                         on_state=lambda s, d: loop.call_soon_threadsafe(lambda: gw.on_hub_state(s, d)),
                         min_backoff_s=sect.hub_min_backoff_s,
-                        max_backoff_s=max(sect.hub_max_backoff_s, sect.hub_min_backoff_s))
+                        max_backoff_s=max(sect.hub_max_backoff_s, sect.hub_min_backoff_s), **hub_timing(cfg.api))
         hub.start()
 
     def heartbeat() -> None:

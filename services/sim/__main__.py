@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 import time
 
@@ -62,9 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sim = Simulator(sim_cfg, contract, ticks, offset, api_key)
     market_clock.sim = sim
+    tls = None
+    if sim_cfg.tls_cert:
+        try:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(cfg.path(sim_cfg.tls_cert), cfg.path(sim_cfg.tls_key) if sim_cfg.tls_key else None)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"sim: cannot load the TLS certificate {sim_cfg.tls_cert}: {exc}", file=sys.stderr)
+            return 2
     logger.info(f"SIM: serving {contract} from {data.name} ({len(ticks)} ticks, derived quotes) on "
-                f"http://{sim_cfg.host}:{sim_cfg.port} speed {sim_cfg.speed or 'max'} time_mode {sim_cfg.time_mode}")
-    web.run_app(build_app(sim), host=sim_cfg.host, port=sim_cfg.port, print=None, access_log=None,
+                f"{'https' if tls else 'http'}://{sim_cfg.host}:{sim_cfg.port} speed {sim_cfg.speed or 'max'} time_mode {sim_cfg.time_mode}")
+    web.run_app(build_app(sim), host=sim_cfg.host, port=sim_cfg.port, print=None, access_log=None, ssl_context=tls,
                 handle_signals=True, shutdown_timeout=2)
     return 0
 

@@ -1,6 +1,6 @@
 """Fault injection and the simulator's control surface (`/sim/...`, loopback, no auth):
-HTTP errors, delays and held answers, order rejects, dropped/garbage WebSockets, stalls,
-expired tokens, price control, and the sim's own record (`/sim/state`)."""
+HTTP errors, delays and held answers, order rejects, dropped/garbage WebSockets, silent,
+half-closed and stop-after-handshake hubs, stalls, expired tokens, price control, and the sim's own record (`/sim/state`)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from loguru import logger
 
+from services.sim.hubs import half_close
 from services.sim.wire import RS, iso
 
 if TYPE_CHECKING:
@@ -65,7 +66,20 @@ async def control(request: web.Request) -> web.Response:
                 await c.ws.close()
         logger.warning(f"SIM: fault: dropped {dropped} WebSocket(s)")
         return web.json_response({"ok": True, "dropped": dropped})
-    if name == "delay":
+    if name in ("hub_silent", "half_close"):
+        # a hub that goes quiet with TCP open (a hung proxy), or one that sends a FIN and keeps reading
+        hit = [c for c in list(sim.conns) if p.get("hub") in (None, c.hub) and c.handshaken and not c.closed]
+        for c in hit:
+            if name == "hub_silent":
+                c.muted = True
+            else:
+                half_close(c)
+        logger.warning(f"SIM: fault: {name} on {len(hit)} {p.get('hub') or 'hub'} connection(s)")
+        return web.json_response({"ok": True, "connections": len(hit)})
+    if name == "stop_after_handshake":
+        hub = p.get("hub") or "market"
+        sim.mute_next[hub] = int(p.get("count", 1))
+    elif name == "delay":
         f.delays.append({"ms": p.get("ms", 1000), "count": p.get("count", -1), "path": p.get("path")})
     elif name == "timeout":
         f.holds.append({"seconds": p.get("seconds", 10), "count": p.get("count", 1), "path": p.get("path")})
@@ -86,6 +100,7 @@ async def control(request: web.Request) -> web.Response:
                 await c.push(p.get("frame", "this is not json") + RS)
     elif name == "clear":
         f.clear()
+        sim.mute_next.clear()
         sim.stall_until = 0.0
     elif name == "pause":
         sim.paused = True

@@ -43,6 +43,7 @@ class Simulator:
         self.replay = Replay(ticks, offset_ns, cfg.speed, cfg.loop, cfg.start_offset_s)
         self.engine.now_ns = self.replay.t0_data
         self.conns: set[HubConn] = set()
+        self.mute_next: dict[str, int] = {}    # fault: the next N connections per hub go silent
         self.tags: dict[str, int] = {}
         self.rate: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self.paused = False

@@ -53,7 +53,11 @@ async def hub_client(url: str, subs: list[tuple[str, list]], c: Client, stop: as
         await ws.send('{"protocol":"json","version":1}' + RS)
         buf = ""
         handshaken = False
+        pinged = time.monotonic()
         while not stop.is_set():
+            if handshaken and time.monotonic() - pinged >= 10:   # the sim, like ASP.NET, drops a client
+                pinged = time.monotonic()                        # silent for 30 s (ClientTimeoutInterval)
+                await ws.send('{"type":6}' + RS)
             try:
                 msg = await asyncio.wait_for(ws.recv(), 0.5)
             except asyncio.TimeoutError:
