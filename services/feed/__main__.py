@@ -1,8 +1,8 @@
-"""Feed gateway process: TopstepX market hub -> Quote/Trade/FeedStatus/Heartbeat on the feed socket.
+"""Feed process: TopstepX market hub -> Quote/Trade/FeedStatus/Heartbeat on the feed socket.
 
     python -m services.feed --config config/live_trading.yaml
 
-The gateway itself is services/feed/gateway.py; its stale watchdog and token refresh are
+The feed itself is services/feed/market_feed.py; its stale watchdog and token refresh are
 services/feed/watchdog.py.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from loguru import logger
 from common.bus import Publisher, ServiceLoop
 from common.service import boot
 from services.feed.config import FeedConfig
-from services.feed.gateway import FeedGateway
+from services.feed.market_feed import MarketFeed
 
 SERVICE = "feed"
 
@@ -27,15 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         logger.error(f"BUS: refusing to start: {exc}")
         return 2
-    gw = FeedGateway(cfg, fcfg, clock, loop, pub)
-    logger.info(f"FEED: {gw.contract} from {cfg.api.market_hub_url} -> {cfg.bus.feed_pub}"
-                + (f"; recording to {gw.recorder.directory}" if gw.recorder else ""))
-    gw.on_state("connecting", "starting")
-    loop.every(fcfg.heartbeat_s, gw.every_second)
-    loop.every(fcfg.watchdog_s, gw.watch)
-    loop.on_shutdown(gw.shutdown)
+    feed = MarketFeed(cfg, fcfg, clock, loop, pub)
+    logger.info(f"FEED: {feed.contract} from {cfg.api.market_hub_url} -> {cfg.bus.feed_pub}"
+                + (f"; recording to {feed.recorder.directory}" if feed.recorder else ""))
+    feed.on_state("connecting", "starting")
+    loop.every(fcfg.heartbeat_s, feed.every_second)
+    loop.every(fcfg.watchdog_s, feed.watch)
+    loop.on_shutdown(feed.shutdown)
     loop.on_shutdown(pub.close)
-    gw.hub.start()
+    feed.hub.start()
     loop.run()
     return 0
 

@@ -1,14 +1,12 @@
-"""Position keeper process: gateway fills + feed quotes -> positions, P&L, round trips; broker reconciliation.
+"""The position keeper: gateway fills + feed quotes -> positions, P&L, round trips, session
+files; the broker is the truth (reconciliation on a REST thread, applied on the loop).
 
-    python -m services.positions --config config/live_trading.yaml
-
-Exit 2 with one line on a bad config or a socket that cannot be bound; SIGTERM saves the
-state, writes the session files and the report, and exits 0.
+Its sockets are built and wired to the loop by services/positions/__main__.py and handed in
+with `connect`; everything here runs on the loop thread except `fetch` (the REST thread).
 """
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -16,11 +14,10 @@ from pathlib import Path
 
 from loguru import logger
 
-from common.bus import LATEST_ONLY_HWM, Publisher, ReplyServer, ServiceLoop, Subscriber
+from common.bus import Publisher, ServiceLoop, Subscriber
 from common.clock import NY, EventClock, from_dt
 from common.instruments import cents_to_str
 from common.messages import Fill, Heartbeat, OrderEvent, Query, Quote, Reply, RiskEvent, RoundTrip
-from common.service import boot
 from common.session import SessionCalendar
 from common.statefile import BadStateFile
 from common.topstepx.rest import parse_time
@@ -29,14 +26,7 @@ from services.positions.config import PositionsConfig
 from services.positions.ledger import Ledger
 from services.positions.reconcile import Reconciler, broker_positions, cents, compare, fill_from_trade
 
-SERVICE = "positions"
 LATENCY_HINTS = ("latency", "_us", "_ms", "lag")
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg, sect, clock = boot(SERVICE, PositionsConfig, argv, __doc__)
-    log_dir = cfg.path(cfg.logging.dir)
-    return Keeper(cfg, sect, clock, log_dir).run()
 
 
 class Keeper:
@@ -86,51 +76,16 @@ class Keeper:
                     f"{cents_to_str(a.realized_day_cents)}, {a.consecutive_losses} consecutive losses, "
                     f"balance {cents_to_str(a.balance_cents)}, open {self.ledger.signed_positions() or 'none'}")
 
-    def run(self) -> int:
-        cfg, sect = self.cfg, self.sect
-        try:
-            self.restore()
-        except BadStateFile as exc:
-            return exc.stop()     # one line naming the file and `scalper recover positions`; exit 3
-        if not self.ledger.account_id and cfg.api.account_id:
-            self.ledger.account_id = cfg.api.account_id
-        loop = self.loop = ServiceLoop(SERVICE)
-        try:
-            self.pub = Publisher(SERVICE, cfg.bus.positions_pub, cfg.bus.positions_snap,
-                                 clock=self._now_ns).attach(loop)
-            self.rep = ReplyServer(SERVICE, cfg.bus.positions_query, self.on_query).attach(loop)
-        except OSError as exc:
-            logger.error(f"BUS: refusing to start: {exc}")
-            return 2
-        try:
-            from common.topstepx.rest import TopstepXClient
-            self.rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share)
-        except Exception as exc:  # a client that cannot be built: keep tracking fills, say so
-            logger.error(f"RECONCILE: no broker client ({type(exc).__name__}: {exc}); fills only")
-        self.orders = Subscriber(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap,
-                                 topics=[Fill, OrderEvent, Heartbeat])
-        self.feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat],
-                               hwm=LATEST_ONLY_HWM)
-        loop.add_reader(self.orders.sock, self.on_orders)
-        loop.add_reader(self.feed.sock, self.on_feed)
-        self.others: list[Subscriber] = []
-        if sect.service_heartbeats:
-            for name in ("inference", "engine"):
-                s = Subscriber(SERVICE, getattr(cfg.bus, f"{name}_pub"), None, topics=[Heartbeat])
-                self.others.append(s)
-                loop.add_reader(s.sock, lambda s=s: self.on_heartbeats(s))
-        loop.every(sect.heartbeat_s, self.heartbeat, first_in=0.0)
-        loop.every(sect.reconcile_s, lambda: self.request_sync("periodic", False), first_in=sect.reconcile_s)
-        loop.every(0.25, self.tick)
-        loop.on_shutdown(self.shutdown)
-        logger.info(f"POSITIONS: keeper up; fills {cfg.bus.orders_pub}, quotes {cfg.bus.feed_pub} -> "
-                    f"{cfg.bus.positions_pub}, queries {cfg.bus.positions_query}; reconcile every {sect.reconcile_s} s")
-        self.publish_all()
-        self.request_sync("start", True)
-        loop.run()
-        return 0
+    def connect(self, loop: ServiceLoop, pub: Publisher, rest, orders: Subscriber, feed: Subscriber,
+                others: list[Subscriber]) -> None:
+        """The keeper's sockets (built by __main__): its publisher, the broker's REST client (None:
+        fills only), the gateway's and the feed's subscribers and the other services' heartbeats."""
+        self.loop, self.pub, self.rest = loop, pub, rest
+        self.orders, self.feed, self.others = orders, feed, others
+        if not self.ledger.account_id and self.cfg.api.account_id:
+            self.ledger.account_id = self.cfg.api.account_id
 
-    def _now_ns(self) -> int:
+    def now_ns(self) -> int:
         return self.clock.now_ns() or time.time_ns()
 
     # -- bus input -----------------------------------------------------------
@@ -399,7 +354,7 @@ class Keeper:
         if dec.act:
             for m in compare(self.ledger.signed_positions(), broker_qty):
                 qty, avg = broker.get(m.contract, (0, None))
-                self.ledger.adopt(m.contract, qty, avg, self._now_ns())
+                self.ledger.adopt(m.contract, qty, avg, self.now_ns())
                 self.published.add(m.contract)
                 self.counts["adopted"] += 1
                 logger.warning(f"RECONCILE: adopted the broker's {m.contract}: {qty:+d} @ {avg}")
@@ -513,11 +468,3 @@ class Keeper:
         logger.info(f"POSITIONS: {a.trading_day}: {a.trades_today} trades, realized {cents_to_str(a.realized_day_cents)}, "
                     f"fees ${journal.usd(a.fees_day_cents)}; state saved")
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for s in [self.orders, self.feed, *self.others]:
-            s.close()
-        self.rep.close()
-        self.pub.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from common.messages import RoundTrip
+from services.positions import journal
 from tests.harness.config import write_config
 from tests.harness.procs import ROOT
 from tests.harness.sim import SimProcess, free_port
@@ -55,15 +57,15 @@ def test_report_writes_the_days_report_through_the_keepers_module(tmp_path):
     cfg = write_config(tmp_path, None)
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / f"trades_{day}.csv").write_text(
-        "entry_time,exit_time,side,size,entry_price,exit_price,ticks,pnl_usd,fees_usd,exit_reason,signal_id\n"
-        "10:00:00,10:01:00,LONG,1,6050.00,6053.50,14,16.76,0.74,target,LE1\n")
+    t0 = 1_768_491_000 * 10**9                   # 2026-01-15 10:30 New York
+    journal.write_trades_csv(logs, day, [RoundTrip("CON.F.US.MES.H26", 1, 1, "6050.00", "6053.50", t0,
+                                                   t0 + 60 * 10**9, 14, 1676, 74, "target", "LE1", "v1")])
     r = scalper("--config", str(cfg), "report", "--day", day)
     assert r.returncode == 0, r.stdout + r.stderr
     path = r.stdout.strip().splitlines()[-1]
     assert path.endswith(f"report_{day}.html")
     text = open(path).read()
-    assert f"Trading session {day}" in text and "+$16.76" in text and "LE1" in text
+    assert f"Trading session {day}" in text and "16.76" in text and "LE1" in text
 
 
 def test_check_fails_the_model_line_when_the_model_does_not_match_its_config(tmp_path):

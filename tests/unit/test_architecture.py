@@ -175,3 +175,13 @@ def test_relative_links_in_the_docs_point_at_files_of_the_repository(doc):
     local = [link for link in links if "://" not in link]
     missing = [link for link in local if not (page.parent / link).exists()]
     assert not missing, f"{doc}: links to nothing: {missing}"
+
+
+def test_gateway_names_the_order_gateway_only():
+    """One meaning per word: "gateway" is services/orders; the market-data process is "the feed"
+    (the broker's own names, such as GatewayQuote, are strings, not our modules or classes)."""
+    wrong = [m for m in MODULES if "gateway" in m and _service(m) != "orders"]
+    wrong += [f"{m}.{node.name}" for m, path in MODULES.items() if _service(m) != "orders"
+              for node in ast.walk(ast.parse(path.read_text(), str(path)))
+              if isinstance(node, ast.ClassDef) and "gateway" in node.name.lower()]
+    assert not wrong, wrong

@@ -152,15 +152,15 @@ def test_stale_data_is_judged_on_the_wall_too_when_event_time_stands_still():
     """A dead feed in sim/replay: the event clock barely moves (only the feed's heartbeat guesses
     advance it), so the breaker must trip on wall time, within stale_data_s."""
     wall = [0]
-    b = B.Breakers(P, wall=lambda: wall[0])
+    b = breakers.Breakers(P, wall=lambda: wall[0])
     t = 1_000 * NS
     b.on_quote(t, 100, 101, 100)
     wall[0] = int(4.9 * NS)
     assert b.check(t + 1 * NS, in_session=True) == []              # event time: 1 s, wall: 4.9 s
     wall[0] = int(5.1 * NS)
     (ev,) = b.check(t + 1 * NS, in_session=True)
-    assert ev.kind == B.STALE_DATA and ev.active and "5.1 s" in ev.detail
+    assert ev.kind == breakers.STALE_DATA and ev.active and "5.1 s" in ev.detail
     b.on_quote(t + 2 * NS, 100, 101, 100)                           # a fresh quote clears it
-    assert B.STALE_DATA not in b.active
+    assert breakers.STALE_DATA not in b.active
     # a hole in the data's own time trips too, however fast the replay runs on the wall
-    assert names(b.check(t + 8 * NS, in_session=True)) == [(B.STALE_DATA, True)]
+    assert names(b.check(t + 8 * NS, in_session=True)) == [(breakers.STALE_DATA, True)]

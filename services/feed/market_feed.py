@@ -1,4 +1,4 @@
-"""The feed gateway: TopstepX market hub -> Quote/Trade/FeedStatus/Heartbeat on the feed socket.
+"""The feed: TopstepX market hub -> Quote/Trade/FeedStatus/Heartbeat on the feed socket.
 
 The hub client (common/topstepx/hub.py) reconnects with backoff and re-subscribes; this
 adds the watchdog and token refresh (watchdog.py), the raw recording (logs/ticks/) and
@@ -24,7 +24,7 @@ from common.recording import STATUS, DailyRecorder
 FEED_STATE = {CONNECTING: "connecting", CONNECTED: "subscribed", RECONNECTING: "reconnecting", STOPPED: "down"}
 
 
-class FeedGateway:
+class MarketFeed:
     def __init__(self, cfg, fcfg: FeedConfig, clock, loop: ServiceLoop, pub: Publisher):
         self.cfg, self.fcfg, self.clock, self.loop, self.pub = cfg, fcfg, clock, loop, pub
         self.contract = fcfg.contract or cfg.trading.contract
@@ -123,7 +123,7 @@ class FeedGateway:
 
     def shutdown(self) -> None:
         self.hub.stop()
-        self.pub.publish(FeedStatus("down", "feed gateway stopped"), key="feed")
+        self.pub.publish(FeedStatus("down", "feed stopped"), key="feed")
         if self.recorder is not None:
             self.recorder.close()
         self.rest.close()
