@@ -9,6 +9,7 @@ rebuilds its state from the broker, which is the truth.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -48,3 +49,45 @@ def move_aside(path: str | Path) -> list[Path]:
             p.rename(dest)
             moved.append(dest)
     return moved
+
+
+def recover(service: str, files: list[Path], why_unreadable, force: bool = False) -> int:
+    """`scalper recover SERVICE`: move each of `files` that `why_unreadable(path)` finds unreadable
+    (it returns '' for a good file) aside, printing one line per file and the next step. With
+    `force`, readable files are moved too. Each service passes its own files and reader
+    (services/orders/recover.py, services/positions/recover.py)."""
+    if not files:
+        print(f"{service}: no state file to recover; start it and it builds its state from the broker")
+        return 0
+    moved = 0
+    for path in files:
+        why = why_unreadable(path)
+        if not why and not force:
+            print(f"{path} reads fine; left in place (--force moves it anyway)")
+            continue
+        print(f"{path}: {why or 'moved on request (--force)'}")
+        for dest in move_aside(path):
+            print(f"  moved aside to {dest}")
+        moved += 1
+    if moved:
+        print(f"next: start {service} (supervisorctl -c supervisord.conf start {service}); "
+              "it rebuilds its state from the broker and logs the rebuild")
+    return 0
+
+
+def recover_main(service: str, files_for, why_unreadable, argv: list[str] | None = None) -> int:
+    """The `python -m services.<service>.recover --config C [--force]` program."""
+    import argparse
+
+    from common.config import ConfigError, load_config
+    p = argparse.ArgumentParser(prog=f"python -m services.{service}.recover",
+                                description=f"move an unreadable {service} state file aside")
+    p.add_argument("--config", default=None)
+    p.add_argument("--force", action="store_true", help="move the files aside even if they read fine")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return recover(service, files_for(cfg), why_unreadable, args.force)

@@ -309,57 +309,15 @@ def _archive_sim_state(cfg: Config) -> None:
         print(f"sim mode: the last run's journals moved to {dest}", file=sys.stderr)
 
 
-def state_files(cfg: Config, service: str) -> list[Path]:
-    """The journal / state files `service` reads at start (common/statefile.py)."""
-    log_dir = cfg.path(cfg.logging.dir)
-    if service == "orders":
-        from services.orders.config import OrdersConfig
-        sect = cfg.section("orders", OrdersConfig)
-        state_dir = Path(sect.state_dir) if sect.state_dir else log_dir / "state"
-        return sorted(state_dir.glob("orders_*.sqlite"))
-    from services.positions.journal import state_path
-    return [p for p in [state_path(log_dir)] if p.exists()]
-
-
-def _readable(service: str, path: Path) -> str:
-    """'' if `path` reads back as the service would read it; else why not."""
-    from common.statefile import BadStateFile
-    try:
-        if service == "orders":
-            from services.orders.journal import Journal
-            Journal(path).close()
-        elif not isinstance(json.loads(path.read_text()), dict):
-            return "not a JSON object"
-    except BadStateFile as exc:
-        return exc.why
-    except (OSError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return ""
-
-
 def cmd_recover(args) -> int:
     """Move an unreadable journal or state file aside (nothing is deleted). On its next start the
-    service finds no state and rebuilds it from the broker, which is the truth."""
-    from common.statefile import move_aside
+    service finds no state and rebuilds it from the broker, which is the truth. Each service owns
+    its files and how to read them (services/<service>/recover.py)."""
     cfg = _cfg(args)
-    files = state_files(cfg, args.service)
-    if not files:
-        print(f"{args.service}: no state file to recover; start it and it builds its state from the broker")
-        return 0
-    moved = 0
-    for path in files:
-        why = _readable(args.service, path)
-        if not why and not args.force:
-            print(f"{path} reads fine; left in place (--force moves it anyway)")
-            continue
-        print(f"{path}: {why or 'moved on request (--force)'}")
-        for dest in move_aside(path):
-            print(f"  moved aside to {dest}")
-        moved += 1
-    if moved:
-        print(f"next: start {args.service} (supervisorctl -c supervisord.conf start {args.service}); "
-              "it rebuilds its state from the broker and logs the rebuild")
-    return 0
+    r = _run_module(f"services.{args.service}.recover", cfg, *(["--force"] if args.force else []))
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    return r.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

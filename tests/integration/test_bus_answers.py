@@ -1,4 +1,4 @@
-"""A bound REP socket answers every frame and stays usable (issue 15, item 1), over real ipc sockets.
+"""A bound REP socket answers every frame and stays usable, over real ipc sockets.
 
 The cases that once wedged a socket for good: a SnapshotRequest whose topics hold an integer
 (raised outside the try, no reply), a multipart request (only the first part read, the reply

@@ -1,4 +1,4 @@
-"""Crash-loop drills (issue 15, item 2) under a real supervisord with the supervision listener.
+"""Crash-loop drills under a real supervisord with the supervision listener.
 
 - The order gateway killed right after every start: the listener stops it at the configured
   count, a crash_loop RiskEvent reaches the bus and, through the alerts service, a local
@@ -114,7 +114,7 @@ def test_gateway_killed_after_every_start_is_stopped_alerted_and_halts_entries(t
                             what=f"the crash-loop alert at the webhook\n{pipe.output('alerts')[-3000:]}")[:1]
         assert "orders exited" in str(alert.body), alert.body
 
-        out = subprocess.run([sys.executable, "-m", "common.cli", "--config", str(cfg_path), "status"],
+        out = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(cfg_path), "status"],
                              cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
         assert f"orders {MAX_EXITS} exits" in out and "STOPPED for a crash loop" in out, out
 

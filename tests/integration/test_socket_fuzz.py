@@ -1,4 +1,4 @@
-"""Every bound socket of every service answers anything (issue 15, item 1).
+"""Every bound socket of every service answers anything.
 
 Real processes: the simulator, the five pipeline services and the supervision listener. Hypothesis fires arbitrary bytes,
 arbitrary msgpack and envelope-shaped garbage (real type names, fields of the wrong kinds,

@@ -1,4 +1,4 @@
-"""Corrupt-state drill (issue 15, item 3), with the real simulator, gateway and keeper.
+"""Corrupt-state drill, with the real simulator, gateway and keeper.
 
 A position is open with its stop and target at the broker; both services die by kill -9; the
 gateway's SQLite journal is truncated and the keeper's state file cut in half. Each service
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def recover(cfg_path, service: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "common.cli", "--config", str(cfg_path), "recover", service],
+    out = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(cfg_path), "recover", service],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     print(out.stdout)

@@ -1,4 +1,4 @@
-"""A corrupt or truncated state file is one line naming the file and the way out (issue 15, item 3)."""
+"""A corrupt or truncated state file is one line naming the file and the way out."""
 from __future__ import annotations
 
 import json
@@ -62,7 +62,7 @@ def test_move_aside_keeps_every_companion_file(tmp_path):
 
 
 def test_recover_moves_only_unreadable_files(tmp_path):
-    from common.cli import main
+    from services.cli.commands import main
     from tests.harness.config import write_config
     cfg = write_config(tmp_path)
     state = tmp_path / "logs" / "state"
