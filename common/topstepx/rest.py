@@ -303,7 +303,14 @@ class TopstepXClient:
         self.call("/api/Order/modify", body)
 
     def close_contract(self, account_id: int, contract_id: str) -> None:
+        """Close whatever the broker holds in the contract (reduce-only at the broker: it cannot
+        open or flip a position). Refused when flat."""
         self.call("/api/Position/closeContract", {"accountId": account_id, "contractId": contract_id})
+
+    def partial_close_contract(self, account_id: int, contract_id: str, size: int) -> None:
+        """Close `size` contracts of the open position; refused when flat or size > |position|."""
+        self.call("/api/Position/partialCloseContract",
+                  {"accountId": account_id, "contractId": contract_id, "size": size})
 
     def close(self) -> None:
         self.http.close()

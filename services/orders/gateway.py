@@ -66,6 +66,10 @@ class Gateway:
         self.violations: dict[str, int] = {}
         self.busy_until: dict[str, float] = {}      # contract -> monotonic time to leave alone in the invariant check
         self.eod_done_day = ""
+        self.closing: dict[str, tuple] = {}   # contract -> (key, leg, until, max known order id): a closeContract sent
+        self.flatten_pending: tuple[str, str, str] | None = None  # a flatten not yet verified: retried
+        self.stale_legs: set[int] = set()                      # left working after a confirmed flat
+        self.overfill_pending: dict[str, int] = {}             # contract -> intended signed size, close failed
         self.last_fill_day = ""
         self.stats: dict[str, int] = {"commands": 0, "orders_sent": 0, "fills": 0, "repairs": 0,
                                       "unknown_outcomes": 0, "rejects": 0, "reconciles": 0, "reconcile_errors": 0}
@@ -343,12 +347,10 @@ class Gateway:
 
     def cmd_exit(self, cmd: OrderCommand) -> OrderReply:
         contract = cmd.contract or self.contract
-        ok, oid, msg = self.close_contract(contract, cmd.key, "exit")
+        ok, _, msg = self.close_contract(contract, cmd.key, "exit")
         if not ok:
             return OrderReply(cmd.key, False, "error", msg)
-        if oid is None:
-            return OrderReply(cmd.key, True, "flat", msg)
-        return OrderReply(cmd.key, True, "accepted", msg, {"order_id": oid})
+        return OrderReply(cmd.key, True, "flat", msg)
 
     def cmd_reverse(self, cmd: OrderCommand) -> OrderReply:
         contract = cmd.contract or self.contract
@@ -413,86 +415,170 @@ class Gateway:
             time.sleep(0.05 * (round_ + 1))
         return left
 
-    def broker_position(self, contract: str) -> L.BrokerPosition | None:
+    def broker_positions(self) -> dict[str, L.BrokerPosition]:
+        """The broker's positions from a fresh REST answer. It replaces the view wholesale: a
+        contract the broker does not list is flat (a cached position is never an order's basis)."""
+        fresh: dict[str, L.BrokerPosition] = {}
         for p in self.rest.open_positions(self.acct):
-            self._on_position(p)
-        pos = self.positions.get(contract)
-        return pos if pos and pos.size else None
+            bp = L.position_of(p)
+            if bp is not None:
+                fresh[bp.contract] = bp
+        self.positions = fresh
+        return fresh
+
+    def broker_position(self, contract: str) -> L.BrokerPosition | None:
+        return self.broker_positions().get(contract)
 
     def wait_flat(self, contract: str | None) -> bool:
         deadline = time.monotonic() + self.sect.flat_verify_s
         while True:
             try:
-                ps = self.rest.open_positions(self.acct)
-                self.positions = {}
-                for p in ps:
-                    self._on_position(p)
-                if not any(p.size for c, p in self.positions.items() if contract is None or c == contract):
+                ps = self.broker_positions()
+                if not any(p.size for c, p in ps.items() if contract is None or c == contract):
                     return True
             except TopstepXError as exc:
                 logger.warning(f"GUARD: position check failed: {exc}")
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.1)
+            time.sleep(0.2)
+
+    def close_position(self, contract: str, key: str, leg: str, size: int | None = None) -> bool:
+        """Position/closeContract (or partialCloseContract for `size`): the broker closes what it
+        holds, so the order can neither open nor flip a position whatever our view says.
+        True if a close was sent, False if the broker says there is nothing to close.
+        Raises TopstepXError when the broker could not be told."""
+        self.closing[contract] = (key, leg, time.monotonic() + 30, max(self.orders, default=0))
+        self.stats["orders_sent"] += 1
+        logger.info(f"ORDER: CLOSE {contract_name(contract)} {'all' if size is None else size} ({key}:{leg})")
+        try:
+            if size is None:
+                self.rest.close_contract(self.acct, contract)
+            else:
+                self.rest.partial_close_contract(self.acct, contract, size)
+            return True
+        except BrokerError as exc:
+            if "not found" in (exc.message or "").lower():
+                logger.info(f"ORDER: close {contract_name(contract)}: broker holds no position ({exc.message})")
+                return False
+            raise
+
+    def _adopt_close_order(self, oid: int, contract: str, side: int, size: int) -> dict | None:
+        """The untagged market order a closeContract created: journal it under the exit's key and
+        leg, so its fills and events carry the right leg."""
+        key, leg, until, newer_than = self.closing.get(contract, ("", "", 0.0, 0))
+        if not key or time.monotonic() > until or oid <= newer_than:
+            return None
+        attempt = self.next_attempt(key, leg)
+        tag = L.make_tag(key, leg, attempt)
+        data = {"contract": contract, "type": L.MARKET, "side": side, "size": size, "price_ticks": None,
+                "status": 6, "fill_volume": 0, "via": "closeContract"}
+        self.rows[tag] = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data}
+        self.journal.put_order(tag, key, leg, attempt, data)
+        self._register(tag, oid, data)
+        return self.orders[oid]
 
     def close_contract(self, contract: str, key: str, leg: str) -> tuple[bool, int | None, str]:
-        """Cancel the protective orders, then close the position with a market order (leg), verified.
-        Returns (ok, close order id or None when already flat, message)."""
+        """Close the position first, confirm flat, then cancel what is left of its legs. If the close
+        cannot be sent or confirmed, the stop stays at the broker. Returns (ok, None, message)."""
         self.busy_until[contract] = time.monotonic() + 5
+        try:
+            self.cancel_increasing(contract)
+            pos = self.broker_position(contract)
+            sent = pos is not None and self.close_position(contract, key, leg)
+        except TopstepXError as exc:
+            return False, None, f"close failed: {exc}; protection left in place"
+        if not self.wait_flat(contract):
+            return False, None, "position not flat after the close; protection left in place"
+        self.mark_closed(contract)
         left = self.cancel_all(contract)
         if left:
-            return False, None, f"orders {left} still working"
-        try:
-            pos = self.broker_position(contract)
-        except TopstepXError as exc:
-            return False, None, f"cannot read positions: {exc}"
-        oid = None
-        if pos is not None:
-            try:
-                oid = self.send(key, leg, contract, L.MARKET, L.close_side(pos.direction), pos.size)
-            except (BrokerError, Unconfirmed, TopstepXError) as exc:
-                return False, None, f"close order failed: {exc}"
-        if not self.wait_flat(contract):
-            return False, oid, "position not flat after the close"
+            self.stale_legs.update(left)
+            logger.warning(f"ORDER: flat, but {left} still working; cancelling again")
+        return True, None, "closed" if sent else "already flat"
+
+    def cancel_increasing(self, contract: str | None = None) -> None:
+        """Before a close: cancel working orders that would add to a position (entries), keep the
+        stop and target of the position until it is gone. Raises TopstepXError."""
+        for o in self.working_orders(contract):
+            mine = self.orders.get(int(o["id"]))
+            if mine is not None and mine["leg"] == "entry":
+                self.cancel(int(o["id"]))
+
+    def mark_closed(self, contract: str | None) -> None:
         for it in list(self.intents.values()):
-            if it["contract"] == contract:
+            if contract is None or it["contract"] == contract:
                 it["state"] = "closed"
                 self.save_intent(it)
-        self.cancel_all(contract)     # a protective order placed meanwhile must not survive
-        return True, oid, "" if pos else "already flat"
 
     def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0) -> bool:
-        """Cancel every working order, close every position, verify flat over REST."""
+        """Close every position (closeContract), verify flat over REST, then cancel every working
+        order and verify. Protection is cancelled only once the broker shows flat."""
         logger.warning(f"GUARD: flatten ({reason})")
         end = time.monotonic() + budget_s
         for c in list(self.positions) + [self.contract]:
             self.busy_until[c] = time.monotonic() + 5
-        for _ in range(3):
-            if time.monotonic() > end:
-                break
-            self.cancel_all()
+        pause = 0.2
+        while time.monotonic() < end:
             try:
-                ps = self.rest.open_positions(self.acct)
+                self.cancel_increasing(None)
+                ps = self.broker_positions()
             except TopstepXError as exc:
-                logger.warning(f"GUARD: flatten cannot read positions: {exc}")
-                time.sleep(0.5)
+                logger.warning(f"GUARD: flatten cannot read the broker: {exc}")
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
                 continue
-            for p in ps:
-                if not p.get("size"):
-                    continue
-                direction = 1 if p.get("type") == 1 else -1
+            for c in ps:
                 try:
-                    self.send(key, leg, p["contractId"], L.MARKET, L.close_side(direction), int(p["size"]))
-                except (BrokerError, Unconfirmed, TopstepXError) as exc:
-                    logger.error(f"GUARD: flatten order for {p['contractId']} failed: {exc}")
-            if self.wait_flat(None) and not self.cancel_all():
-                for it in list(self.intents.values()):
-                    it["state"] = "closed"
-                    self.save_intent(it)
-                logger.info(f"GUARD: verified flat with no working orders ({reason})")
-                return True
+                    self.close_position(c, key, leg)
+                except TopstepXError as exc:
+                    logger.error(f"GUARD: flatten close of {c} failed: {exc}")
+            if self.wait_flat(None):
+                self.mark_closed(None)
+                left = self.cancel_all()
+                if not left:
+                    logger.info(f"GUARD: verified flat with no working orders ({reason})")
+                    if self.flatten_pending:
+                        self.flatten_pending = None
+                        self.risk("flatten_failed", False, f"verified flat ({reason})")
+                    return True
+                self.stale_legs.update(left)
         self.risk("flatten_failed", True, f"not verified flat ({reason}); retrying", "ERROR")
+        self.flatten_pending = (key, leg, reason)
         return False
+
+    def retry_stale_legs(self) -> None:
+        """Orders left working after a confirmed flat (a cancel refused or rate limited)."""
+        for oid in list(self.stale_legs):
+            o = self.orders.get(oid)
+            if o is not None and o.get("status") in L.TERMINAL:
+                self.stale_legs.discard(oid)
+            elif self.cancel(oid):
+                self.stale_legs.discard(oid)
+
+    def on_overfill(self, contract: str, intended: int, detail: str) -> None:
+        """More was filled than meant (both legs filled, a fill after a cancel, an entry over its
+        size): close the excess at once, raise an ERROR risk event, halt entries."""
+        self.stats["overfills"] = self.stats.get("overfills", 0) + 1
+        self.risk("overfill", True, detail, "ERROR")
+        self.set_halt(f"overfill: {detail}", "overfill")
+        self.risk("halt", True, f"halted: overfill: {detail}")
+        self.close_excess(contract, intended)
+
+    def close_excess(self, contract: str, intended: int) -> None:
+        """Bring the broker's position back to `intended` (signed; 0 = flat) by closing only."""
+        key = f"gw-overfill-{time.time_ns()}"
+        self.overfill_pending.pop(contract, None)
+        try:
+            pos = self.broker_position(contract)
+            if pos is None:
+                return
+            if intended == 0 or pos.direction != (1 if intended > 0 else -1):
+                self.close_contract(contract, key, "flatten")
+            elif pos.size > abs(intended):
+                self.close_position(contract, key, "flatten", size=pos.size - abs(intended))
+        except TopstepXError as exc:
+            logger.error(f"GUARD: closing the overfill in {contract_name(contract)} failed: {exc}; the guard retries")
+            self.overfill_pending[contract] = intended
 
     # ------------------------------------------------------------------
     # broker events (hub or REST, same path; idempotent)
@@ -522,7 +608,8 @@ class Gateway:
         oid = int(raw["id"])
         row = self.rows.get(tag)
         if row is None:
-            if oid not in self.orders:
+            if oid not in self.orders and (tag or int(raw.get("type", 0)) != L.MARKET or self._adopt_close_order(
+                    oid, raw.get("contractId") or "", int(raw.get("side", 0)), int(raw.get("size") or 0)) is None):
                 return                      # not one of ours
         elif row["order_id"] is None:
             self._register(tag, oid, row["data"])
@@ -587,7 +674,8 @@ class Gateway:
         pnl = None if raw.get("profitAndLoss") is None else _cents(raw["profitAndLoss"])
         day = self.calendar.trading_day(ts) if ts else self.day()
         net = (pnl or 0) - fees
-        o = self.orders.get(oid)
+        o = self.orders.get(oid) or self._adopt_close_order(oid, contract, int(raw.get("side", 0)),
+                                                             int(raw.get("size", 0)))
         leg, key = (o["leg"], o["key"]) if o else ("unknown", "")
         side, size = int(raw.get("side", 0)), int(raw.get("size", 0))
         fill = Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
@@ -609,14 +697,17 @@ class Gateway:
         if leg == "entry" and it is not None:
             it["filled"] += size
             if it["filled"] > o.get("size", it["size"]):
-                self.risk("overfill", True, f"entry {o['tag']} filled {it['filled']} > size {o.get('size')}", "ERROR")
+                meant = o.get("size", it["size"])
+                self.on_overfill(contract, it["direction"] * meant,
+                                 f"entry {o['tag']} filled {it['filled']} > size {meant}")
+                it["filled"] = meant
             if it["fill_ticks"] is None:
                 it["fill_ticks"] = price
                 it["protect_t0"] = time.perf_counter_ns()
             it["state"] = "open"
             self.save_intent(it)
             self.protect(it)
-        elif leg in ("stop", "target", "repair") and it is not None:
+        elif leg in ("stop", "target", "repair") and it is not None and it["state"] in ACTIVE:
             it["closed"] = it.get("closed", 0) + size
             remaining = it["filled"] - it["closed"]
             others = [x for x in (it.get("stop_oid"), it.get("target_oid")) if x and x != oid]
@@ -629,6 +720,12 @@ class Gateway:
                 for x in others:
                     self._modify_size(x, remaining)
             self.save_intent(it)
+            if remaining < 0:
+                self.on_overfill(contract, 0, f"{o['tag']} filled {size} with only {size + remaining} open: "
+                                              "both legs filled")
+        elif leg in ("stop", "target", "repair"):
+            # a protective leg filled after its position was closed (a fill after the cancel was sent)
+            self.on_overfill(contract, 0, f"{o['tag']} filled {size} after its position was closed")
 
     def _modify_size(self, oid: int, size: int) -> None:
         o = self.orders.get(oid)
@@ -680,15 +777,11 @@ class Gateway:
         return None
 
     def _on_position(self, p: dict) -> None:
-        c = p.get("contractId")
-        size = int(p.get("size") or 0)
-        d = {1: 1, 2: -1}.get(int(p.get("type") or 0), 0)
-        if not size or not d:
-            self.positions.pop(c, None)
-            return
-        inst = instrument_for(c)
-        avg_x4 = int((Decimal(str(p.get("averagePrice") or 0)) / inst.tick_size * 4).to_integral_value())
-        self.positions[c] = L.BrokerPosition(c, d, size, avg_x4)
+        bp = L.position_of(p)
+        if bp is None:
+            self.positions.pop(p.get("contractId"), None)
+        else:
+            self.positions[bp.contract] = bp
 
     # hub handlers (on the loop thread)
     def on_hub(self, target: str, args: list) -> None:
@@ -912,6 +1005,13 @@ class Gateway:
             self.flatten(f"gw-dailyloss-{day}", "flatten", "daily loss limit")
 
     def periodic(self) -> None:
+        if self.flatten_pending:
+            key, leg, reason = self.flatten_pending
+            self.flatten(key, leg, reason, budget_s=2.0)
+        if self.stale_legs:
+            self.retry_stale_legs()
+        for c, intended in list(self.overfill_pending.items()):
+            self.close_excess(c, intended)
         busy = any(it["state"] in ("placing", "working", "unknown") for it in self.intents.values())
         period = self.sect.poll_s if (busy or not self.hub_reconciled) else self.sect.idle_poll_s
         if time.monotonic() - self.last_reconcile >= period:

@@ -3,6 +3,7 @@ protection invariant. No sockets, no broker I/O: unit-tested in tests/unit/test_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from common.instruments import Instrument, contract_name, instrument_for
 
@@ -140,6 +141,18 @@ class BrokerPosition:
     direction: int
     size: int
     avg_ticks_x4: int = 0
+
+
+def position_of(raw: dict) -> BrokerPosition | None:
+    """A broker position (REST or hub, TopstepX JSON) -> BrokerPosition; None when flat."""
+    size = int(raw.get("size") or 0)
+    d = {1: 1, 2: -1}.get(int(raw.get("type") or 0), 0)
+    if not size or not d:
+        return None
+    c = raw["contractId"]
+    inst = instrument_for(c)
+    avg_x4 = int((Decimal(str(raw.get("averagePrice") or 0)) / inst.tick_size * 4).to_integral_value())
+    return BrokerPosition(c, d, size, avg_x4)
 
 
 @dataclass
