@@ -109,12 +109,18 @@ def protected(sim, size: int = 1) -> bool:
         all(o["size"] == size for o in w) and len(w) == 2
 
 
+def closes(sim) -> list[dict]:
+    """The broker's closeContract orders: market orders with no customTag (the gateway's exits,
+    flattens and overfill closes go out this way: reduce-only at the broker)."""
+    return [o for o in sim.state()["orders"] if not o.get("customTag") and o["type"] == 2]
+
+
 def price(sim, ticks_price) -> None:
     p = float(ticks_price)
     sim.control("price", bid=p, ask=p + 0.25, last=p)
 
 
-__all__ = ["Gw", "working", "positions", "by_leg", "protected", "price", "wait_for"]
+__all__ = ["Gw", "closes", "working", "positions", "by_leg", "protected", "price", "wait_for"]
 
 
 # the default fixtures of the gateway tests (import them: `from ...orders_helpers import gw, sim`)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.harness.sim import SimProcess
-from tests.integration.orders_helpers import Gw, by_leg, positions, price, protected, wait_for, working
+from tests.integration.orders_helpers import Gw, by_leg, closes, positions, price, protected, wait_for, working
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ def test_unconfirmable_entry_is_flattened(tmp_path, sim):
         assert not rep.ok and rep.status == "error" and rep.detail.get("in_flight"), rep
         assert g.enter("LE5901").status == "refused"          # in flight counts as exposure
         wait_for(lambda: not positions(sim) and not working(sim) and
-                 any(o["customTag"] == "LE5900:exit:0" for o in sim.state()["orders"]), 20,
+                 closes(sim), 20,
                  what="unconfirmed entry closed")
         assert len(tagged(sim, "LE5900:entry")) == 1
         assert any(r.kind == "order_unknown" for r in g.risks())
