@@ -26,6 +26,7 @@ from typing import Any
 import requests
 from loguru import logger
 
+from common import broker_codes as codes  # noqa: F401  (the broker's enums: one table, re-exported)
 from common.logging import register_secret
 
 
@@ -314,25 +315,6 @@ class TopstepXClient:
 
     def close(self) -> None:
         self.http.close()
-
-
-# Broker enums (topstepx_api.md §2)
-class OrderType:
-    LIMIT, MARKET, STOP_LIMIT, STOP, TRAILING_STOP = 1, 2, 3, 4, 5
-
-
-class Side:
-    BUY, SELL = 0, 1
-
-
-class OrderStatus:
-    NONE, OPEN, FILLED, CANCELLED, EXPIRED, REJECTED, PENDING, PENDING_CANCEL, SUSPENDED = range(9)
-    TERMINAL = frozenset({2, 3, 4, 5})
-    WORKING = frozenset({1, 6, 8})
-
-
-class PositionType:
-    UNDEFINED, LONG, SHORT = 0, 1, 2
 
 
 def unwrap(payload: Any) -> Any:

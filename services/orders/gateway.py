@@ -23,8 +23,9 @@ from common.topstepx.rest import (
 from services.orders import logic as L
 from services.orders.config import OrdersConfig
 from services.orders.journal import Journal
+from services.orders.states import ACTIVE as ACTIVE_STATES, Intent, IntentState as S, next_status, after_cancel_sent
 
-ACTIVE = ("placing", "working", "open", "unknown", "closing")
+ACTIVE = tuple(x.value for x in ACTIVE_STATES)       # journal rows still in play
 
 
 class Unconfirmed(TopstepXError):
@@ -49,7 +50,7 @@ class Gateway:
         self.contract = cfg.trading.contract
         self.max_contracts = cfg.risk.max_contracts
         self.max_loss_cents = cfg.risk.max_daily_loss_cents
-        self.intents: dict[str, dict] = {}
+        self.intents: dict[str, Intent] = {}
         self.orders: dict[int, dict] = {}          # order id -> our view of the order
         self.rows: dict[str, dict] = {}            # tag -> journal row {key, leg, attempt, order_id}
         self.seen_trades: set[int] = journal.fill_ids()
@@ -84,7 +85,7 @@ class Gateway:
                                               **r["data"], "status": r["data"].get("status", 6)}
         for it in journal.intents(ACTIVE):
             if it["action"] in ("enter", "reverse"):
-                self.intents[it["key"]] = it["data"]
+                self.intents[it["key"]] = Intent.from_dict(it["data"])
         # a command cut off by a restart before its reply (exit, flatten, ...): forget the key so a
         # resend runs it again (each step checks the broker first); entries are resolved by tag instead
         for it in journal.intents(("new",)):
@@ -130,16 +131,16 @@ class Gateway:
         log(f"RISK: {kind} {'TRIPPED' if active else 'CLEARED'}: {detail}")
         self.publish(RiskEvent(kind, active, severity, detail))
 
-    def active_intent(self, contract: str) -> dict | None:
+    def active_intent(self, contract: str) -> Intent | None:
         for it in self.intents.values():
-            if it["contract"] == contract and it["state"] in ACTIVE:
+            if it.contract == contract and it.active:
                 return it
         return None
 
-    def save_intent(self, it: dict) -> None:
-        self.journal.set_intent(it["key"], state=it["state"], data=it)
-        if it["state"] not in ACTIVE:
-            self.intents.pop(it["key"], None)
+    def save_intent(self, it: Intent) -> None:
+        self.journal.set_intent(it.key, state=it.state.value, data=it.as_dict())
+        if not it.active:
+            self.intents.pop(it.key, None)
 
     def next_attempt(self, key: str, leg: str) -> int:
         n = 0
@@ -235,6 +236,9 @@ class Gateway:
         try:
             self.rest.cancel_order(self.acct, oid)
             logger.info(f"ORDER: cancel {oid} ({self.orders.get(oid, {}).get('tag', '?')})")
+            if oid in self.orders:
+                o = self.orders[oid]
+                o["status"] = after_cancel_sent(o.get("status", 0))
             return True
         except BrokerError as exc:        # not found / already terminal: nothing works any more
             logger.info(f"ORDER: cancel {oid}: {exc}")
@@ -278,11 +282,11 @@ class Gateway:
         pos = self.positions.get(cmd.contract or self.contract)
         working = [{"order_id": o["id"], "tag": o["tag"], "leg": o["leg"], "type": o.get("type"),
                     "side": o.get("side"), "size": o.get("size"), "status": o.get("status")}
-                   for o in self.orders.values() if o.get("status") in L.WORKING]
+                   for o in self.orders.values() if o.get("status") in L.LIVE]
         return OrderReply(cmd.key, True, "ok", detail={
             "halted": self.halted, "halt_reason": self.halt_reason, "working_orders": working,
             "position": ({"contract": pos.contract, "direction": pos.direction, "size": pos.size} if pos else None),
-            "in_flight": [k for k, it in self.intents.items() if it["state"] in ("placing", "working", "unknown")],
+            "in_flight": [k for k, it in self.intents.items() if it.in_flight],
             "hub": self.hub_state, "day_pnl_cents": self.day_pnl_cents(),
             "entries_ok": self.hub_reconciled,
             "latency_samples": self.bench[-1000:] if cmd.reason == "bench" else []})
@@ -294,7 +298,7 @@ class Gateway:
         pos = self.positions.get(contract)
         return L.entry_refusal(
             halted=self.halted, halt_reason=self.halt_reason, size=size, max_contracts=self.max_contracts,
-            open_size=(pos.size if pos else 0) or (it.get("filled", 0) if it else 0),
+            open_size=(pos.size if pos else 0) or (it.filled if it else 0),
             in_flight=it is not None, past_flatten=known and self.calendar.must_be_flat(now),
             entries_allowed=(not known) or self.calendar.entries_allowed(now),
             broker_ok=self.hub_reconciled)
@@ -310,14 +314,12 @@ class Gateway:
         return self._enter(cmd, contract)
 
     def _enter(self, cmd: OrderCommand, contract: str) -> OrderReply:
-        it = {"key": cmd.key, "contract": contract, "direction": cmd.direction, "size": cmd.size,
-              "stop_ticks": cmd.stop_ticks or self.sect.repair_stop_ticks,
-              "target_ticks": cmd.target_ticks or self.sect.repair_target_ticks,
-              "signal_id": cmd.signal_id or cmd.key, "model_version": cmd.model_version, "state": "placing",
-              "entry_oid": None, "filled": 0, "closed": 0, "fill_ticks": None, "stop_oid": None,
-              "target_oid": None, "since": time.monotonic()}
+        it = Intent(cmd.key, contract, cmd.direction, cmd.size,
+                    stop_ticks=cmd.stop_ticks or self.sect.repair_stop_ticks,
+                    target_ticks=cmd.target_ticks or self.sect.repair_target_ticks,
+                    signal_id=cmd.signal_id or cmd.key, model_version=cmd.model_version, since=time.monotonic())
         self.intents[cmd.key] = it
-        self.journal.put_intent(cmd.key, cmd.action, "placing", it)
+        self.journal.put_intent(cmd.key, cmd.action, it.state.value, it.as_dict())
         size = cmd.size
         while True:
             try:
@@ -328,20 +330,20 @@ class Gateway:
                     size = L.reduced_size(size)
                     logger.warning(f"ORDER: insufficient margin; retrying {cmd.key} with size {size}")
                     continue
-                it["state"] = "rejected"
-                self.save_intent(it)
+                self.save_intent(it.to(S.REJECTED))
                 return OrderReply(cmd.key, False, "rejected", f"errorCode {exc.code} {exc.message}".strip(),
                                   {"code": exc.code, "order_id": exc.payload.get("orderId")})
             except Unconfirmed as exc:
-                it["state"], it["since"] = "unknown", time.monotonic()
-                self.save_intent(it)
+                it.since = time.monotonic()
+                self.save_intent(it.to(S.UNKNOWN))
                 self.risk("order_unknown", True, f"entry {cmd.key}: {exc}; resolving, flatten if unconfirmed", "ERROR")
                 return OrderReply(cmd.key, False, "error", f"outcome unknown: {exc}", {"in_flight": True})
             except (RateLimited, TopstepXError) as exc:
-                it["state"] = "failed"
-                self.save_intent(it)
+                self.save_intent(it.to(S.FAILED))
                 return OrderReply(cmd.key, False, "error", str(exc))
-        it["entry_oid"], it["size"], it["state"] = oid, size, "working"
+        it.entry_oid, it.size = oid, size
+        if it.state is S.PLACING:            # a fill may have come in first
+            it.to(S.WORKING)
         self.save_intent(it)
         return OrderReply(cmd.key, True, "accepted", "", {"order_id": oid, "size": size})
 
@@ -481,13 +483,16 @@ class Gateway:
         """Close the position first, confirm flat, then cancel what is left of its legs. If the close
         cannot be sent or confirmed, the stop stays at the broker. Returns (ok, None, message)."""
         self.busy_until[contract] = time.monotonic() + 5
+        self.set_closing(contract, True)
         try:
             self.cancel_increasing(contract)
             pos = self.broker_position(contract)
             sent = pos is not None and self.close_position(contract, key, leg)
         except TopstepXError as exc:
+            self.set_closing(contract, False)
             return False, None, f"close failed: {exc}; protection left in place"
         if not self.wait_flat(contract):
+            self.set_closing(contract, False)
             return False, None, "position not flat after the close; protection left in place"
         self.mark_closed(contract)
         left = self.cancel_all(contract)
@@ -504,11 +509,16 @@ class Gateway:
             if mine is not None and mine["leg"] == "entry":
                 self.cancel(int(o["id"]))
 
+    def set_closing(self, contract: str, closing: bool) -> None:
+        """OPEN <-> CLOSING for the contract's open intents (a failed close leaves them open)."""
+        for it in list(self.intents.values()):
+            if it.contract == contract and it.state is (S.OPEN if closing else S.CLOSING):
+                self.save_intent(it.to(S.CLOSING if closing else S.OPEN))
+
     def mark_closed(self, contract: str | None) -> None:
         for it in list(self.intents.values()):
-            if contract is None or it["contract"] == contract:
-                it["state"] = "closed"
-                self.save_intent(it)
+            if contract is None or it.contract == contract:
+                self.save_intent(it.to(S.CLOSED))
 
     def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0) -> bool:
         """Close every position (closeContract), verify flat over REST, then cancel every working
@@ -596,7 +606,7 @@ class Gateway:
     def _intent_field(self, key: str, name: str, default: Any = "") -> Any:
         it = self.intents.get(key)
         if it is not None:
-            return it.get(name, default)
+            return getattr(it, name, default)
         row = self.journal.intent(key)
         if row:
             d = row["data"]
@@ -618,11 +628,11 @@ class Gateway:
             return
         if o["leg"] == "entry":
             it = self.intents.get(o["key"])
-            if it is not None and it["state"] in ("placing", "unknown"):
+            if it is not None and it.state in (S.PLACING, S.UNKNOWN):
                 self._adopt_entry(it, oid)
         inst = instrument_for(raw.get("contractId") or o["contract"])
         fp = raw.get("filledPrice")
-        new = {"status": int(raw.get("status", o.get("status", 0))), "fill_volume": int(raw.get("fillVolume") or 0),
+        new = {"status": next_status(o.get("status"), int(raw.get("status", o.get("status", 0)))), "fill_volume": int(raw.get("fillVolume") or 0),
                "size": int(raw.get("size") or o.get("size", 0)),
                "filled_price": str(Decimal(str(fp))) if fp not in (None, 0) else ""}
         px = raw.get("stopPrice") if o.get("type") == L.STOP else raw.get("limitPrice")
@@ -639,23 +649,24 @@ class Gateway:
         self.publish(self.order_event(o), key=str(oid), forget=terminal)
         if o["leg"] == "entry" and terminal and o["fill_volume"] == 0:
             it = self.intents.get(o["key"])
-            if it is not None and it["state"] in ("working", "unknown") and it.get("entry_oid") == oid:
-                it["state"] = "rejected" if o["status"] == L.REJECTED else "cancelled"
+            if it is not None and it.state in (S.WORKING, S.UNKNOWN) and it.entry_oid == oid:
+                it.to(S.REJECTED if o["status"] == L.REJECTED else S.CANCELLED)
                 logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
                 self.save_intent(it)
 
     def _adopt_entry(self, it: dict, oid: int) -> None:
         """An entry whose placement outcome was unknown (timeout, restart) is found at the broker."""
-        key = it["key"]
-        was = it["state"]
-        it["entry_oid"], it["state"] = oid, "working"
+        key = it.key
+        was = it.state.value
+        it.entry_oid = oid
+        it.to(S.WORKING)
         logger.warning(f"SYNC: entry {key} found at the broker as order {oid} (was {was})")
         if was == "unknown":
             self.risk("order_unknown", False, f"entry {key} resolved: order {oid}")
         rec = self.journal.intent(key)
         if rec and rec["reply"] is None:
             self.journal.set_reply(key, asdict(OrderReply(key, True, "accepted", "",
-                                                          {"order_id": oid, "size": it["size"]})))
+                                                          {"order_id": oid, "size": it.size})))
         self.save_intent(it)
 
     def on_trade(self, raw: dict, publish: bool = True) -> None:
@@ -677,6 +688,9 @@ class Gateway:
         o = self.orders.get(oid) or self._adopt_close_order(oid, contract, int(raw.get("side", 0)),
                                                              int(raw.get("size", 0)))
         leg, key = (o["leg"], o["key"]) if o else ("unknown", "")
+        if o is not None and o.get("status") in (L.PENDING_CANCEL, L.CANCELLED):
+            self.stats["fills_after_cancel"] = self.stats.get("fills_after_cancel", 0) + 1
+            logger.warning(f"FILL: trade {tid} fills {o['tag']} after its cancel was sent")
         side, size = int(raw.get("side", 0)), int(raw.get("size", 0))
         fill = Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
                     signal_id=str(self._intent_field(key, "signal_id", key)) if key else "",
@@ -695,26 +709,26 @@ class Gateway:
             return
         it = self.intents.get(key)
         if leg == "entry" and it is not None:
-            it["filled"] += size
-            if it["filled"] > o.get("size", it["size"]):
-                meant = o.get("size", it["size"])
-                self.on_overfill(contract, it["direction"] * meant,
-                                 f"entry {o['tag']} filled {it['filled']} > size {meant}")
-                it["filled"] = meant
-            if it["fill_ticks"] is None:
-                it["fill_ticks"] = price
-                it["protect_t0"] = time.perf_counter_ns()
-            it["state"] = "open"
+            it.filled += size
+            if it.filled > o.get("size", it.size):
+                meant = o.get("size", it.size)
+                self.on_overfill(contract, it.direction * meant, f"entry {o['tag']} filled {it.filled} > size {meant}")
+                it.filled = meant
+            if it.fill_ticks is None:
+                it.fill_ticks = price
+                it.protect_t0 = time.perf_counter_ns()
+            if it.state is not S.CLOSING:
+                it.to(S.OPEN)
             self.save_intent(it)
             self.protect(it)
-        elif leg in ("stop", "target", "repair") and it is not None and it["state"] in ACTIVE:
-            it["closed"] = it.get("closed", 0) + size
-            remaining = it["filled"] - it["closed"]
-            others = [x for x in (it.get("stop_oid"), it.get("target_oid")) if x and x != oid]
+        elif leg in ("stop", "target", "repair") and it is not None and it.active:
+            it.closed += size
+            remaining = it.filled - it.closed
+            others = [x for x in (it.stop_oid, it.target_oid) if x and x != oid]
             if remaining <= 0:
                 for x in others:
                     self.cancel(x)
-                it["state"] = "closed"
+                it.to(S.CLOSED)
                 logger.info(f"ORDER: {o['tag']} filled; OCO sibling(s) {others} cancelled")
             else:
                 for x in others:
@@ -740,31 +754,32 @@ class Gateway:
 
     def protect(self, it: dict) -> None:
         """Stop and target for the filled quantity at the fill price ± the distances; resize on more fills."""
-        c, d, size = it["contract"], it["direction"], it["filled"]
-        stop_px, tgt_px = L.bracket_ticks(it["fill_ticks"], d, it["stop_ticks"], it["target_ticks"])
+        c, d, size = it.contract, it.direction, it.filled
+        stop_px, tgt_px = L.bracket_ticks(it.fill_ticks, d, it.stop_ticks, it.target_ticks)
         side = L.close_side(d)
         self.busy_until[c] = time.monotonic() + 3
         for leg, type_, px, field in (("stop", L.STOP, stop_px, "stop_oid"), ("target", L.LIMIT, tgt_px, "target_oid")):
-            if it.get(field):
-                self._modify_size(it[field], size)
+            if getattr(it, field):
+                self._modify_size(getattr(it, field), size)
                 continue
-            existing = self._tag_order(it["key"], leg)
+            existing = self._tag_order(it.key, leg)
             if existing is not None:
-                it[field] = existing
+                setattr(it, field, existing)
                 self._modify_size(existing, size)
                 continue
             try:
-                it[field] = self.send(it["key"], leg, c, type_, side, size, px)
+                setattr(it, field, self.send(it.key, leg, c, type_, side, size, px))
             except (BrokerError, Unconfirmed, TopstepXError) as exc:
-                self.risk("protection_failed", True, f"{leg} for {it['key']} failed: {exc}", "ERROR")
+                self.risk("protection_failed", True, f"{leg} for {it.key} failed: {exc}", "ERROR")
                 if leg == "stop":
-                    ok, _, msg = self.close_contract(c, it["key"], "exit")
+                    ok, _, msg = self.close_contract(c, it.key, "exit")
                     if not ok:
                         self.risk("unprotected", True, f"{contract_name(c)} unprotected and not closed: {msg}", "ERROR")
                     return
             self.save_intent(it)
-        if it.get("protect_t0") and it.get("stop_oid") and it.get("target_oid"):
-            self.bench.append({"protected_ns": time.perf_counter_ns() - it.pop("protect_t0"), "leg": "protect"})
+        if it.protect_t0 and it.stop_oid and it.target_oid:
+            self.bench.append({"protected_ns": time.perf_counter_ns() - it.protect_t0, "leg": "protect"})
+            it.protect_t0 = None
         self.save_intent(it)
 
     def _tag_order(self, key: str, leg: str) -> int | None:
@@ -856,7 +871,7 @@ class Gateway:
         order history, not open) is not working: it would otherwise be reported, swept and
         counted as protection forever. Seen when a simulated broker was started afresh."""
         seen = {int(o["id"]) for o in orders if o.get("id") is not None}
-        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in L.WORKING and oid not in seen]
+        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in L.LIVE and oid not in seen]
         if not ghosts:
             return
         try:
@@ -876,48 +891,48 @@ class Gateway:
     def resolve_intents(self, orders: list[dict], initial: bool) -> None:
         by_tag = {o.get("customTag"): o for o in orders}
         for it in list(self.intents.values()):
-            key = it["key"]
-            if it["state"] in ("placing", "unknown"):
+            key = it.key
+            if it.state in (S.PLACING, S.UNKNOWN):
                 found = [by_tag[t] for t, r in self.rows.items() if r["key"] == key and r["leg"] == "entry" and t in by_tag]
                 if found:
                     self._adopt_entry(it, int(found[-1]["id"]))
-                elif initial or time.monotonic() - it.get("since", 0) > self.sect.unknown_flatten_s:
-                    pos = self.positions.get(it["contract"])
+                elif initial or time.monotonic() - it.since > self.sect.unknown_flatten_s:
+                    pos = self.positions.get(it.contract)
                     if pos is not None:
                         self.risk("order_unknown", True, f"entry {key} unconfirmed but a position is open: closing", "ERROR")
-                        self.close_contract(it["contract"], key, "exit")
-                    it["state"] = "failed"
+                        self.close_contract(it.contract, key, "exit")
+                    if it.active:
+                        it.to(S.FAILED)
                     rec = self.journal.intent(key)
                     if rec and rec["reply"] is None:
                         self.journal.set_reply(key, asdict(OrderReply(key, False, "error", "entry not placed")))
                     self.save_intent(it)
                     continue
                 self.save_intent(it)
-            if it["state"] in ("working", "open"):
+            if it.state in (S.WORKING, S.OPEN):
                 # recompute the filled quantity from the broker's order view (a restart may have missed it)
-                o = self.orders.get(it.get("entry_oid") or -1)
-                if o and o.get("fill_volume", 0) > it["filled"] and it["fill_ticks"] is not None:
-                    it["filled"] = o["fill_volume"]
-                if it["filled"] > 0 and it["fill_ticks"] is not None:
-                    it["state"] = "open"
+                o = self.orders.get(it.entry_oid or -1)
+                if o and o.get("fill_volume", 0) > it.filled and it.fill_ticks is not None:
+                    it.filled = o["fill_volume"]
+                if it.filled > 0 and it.fill_ticks is not None:
+                    it.to(S.OPEN)
                     # at start, protect only what the broker still holds: a position closed while
                     # the gateway was down (or a broker started afresh) is closed below, not protected
-                    if (initial and it["contract"] in self.positions) or \
-                            (not initial and not (it.get("stop_oid") and it.get("target_oid"))):
+                    if (initial and it.contract in self.positions) or \
+                            (not initial and not (it.stop_oid and it.target_oid)):
                         self.protect(it)
-                if it["state"] == "open" and it["contract"] not in self.positions \
-                        and time.monotonic() > self.busy_until.get(it["contract"], 0):
+                if it.state is S.OPEN and it.contract not in self.positions \
+                        and time.monotonic() > self.busy_until.get(it.contract, 0):
                     logger.info(f"SYNC: {key}: broker shows flat; intent closed")
-                    for x in (it.get("stop_oid"), it.get("target_oid")):
+                    for x in (it.stop_oid, it.target_oid):
                         if x and self.orders.get(x, {}).get("status") in L.WORKING:
                             self.cancel(x)
-                    it["state"] = "closed"
-                    self.save_intent(it)
+                    self.save_intent(it.to(S.CLOSED))
 
     def check_invariant(self, orders: list[dict], immediate: bool = False) -> None:
         now = time.monotonic()
         busy = {c for c, t in self.busy_until.items() if t > now}
-        busy |= {it["contract"] for it in self.intents.values() if it["state"] in ("placing", "working", "unknown", "closing")}
+        busy |= {it.contract for it in self.intents.values() if it.in_flight or it.state is S.CLOSING}
         bos = []
         for o in orders:
             if int(o.get("status", 0)) not in L.WORKING:
@@ -948,9 +963,9 @@ class Gateway:
                                [(p, "target", L.LIMIT) for p in rep.place_target]:
             it = self.active_intent(pos.contract)
             inst = instrument_for(pos.contract)
-            if it is not None and it.get("fill_ticks") is not None:
-                key, base = it["key"], it["fill_ticks"]
-                sd, td = it["stop_ticks"], it["target_ticks"]
+            if it is not None and it.fill_ticks is not None:
+                key, base = it.key, it.fill_ticks
+                sd, td = it.stop_ticks, it.target_ticks
             else:
                 key, base = repair_key, round(pos.avg_ticks_x4 / 4)
                 sd, td = self.sect.repair_stop_ticks, self.sect.repair_target_ticks
@@ -960,7 +975,7 @@ class Gateway:
             try:
                 oid = self.send(key, leg, pos.contract, type_, L.close_side(pos.direction), pos.size, px)
                 if it is not None:
-                    it["stop_oid" if type_ == L.STOP else "target_oid"] = oid
+                    setattr(it, "stop_oid" if type_ == L.STOP else "target_oid", oid)
                     self.save_intent(it)
             except TopstepXError as exc:
                 self.risk("protection_failed", True, f"repair {leg} for {contract_name(pos.contract)} failed: {exc}", "ERROR")
@@ -988,8 +1003,8 @@ class Gateway:
             self.clear_halt()
             self.risk("halt", False, f"new trading day {day}: daily loss halt cleared")
         if now > 0 and self.calendar.must_be_flat(now):    # no time rules before the event clock has data
-            exposed = bool(self.positions) or any(it["state"] in ACTIVE for it in self.intents.values()) or \
-                any(o.get("status") in L.WORKING for o in self.orders.values())
+            exposed = bool(self.positions) or any(it.active for it in self.intents.values()) or \
+                any(o.get("status") in L.LIVE for o in self.orders.values())
             if exposed or self.eod_done_day != day:
                 if self.flatten(f"gw-eod-{day}", "eod", f"flatten time {self.cfg.trading.flatten_time:%H:%M}"):
                     self.eod_done_day = day
@@ -1012,7 +1027,7 @@ class Gateway:
             self.retry_stale_legs()
         for c, intended in list(self.overfill_pending.items()):
             self.close_excess(c, intended)
-        busy = any(it["state"] in ("placing", "working", "unknown") for it in self.intents.values())
+        busy = any(it.in_flight for it in self.intents.values())
         period = self.sect.poll_s if (busy or not self.hub_reconciled) else self.sect.idle_poll_s
         if time.monotonic() - self.last_reconcile >= period:
             if self.rest.limiter.free() < self.sect.rate_reserve + 3:
@@ -1026,13 +1041,13 @@ class Gateway:
         """An entry whose outcome is still unknown after unknown_flatten_s while the broker's order
         search keeps failing: close whatever is open in that contract rather than sit unprotected."""
         for it in list(self.intents.values()):
-            if it["state"] == "unknown" and time.monotonic() - it.get("since", 0) > self.sect.unknown_flatten_s:
-                self.risk("order_unknown", True, f"entry {it['key']} unconfirmed after "
-                          f"{self.sect.unknown_flatten_s:.0f} s: closing {contract_name(it['contract'])}", "ERROR")
-                ok, _, msg = self.close_contract(it["contract"], it["key"], "exit")
+            if it.state is S.UNKNOWN and time.monotonic() - it.since > self.sect.unknown_flatten_s:
+                self.risk("order_unknown", True, f"entry {it.key} unconfirmed after "
+                          f"{self.sect.unknown_flatten_s:.0f} s: closing {contract_name(it.contract)}", "ERROR")
+                ok, _, msg = self.close_contract(it.contract, it.key, "exit")
                 if ok:
-                    it["state"] = "failed"
-                    self.save_intent(it)
+                    if it.active:
+                        self.save_intent(it.to(S.FAILED))
                 else:
                     logger.error(f"GUARD: closing after an unknown entry failed: {msg}; retrying")
 

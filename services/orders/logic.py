@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from common.broker_codes import (  # noqa: F401  (the one table of broker codes)
+    BUY, CANCELLED, FILLED, LIMIT, LIVE, MARKET, PENDING_CANCEL, REJECTED, SELL, STOP, TERMINAL, WORKING,
+)
 from common.instruments import Instrument, contract_name, instrument_for
 
 LEGS = ("entry", "stop", "target", "exit", "flatten", "eod", "repair")
-BUY, SELL = 0, 1
-LIMIT, MARKET, STOP = 1, 2, 4
-WORKING = frozenset({1, 6, 8})
-TERMINAL = frozenset({2, 3, 4, 5})
-FILLED, CANCELLED, REJECTED = 2, 3, 5
 
 # broker Order/place error codes (topstepx_api.md §1.6)
 INSUFFICIENT_FUNDS = 3
