@@ -315,7 +315,8 @@ class Engine:
             return None
         self.on_reply(reply)
         if reply.ok and reply.status == "accepted":
-            logger.info(f"ENGINE: {cmd.action} {cmd.key} accepted")
+            logger.info(f"ENGINE: {cmd.action} {cmd.key} accepted"
+                        f"{'; the outcome follows on the bus' if reply.detail.get('pending') else ''}")
             if target != self.pos_dir or cmd.action in ("enter", "reverse"):
                 self.pending = Pending(cmd.key, kind, target, now)
         elif reply.ok and reply.status == "flat":
@@ -334,6 +335,21 @@ class Engine:
         else:
             logger.warning(f"ENGINE: {cmd.action} {cmd.key} -> {reply.status}: {reply.message}")
         return reply
+
+    def on_command_outcome(self, reply: OrderReply) -> None:
+        """The gateway answered a command `accepted` before its outcome was known; the outcome
+        comes on the bus. A command that did not go through clears what it was waited for."""
+        logger.info(f"ENGINE: outcome of {reply.key}: {reply.status} {reply.message}".rstrip())
+        self.on_reply(reply)
+        p = self.pending
+        if p is None or p.key != reply.key or reply.ok:
+            return
+        if reply.detail.get("in_flight"):
+            p.unknown = True
+            self.need_status = True
+        else:
+            logger.warning(f"ENGINE: {reply.key} did not go through ({reply.status}); no longer pending")
+            self.pending = None
 
     def flatten(self, reason: str, key: str | None = None) -> OrderReply | None:
         now = self.now()

@@ -25,9 +25,11 @@ from loguru import logger
 
 from common.topstepx.rest import TopstepXError
 
-PROTECT, EXIT, ENTRY, POLL = 0, 1, 2, 3       # stop/target and the other leg's cancel; exits, flatten; entries; polls
-CLASS_NAMES = {PROTECT: "protect", EXIT: "exit", ENTRY: "entry", POLL: "poll"}
-DEADLINE_S = {PROTECT: 10.0, EXIT: 10.0, ENTRY: 5.0, POLL: 15.0}
+# priority classes, most urgent first: a flatten jumps the queue; then stop/target and the cancel of
+# the other leg; exits; entries; polls and searches
+FLATTEN, PROTECT, EXIT, ENTRY, POLL = -1, 0, 1, 2, 3
+CLASS_NAMES = {FLATTEN: "flatten", PROTECT: "protect", EXIT: "exit", ENTRY: "entry", POLL: "poll"}
+DEADLINE_S = {FLATTEN: 10.0, PROTECT: 10.0, EXIT: 10.0, ENTRY: 3.0, POLL: 15.0}
 
 
 class DeadlineExceeded(TopstepXError):

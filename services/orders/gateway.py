@@ -20,10 +20,14 @@ from common.messages import Fill, OrderCommand, OrderEvent, OrderReply, RiskEven
 from common.topstepx.rest import (
     BrokerError, OutcomeUnknown, RateLimited, TopstepXClient, TopstepXError, parse_time, unwrap,
 )
+from services.orders import broker_io as IO
 from services.orders import logic as L
+from services.orders.broker_io import Flow, InlineRunner, Sleep, Task, call
 from services.orders.config import OrdersConfig
 from services.orders.journal import Journal
-from services.orders.states import ACTIVE as ACTIVE_STATES, Intent, IntentState as S, next_status, after_cancel_sent
+from services.orders.states import ACTIVE as ACTIVE_STATES
+from services.orders.states import Intent, after_cancel_sent, next_status
+from services.orders.states import IntentState as S
 
 ACTIVE = tuple(x.value for x in ACTIVE_STATES)       # journal rows still in play
 
@@ -70,6 +74,11 @@ class Gateway:
         self.closing: dict[str, tuple] = {}   # contract -> (key, leg, until, max known order id): a closeContract sent
         self.flatten_pending: tuple[str, str, str] | None = None  # a flatten not yet verified: retried
         self.stale_legs: set[int] = set()                      # left working after a confirmed flat
+        self.runner: Any = InlineRunner()                    # __main__ swaps in a LoopRunner once started
+        self.singletons: dict[str, Task] = {}                  # periodic, guard, reconcile: one at a time
+        self.commands: dict[str, Task] = {}                    # commands still running, by key
+        self.protecting: dict[str, bool] = {}                  # intent key -> run protect once more after
+        self.parked: dict[int, list[dict]] = {}                # order id -> trades that came before its ack
         self.overfill_pending: dict[str, int] = {}             # contract -> intended signed size, close failed
         self.last_fill_day = ""
         self.stats: dict[str, int] = {"commands": 0, "orders_sent": 0, "fills": 0, "repairs": 0,
@@ -161,7 +170,7 @@ class Gateway:
     # sending orders
     # ------------------------------------------------------------------
     def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
-             price_ticks: int | None = None, extra: dict | None = None) -> int:
+             price_ticks: int | None = None, extra: dict | None = None, prio: int = IO.ENTRY) -> Flow:
         """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
         Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
         attempt = self.next_attempt(key, leg)
@@ -169,7 +178,8 @@ class Gateway:
         inst = instrument_for(contract)
         data = {"contract": contract, "type": type_, "side": side, "size": size, "price_ticks": price_ticks,
                 "status": 6, "fill_volume": 0, **(extra or {})}
-        row = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data}
+        row = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data,
+               "t": time.monotonic()}
         self.rows[tag] = row
         self.journal.put_order(tag, key, leg, attempt, data)
         logger.info(L.order_line(contract, type_, side, size, None if type_ == L.MARKET else price_ticks))
@@ -178,9 +188,9 @@ class Gateway:
         t0 = time.perf_counter_ns()
         sent_wall = time.time_ns()
         try:
-            oid = self.rest.place_order(self.acct, contract, type_, side, size,
+            oid = (yield call(self.rest.place_order, self.acct, contract, type_, side, size,
                                         limit_price=price if type_ == L.LIMIT else None,
-                                        stop_price=price if type_ == L.STOP else None, custom_tag=tag)
+                                        stop_price=price if type_ == L.STOP else None, custom_tag=tag, prio=prio))
         except BrokerError as exc:
             self.stats["rejects"] += 1
             oid = exc.payload.get("orderId")
@@ -191,7 +201,7 @@ class Gateway:
         except OutcomeUnknown as exc:
             self.stats["unknown_outcomes"] += 1
             logger.warning(f"ORDER: {tag}: outcome unknown ({exc}); looking it up by tag")
-            found = self.lookup_tag(tag)
+            found = (yield from self.lookup_tag(tag, prio))
             if found is None:
                 raise Unconfirmed(f"{tag}: {exc}; not found at the broker") from None
             oid = int(found["id"])
@@ -206,21 +216,27 @@ class Gateway:
         self._register(tag, oid, data)
         return oid
 
+    def placing_since(self, t: float) -> bool:
+        """An order of ours sent after monotonic time t whose id we do not know yet."""
+        return any(r["order_id"] is None and r.get("t", 0) > t for r in self.rows.values())
+
     def _register(self, tag: str, oid: int, data: dict) -> None:
         row = self.rows[tag]
         row["order_id"] = oid
         self.journal.set_order_id(tag, oid)
         cur = self.orders.get(oid, {})
         self.orders[oid] = {**data, **cur, "id": oid, "tag": tag, "key": row["key"], "leg": row["leg"]}
+        for raw in self.parked.pop(oid, []):           # its fills came before the broker's ack
+            self.on_trade(raw)
 
-    def lookup_tag(self, tag: str) -> dict | None:
+    def lookup_tag(self, tag: str, prio: int = IO.POLL) -> Flow:
         """The broker's order with this customTag; None if two searches agree it does not exist.
         Raises Unconfirmed if the broker cannot be asked within lookup_timeout_s."""
         deadline = time.monotonic() + self.sect.lookup_timeout_s
         misses = 0
         while True:
             try:
-                for o in self.rest.orders(self.acct, self.since()):
+                for o in (yield call(self.rest.orders, self.acct, self.since(), prio=prio)):
                     if o.get("customTag") == tag:
                         return o
                 misses += 1
@@ -230,11 +246,11 @@ class Gateway:
                 logger.warning(f"ORDER: looking up {tag} failed: {exc}")
             if time.monotonic() > deadline:
                 raise Unconfirmed(f"{tag}: could not confirm within {self.sect.lookup_timeout_s} s")
-            time.sleep(0.3)
+            yield Sleep(0.3)
 
-    def cancel(self, oid: int) -> bool:
+    def cancel(self, oid: int, prio: int = IO.PROTECT) -> Flow:
         try:
-            self.rest.cancel_order(self.acct, oid)
+            (yield call(self.rest.cancel_order, self.acct, oid, prio=prio))
             logger.info(f"ORDER: cancel {oid} ({self.orders.get(oid, {}).get('tag', '?')})")
             if oid in self.orders:
                 o = self.orders[oid]
@@ -266,17 +282,62 @@ class Gateway:
         if prev is not None:
             if prev["reply"] is not None:
                 return OrderReply(**prev["reply"])
+            if cmd.key in self.commands:
+                return self.commands[cmd.key]
             return OrderReply(cmd.key, False, "error", "command with this key is still being processed")
         self.journal.put_intent(cmd.key, cmd.action, "new", {"cmd": asdict(cmd)})
+        if cmd.action in ("halt", "resume"):           # no broker call: answered at once
+            return self.finish_command(cmd, getattr(self, f"cmd_{cmd.action}")(cmd))
+        if cmd.action == "flatten":
+            self.drop_queued(IO.ENTRY, "flatten")      # queued entries would only be closed again
+        task = self.spawn(self.run_command(cmd), f"{cmd.action} {cmd.key}")
+        if task.done:
+            return task.result
+        self.commands[cmd.key] = task
+        task.on_done(lambda t, key=cmd.key: self.commands.pop(key, None))
+        return task
+
+    def run_command(self, cmd: OrderCommand) -> Flow:
         try:
-            reply = getattr(self, f"cmd_{cmd.action}")(cmd)
+            reply = yield from getattr(self, f"cmd_{cmd.action}")(cmd)
         except Exception as exc:   # never leave a key without an answer
             logger.exception(f"ORDER: {cmd.action} {cmd.key} failed: {exc}")
             reply = OrderReply(cmd.key, False, "error", f"{type(exc).__name__}: {exc}")
+        return self.finish_command(cmd, reply)
+
+    def finish_command(self, cmd: OrderCommand, reply: OrderReply) -> OrderReply:
         self.journal.set_reply(cmd.key, asdict(reply))
         if self.journal.intent(cmd.key)["state"] == "new":
             self.journal.set_intent(cmd.key, state="done")
         return reply
+
+    def command_answered_early(self, task: Task) -> None:
+        """The socket answered `accepted` before the outcome was known: the outcome follows on
+        the bus (an OrderReply on orders_pub, keyed by the command's key)."""
+        def publish(t: Task) -> None:
+            if isinstance(t.result, OrderReply):
+                logger.info(f"ORDER: outcome of {t.name}: {t.result.status} {t.result.message}".rstrip())
+                self.publish(t.result, key=f"reply:{t.result.key}", forget=True)
+        task.on_done(publish)
+
+    # ------------------------------------------------------------------
+    # running flows
+    # ------------------------------------------------------------------
+    def spawn(self, gen: Flow, name: str) -> Task:
+        return self.runner.spawn(gen, name)
+
+    def spawn_once(self, name: str, make: Callable[[], Flow]) -> Task | None:
+        """Start a flow unless one of the same name is still running (polls, guard, reconcile)."""
+        cur = self.singletons.get(name)
+        if cur is not None and not cur.done:
+            return None
+        task = self.spawn(make(), name)
+        self.singletons[name] = task
+        return task
+
+    def drop_queued(self, prio: int, why: str) -> int:
+        pool = getattr(self.runner, "pool", None)
+        return pool.drop(prio, why) if pool is not None else 0
 
     def status(self, cmd: OrderCommand) -> OrderReply:
         pos = self.positions.get(cmd.contract or self.contract)
@@ -303,7 +364,7 @@ class Gateway:
             entries_allowed=(not known) or self.calendar.entries_allowed(now),
             broker_ok=self.hub_reconciled)
 
-    def cmd_enter(self, cmd: OrderCommand) -> OrderReply:
+    def cmd_enter(self, cmd: OrderCommand) -> Flow:
         contract = cmd.contract or self.contract
         if cmd.direction not in (1, -1):
             return OrderReply(cmd.key, False, "error", f"direction must be +1 or -1, not {cmd.direction}")
@@ -311,9 +372,9 @@ class Gateway:
         if refusal:
             logger.warning(f"ORDER: entry {cmd.key} {refusal[0]}: {refusal[1]}")
             return OrderReply(cmd.key, False, refusal[0], refusal[1])
-        return self._enter(cmd, contract)
+        return (yield from self._enter(cmd, contract))
 
-    def _enter(self, cmd: OrderCommand, contract: str) -> OrderReply:
+    def _enter(self, cmd: OrderCommand, contract: str) -> Flow:
         it = Intent(cmd.key, contract, cmd.direction, cmd.size,
                     stop_ticks=cmd.stop_ticks or self.sect.repair_stop_ticks,
                     target_ticks=cmd.target_ticks or self.sect.repair_target_ticks,
@@ -322,8 +383,11 @@ class Gateway:
         self.journal.put_intent(cmd.key, cmd.action, it.state.value, it.as_dict())
         size = cmd.size
         while True:
+            if self.halted or self.flatten_pending:
+                self.save_intent(it.to(S.FAILED))
+                return OrderReply(cmd.key, False, "halted", f"gateway halted: {self.halt_reason or 'flattening'}")
             try:
-                oid = self.send(cmd.key, "entry", contract, L.MARKET, L.entry_side(cmd.direction), size)
+                oid = (yield from self.send(cmd.key, "entry", contract, L.MARKET, L.entry_side(cmd.direction), size))
                 break
             except BrokerError as exc:
                 if exc.code == L.INSUFFICIENT_FUNDS and L.reduced_size(size) > 0:
@@ -347,41 +411,42 @@ class Gateway:
         self.save_intent(it)
         return OrderReply(cmd.key, True, "accepted", "", {"order_id": oid, "size": size})
 
-    def cmd_exit(self, cmd: OrderCommand) -> OrderReply:
+    def cmd_exit(self, cmd: OrderCommand) -> Flow:
         contract = cmd.contract or self.contract
-        ok, _, msg = self.close_contract(contract, cmd.key, "exit")
+        ok, _, msg = (yield from self.close_contract(contract, cmd.key, "exit"))
         if not ok:
             return OrderReply(cmd.key, False, "error", msg)
         return OrderReply(cmd.key, True, "flat", msg)
 
-    def cmd_reverse(self, cmd: OrderCommand) -> OrderReply:
+    def cmd_reverse(self, cmd: OrderCommand) -> Flow:
         contract = cmd.contract or self.contract
         if cmd.direction not in (1, -1):
             return OrderReply(cmd.key, False, "error", f"direction must be +1 or -1, not {cmd.direction}")
         if self.halted:
             return OrderReply(cmd.key, False, "halted", f"gateway halted: {self.halt_reason}")
-        ok, exit_oid, msg = self.close_contract(contract, cmd.key, "exit")
+        ok, exit_oid, msg = (yield from self.close_contract(contract, cmd.key, "exit"))
         if not ok:
             return OrderReply(cmd.key, False, "error", f"exit failed: {msg}")
         refusal = self.entry_check(contract, cmd.size)
         if refusal:
             return OrderReply(cmd.key, True, refusal[0], f"exited; entry {refusal[0]}: {refusal[1]}",
                               {"exit_order_id": exit_oid})
-        rep = self._enter(cmd, contract)
+        rep = (yield from self._enter(cmd, contract))
         rep.detail["exit_order_id"] = exit_oid
         return rep
 
-    def cmd_flatten(self, cmd: OrderCommand) -> OrderReply:
-        ok = self.flatten(cmd.key, "flatten", cmd.reason or "flatten command")
+    def cmd_flatten(self, cmd: OrderCommand) -> Flow:
+        ok = (yield from self.flatten(cmd.key, "flatten", cmd.reason or "flatten command"))
         return OrderReply(cmd.key, ok, "flat" if ok else "error", "" if ok else "not verified flat; retrying")
 
-    def cmd_cancel_all(self, cmd: OrderCommand) -> OrderReply:
-        left = self.cancel_all()
+    def cmd_cancel_all(self, cmd: OrderCommand) -> Flow:
+        left = (yield from self.cancel_all())
         return OrderReply(cmd.key, not left, "cancelled" if not left else "error",
                           "" if not left else f"{len(left)} orders still working", {"working": left})
 
     def cmd_halt(self, cmd: OrderCommand) -> OrderReply:
         self.set_halt(cmd.reason or "operator halt", "manual")
+        self.drop_queued(IO.ENTRY, "halt")
         self.risk("halt", True, f"halted: {self.halt_reason}")
         return OrderReply(cmd.key, True, "halted", self.halt_reason)
 
@@ -396,55 +461,57 @@ class Gateway:
     # ------------------------------------------------------------------
     # closing
     # ------------------------------------------------------------------
-    def working_orders(self, contract: str | None = None) -> list[dict]:
-        return [o for o in self.rest.open_orders(self.acct) if contract is None or o.get("contractId") == contract]
+    def working_orders(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
+        got = yield call(self.rest.open_orders, self.acct, prio=prio)
+        return [o for o in got if contract is None or o.get("contractId") == contract]
 
-    def cancel_all(self, contract: str | None = None) -> list[int]:
+    def cancel_all(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
         """Cancel every working order (of a contract) and verify; returns ids still working."""
         left: list[int] = []
         for round_ in range(3):
             try:
-                working = self.working_orders(contract)
+                working = (yield from self.working_orders(contract, prio))
             except TopstepXError as exc:
                 logger.warning(f"ORDER: cannot list working orders: {exc}")
-                time.sleep(0.3)
+                yield Sleep(0.3)
                 continue
             left = [int(o["id"]) for o in working]
             if not left:
                 return []
             for oid in left:
-                self.cancel(oid)
-            time.sleep(0.05 * (round_ + 1))
+                (yield from self.cancel(oid, prio))
+            yield Sleep(0.05 * (round_ + 1))
         return left
 
-    def broker_positions(self) -> dict[str, L.BrokerPosition]:
+    def broker_positions(self, prio: int = IO.EXIT) -> Flow:
         """The broker's positions from a fresh REST answer. It replaces the view wholesale: a
         contract the broker does not list is flat (a cached position is never an order's basis)."""
         fresh: dict[str, L.BrokerPosition] = {}
-        for p in self.rest.open_positions(self.acct):
+        for p in (yield call(self.rest.open_positions, self.acct, prio=prio)):
             bp = L.position_of(p)
             if bp is not None:
                 fresh[bp.contract] = bp
         self.positions = fresh
-        return fresh
+        return dict(fresh)
 
-    def broker_position(self, contract: str) -> L.BrokerPosition | None:
-        return self.broker_positions().get(contract)
+    def broker_position(self, contract: str, prio: int = IO.EXIT) -> Flow:
+        return (yield from self.broker_positions(prio)).get(contract)
 
-    def wait_flat(self, contract: str | None) -> bool:
+    def wait_flat(self, contract: str | None, prio: int = IO.EXIT) -> Flow:
         deadline = time.monotonic() + self.sect.flat_verify_s
         while True:
             try:
-                ps = self.broker_positions()
+                ps = (yield from self.broker_positions(prio))
                 if not any(p.size for c, p in ps.items() if contract is None or c == contract):
                     return True
             except TopstepXError as exc:
                 logger.warning(f"GUARD: position check failed: {exc}")
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.2)
+            yield Sleep(0.2)
 
-    def close_position(self, contract: str, key: str, leg: str, size: int | None = None) -> bool:
+    def close_position(self, contract: str, key: str, leg: str, size: int | None = None,
+                       prio: int = IO.EXIT) -> Flow:
         """Position/closeContract (or partialCloseContract for `size`): the broker closes what it
         holds, so the order can neither open nor flip a position whatever our view says.
         True if a close was sent, False if the broker says there is nothing to close.
@@ -454,9 +521,9 @@ class Gateway:
         logger.info(f"ORDER: CLOSE {contract_name(contract)} {'all' if size is None else size} ({key}:{leg})")
         try:
             if size is None:
-                self.rest.close_contract(self.acct, contract)
+                (yield call(self.rest.close_contract, self.acct, contract, prio=prio))
             else:
-                self.rest.partial_close_contract(self.acct, contract, size)
+                (yield call(self.rest.partial_close_contract, self.acct, contract, size, prio=prio))
             return True
         except BrokerError as exc:
             if "not found" in (exc.message or "").lower():
@@ -479,35 +546,35 @@ class Gateway:
         self._register(tag, oid, data)
         return self.orders[oid]
 
-    def close_contract(self, contract: str, key: str, leg: str) -> tuple[bool, int | None, str]:
+    def close_contract(self, contract: str, key: str, leg: str, prio: int = IO.EXIT) -> Flow:
         """Close the position first, confirm flat, then cancel what is left of its legs. If the close
         cannot be sent or confirmed, the stop stays at the broker. Returns (ok, None, message)."""
         self.busy_until[contract] = time.monotonic() + 5
         self.set_closing(contract, True)
         try:
-            self.cancel_increasing(contract)
-            pos = self.broker_position(contract)
-            sent = pos is not None and self.close_position(contract, key, leg)
+            (yield from self.cancel_increasing(contract, prio))
+            pos = (yield from self.broker_position(contract, prio))
+            sent = pos is not None and (yield from self.close_position(contract, key, leg, prio=prio))
         except TopstepXError as exc:
             self.set_closing(contract, False)
             return False, None, f"close failed: {exc}; protection left in place"
-        if not self.wait_flat(contract):
+        if not (yield from self.wait_flat(contract, prio)):
             self.set_closing(contract, False)
             return False, None, "position not flat after the close; protection left in place"
         self.mark_closed(contract)
-        left = self.cancel_all(contract)
+        left = (yield from self.cancel_all(contract, IO.PROTECT))
         if left:
             self.stale_legs.update(left)
             logger.warning(f"ORDER: flat, but {left} still working; cancelling again")
         return True, None, "closed" if sent else "already flat"
 
-    def cancel_increasing(self, contract: str | None = None) -> None:
+    def cancel_increasing(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
         """Before a close: cancel working orders that would add to a position (entries), keep the
         stop and target of the position until it is gone. Raises TopstepXError."""
-        for o in self.working_orders(contract):
+        for o in (yield from self.working_orders(contract, prio)):
             mine = self.orders.get(int(o["id"]))
             if mine is not None and mine["leg"] == "entry":
-                self.cancel(int(o["id"]))
+                (yield from self.cancel(int(o["id"]), prio))
 
     def set_closing(self, contract: str, closing: bool) -> None:
         """OPEN <-> CLOSING for the contract's open intents (a failed close leaves them open)."""
@@ -520,7 +587,7 @@ class Gateway:
             if contract is None or it.contract == contract:
                 self.save_intent(it.to(S.CLOSED))
 
-    def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0) -> bool:
+    def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0, prio: int = IO.FLATTEN) -> Flow:
         """Close every position (closeContract), verify flat over REST, then cancel every working
         order and verify. Protection is cancelled only once the broker shows flat."""
         logger.warning(f"GUARD: flatten ({reason})")
@@ -530,21 +597,21 @@ class Gateway:
         pause = 0.2
         while time.monotonic() < end:
             try:
-                self.cancel_increasing(None)
-                ps = self.broker_positions()
+                (yield from self.cancel_increasing(None, prio))
+                ps = (yield from self.broker_positions(prio))
             except TopstepXError as exc:
                 logger.warning(f"GUARD: flatten cannot read the broker: {exc}")
-                time.sleep(pause)
+                yield Sleep(pause)
                 pause = min(2.0, pause * 2)
                 continue
-            for c in ps:
+            for c in list(ps):
                 try:
-                    self.close_position(c, key, leg)
+                    (yield from self.close_position(c, key, leg, prio=prio))
                 except TopstepXError as exc:
                     logger.error(f"GUARD: flatten close of {c} failed: {exc}")
-            if self.wait_flat(None):
+            if (yield from self.wait_flat(None, prio)):
                 self.mark_closed(None)
-                left = self.cancel_all()
+                left = (yield from self.cancel_all(None, prio))
                 if not left:
                     logger.info(f"GUARD: verified flat with no working orders ({reason})")
                     if self.flatten_pending:
@@ -556,36 +623,36 @@ class Gateway:
         self.flatten_pending = (key, leg, reason)
         return False
 
-    def retry_stale_legs(self) -> None:
+    def retry_stale_legs(self) -> Flow:
         """Orders left working after a confirmed flat (a cancel refused or rate limited)."""
         for oid in list(self.stale_legs):
             o = self.orders.get(oid)
             if o is not None and o.get("status") in L.TERMINAL:
                 self.stale_legs.discard(oid)
-            elif self.cancel(oid):
+            elif (yield from self.cancel(oid)):
                 self.stale_legs.discard(oid)
 
-    def on_overfill(self, contract: str, intended: int, detail: str) -> None:
+    def on_overfill(self, contract: str, intended: int, detail: str) -> Flow:
         """More was filled than meant (both legs filled, a fill after a cancel, an entry over its
         size): close the excess at once, raise an ERROR risk event, halt entries."""
         self.stats["overfills"] = self.stats.get("overfills", 0) + 1
         self.risk("overfill", True, detail, "ERROR")
         self.set_halt(f"overfill: {detail}", "overfill")
         self.risk("halt", True, f"halted: overfill: {detail}")
-        self.close_excess(contract, intended)
+        (yield from self.close_excess(contract, intended))
 
-    def close_excess(self, contract: str, intended: int) -> None:
+    def close_excess(self, contract: str, intended: int, prio: int = IO.FLATTEN) -> Flow:
         """Bring the broker's position back to `intended` (signed; 0 = flat) by closing only."""
         key = f"gw-overfill-{time.time_ns()}"
         self.overfill_pending.pop(contract, None)
         try:
-            pos = self.broker_position(contract)
+            pos = (yield from self.broker_position(contract, prio))
             if pos is None:
                 return
             if intended == 0 or pos.direction != (1 if intended > 0 else -1):
-                self.close_contract(contract, key, "flatten")
+                (yield from self.close_contract(contract, key, "flatten", prio))
             elif pos.size > abs(intended):
-                self.close_position(contract, key, "flatten", size=pos.size - abs(intended))
+                (yield from self.close_position(contract, key, "flatten", size=pos.size - abs(intended), prio=prio))
         except TopstepXError as exc:
             logger.error(f"GUARD: closing the overfill in {contract_name(contract)} failed: {exc}; the guard retries")
             self.overfill_pending[contract] = intended
@@ -687,6 +754,11 @@ class Gateway:
         net = (pnl or 0) - fees
         o = self.orders.get(oid) or self._adopt_close_order(oid, contract, int(raw.get("side", 0)),
                                                              int(raw.get("size", 0)))
+        if o is None and publish and self.placing_since(time.monotonic() - 30):
+            # a fill of an order whose placement has not returned yet: keep it until the ack
+            self.seen_trades.discard(tid)
+            self.parked.setdefault(oid, []).append(raw)
+            return
         leg, key = (o["leg"], o["key"]) if o else ("unknown", "")
         if o is not None and o.get("status") in (L.PENDING_CANCEL, L.CANCELLED):
             self.stats["fills_after_cancel"] = self.stats.get("fills_after_cancel", 0) + 1
@@ -712,69 +784,98 @@ class Gateway:
             it.filled += size
             if it.filled > o.get("size", it.size):
                 meant = o.get("size", it.size)
-                self.on_overfill(contract, it.direction * meant, f"entry {o['tag']} filled {it.filled} > size {meant}")
                 it.filled = meant
+                self.spawn(self.on_overfill(contract, it.direction * meant,
+                                            f"entry {o['tag']} filled {it.filled + size} > size {meant}"), "overfill")
             if it.fill_ticks is None:
                 it.fill_ticks = price
                 it.protect_t0 = time.perf_counter_ns()
             if it.state is not S.CLOSING:
                 it.to(S.OPEN)
             self.save_intent(it)
-            self.protect(it)
+            self.spawn_protect(it)
         elif leg in ("stop", "target", "repair") and it is not None and it.active:
             it.closed += size
             remaining = it.filled - it.closed
             others = [x for x in (it.stop_oid, it.target_oid) if x and x != oid]
             if remaining <= 0:
                 for x in others:
-                    self.cancel(x)
+                    self.spawn(self.cancel(x, IO.PROTECT), f"oco-cancel-{x}")
                 it.to(S.CLOSED)
                 logger.info(f"ORDER: {o['tag']} filled; OCO sibling(s) {others} cancelled")
             else:
                 for x in others:
-                    self._modify_size(x, remaining)
+                    self.spawn(self._modify_size(x, remaining), f"oco-resize-{x}")
             self.save_intent(it)
             if remaining < 0:
-                self.on_overfill(contract, 0, f"{o['tag']} filled {size} with only {size + remaining} open: "
-                                              "both legs filled")
+                self.spawn(self.on_overfill(contract, 0, f"{o['tag']} filled {size} with only {size + remaining} "
+                                                         "open: both legs filled"), "overfill")
         elif leg in ("stop", "target", "repair"):
             # a protective leg filled after its position was closed (a fill after the cancel was sent)
-            self.on_overfill(contract, 0, f"{o['tag']} filled {size} after its position was closed")
+            self.spawn(self.on_overfill(contract, 0, f"{o['tag']} filled {size} after its position was closed"),
+                       "overfill")
 
-    def _modify_size(self, oid: int, size: int) -> None:
+    def _modify_size(self, oid: int, size: int, prio: int = IO.PROTECT) -> Flow:
         o = self.orders.get(oid)
         if o is None or o.get("size") == size or o.get("status") in L.TERMINAL:
             return
         try:
-            self.rest.modify_order(self.acct, oid, size=size)
+            (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=prio))
             o["size"] = size
             logger.info(f"ORDER: {o['tag']} resized to {size}")
         except TopstepXError as exc:
             logger.warning(f"ORDER: resize {o['tag']} to {size} failed: {exc} (the invariant check repairs it)")
 
-    def protect(self, it: dict) -> None:
-        """Stop and target for the filled quantity at the fill price ± the distances; resize on more fills."""
+    def spawn_protect(self, it: Intent) -> None:
+        """One protect flow per intent at a time; a fill meanwhile runs it once more after."""
+        if it.key in self.protecting:
+            self.protecting[it.key] = True
+            return
+        self.protecting[it.key] = False
+
+        def again(_task) -> None:
+            rerun = self.protecting.pop(it.key, False)
+            if rerun and it.active:
+                self.spawn_protect(it)
+        self.spawn(self.protect(it), f"protect-{it.key}").on_done(again)
+
+    def protect(self, it: Intent) -> Flow:
+        """Stop and target for the filled quantity at the fill price ± the distances; resize on more
+        fills. The stop is tried a few times (a 5xx burst); if it cannot be placed, close."""
         c, d, size = it.contract, it.direction, it.filled
         stop_px, tgt_px = L.bracket_ticks(it.fill_ticks, d, it.stop_ticks, it.target_ticks)
         side = L.close_side(d)
         self.busy_until[c] = time.monotonic() + 3
         for leg, type_, px, field in (("stop", L.STOP, stop_px, "stop_oid"), ("target", L.LIMIT, tgt_px, "target_oid")):
             if getattr(it, field):
-                self._modify_size(getattr(it, field), size)
+                (yield from self._modify_size(getattr(it, field), size))
                 continue
             existing = self._tag_order(it.key, leg)
             if existing is not None:
                 setattr(it, field, existing)
-                self._modify_size(existing, size)
+                (yield from self._modify_size(existing, size))
                 continue
-            try:
-                setattr(it, field, self.send(it.key, leg, c, type_, side, size, px))
-            except (BrokerError, Unconfirmed, TopstepXError) as exc:
-                self.risk("protection_failed", True, f"{leg} for {it.key} failed: {exc}", "ERROR")
+            err: Exception | None = None
+            for attempt in range(self.sect.protect_attempts):
+                try:
+                    setattr(it, field, (yield from self.send(it.key, leg, c, type_, side, size, px, prio=IO.PROTECT)))
+                    err = None
+                    break
+                except BrokerError as exc:
+                    err = exc
+                    break
+                except TopstepXError as exc:             # 5xx, 429, timeout: the broker did not take it
+                    err = exc
+                    logger.warning(f"ORDER: {leg} for {it.key} attempt {attempt + 1} failed: {exc}")
+                    yield Sleep(0.2 * (attempt + 1))
+            if err is not None:
+                self.risk("protection_failed", True, f"{leg} for {it.key} failed: {err}", "ERROR")
                 if leg == "stop":
-                    ok, _, msg = self.close_contract(c, it.key, "exit")
+                    ok, _, msg = (yield from self.close_contract(c, it.key, "exit", IO.PROTECT))
                     if not ok:
                         self.risk("unprotected", True, f"{contract_name(c)} unprotected and not closed: {msg}", "ERROR")
+                        self.flatten_pending = self.flatten_pending or (f"gw-unprotected-{time.time_ns()}", "flatten",
+                                                                        "a position without a stop")
                     return
             self.save_intent(it)
         if it.protect_t0 and it.stop_oid and it.target_oid:
@@ -825,18 +926,18 @@ class Gateway:
             self.hub_reconciled = False
         elif was != "connected":
             logger.info("HUB: user hub connected; reconciling over REST")
-            self.reconcile()
+            self.spawn_once("reconcile", lambda: self.reconcile())
 
     # ------------------------------------------------------------------
     # reconciliation, invariant, guard (timers)
     # ------------------------------------------------------------------
-    def reconcile(self, initial: bool = False) -> bool:
+    def reconcile(self, initial: bool = False, prio: int = IO.POLL) -> Flow:
         got: dict[str, list] = {}
-        for name, fn in (("orders", lambda: self.rest.orders(self.acct, self.since())),
-                         ("trades", lambda: self.rest.trades(self.acct, self.since())),
-                         ("positions", lambda: self.rest.open_positions(self.acct))):
+        for name, fn, args in (("orders", self.rest.orders, (self.acct, self.since())),
+                               ("trades", self.rest.trades, (self.acct, self.since())),
+                               ("positions", self.rest.open_positions, (self.acct,))):
             try:
-                got[name] = fn()
+                got[name] = yield call(fn, *args, prio=prio)
             except TopstepXError as exc:
                 logger.warning(f"SYNC: reconciliation: {name} failed: {exc}")
         fresh = initial and not self.journal.get("initialized")
@@ -854,7 +955,7 @@ class Gateway:
             self.stats["reconcile_errors"] += 1
             return False
         orders = got["orders"]
-        self.drop_vanished(orders)
+        (yield from self.drop_vanished(orders, prio))
         self.stats["reconciles"] += 1
         if fresh:
             self.journal.set("initialized", True)
@@ -862,11 +963,11 @@ class Gateway:
         if self.hub_state == "connected" and not self.hub_reconciled:
             self.hub_reconciled = True
             self.risk("user_hub_down", False, "user hub up and reconciled; entries allowed")
-        self.resolve_intents(orders, initial)
-        self.check_invariant(orders, initial)
+        (yield from self.resolve_intents(orders, initial))
+        (yield from self.check_invariant(orders, initial))
         return True
 
-    def drop_vanished(self, orders: list[dict]) -> None:
+    def drop_vanished(self, orders: list[dict], prio: int = IO.POLL) -> Flow:
         """An order the journal holds as working that the broker knows nothing of (not in its
         order history, not open) is not working: it would otherwise be reported, swept and
         counted as protection forever. Seen when a simulated broker was started afresh."""
@@ -875,7 +976,7 @@ class Gateway:
         if not ghosts:
             return
         try:
-            open_ids = {int(o["id"]) for o in self.rest.open_orders(self.acct)}
+            open_ids = {int(o["id"]) for o in (yield call(self.rest.open_orders, self.acct, prio=prio))}
         except TopstepXError as exc:
             logger.warning(f"SYNC: cannot confirm {len(ghosts)} journal orders missing at the broker: {exc}")
             return
@@ -888,7 +989,7 @@ class Gateway:
             self.on_order({"id": oid, "customTag": o["tag"], "contractId": o["contract"], "status": L.CANCELLED,
                            "fillVolume": o.get("fill_volume", 0), "size": o.get("size", 0)})
 
-    def resolve_intents(self, orders: list[dict], initial: bool) -> None:
+    def resolve_intents(self, orders: list[dict], initial: bool) -> Flow:
         by_tag = {o.get("customTag"): o for o in orders}
         for it in list(self.intents.values()):
             key = it.key
@@ -900,7 +1001,7 @@ class Gateway:
                     pos = self.positions.get(it.contract)
                     if pos is not None:
                         self.risk("order_unknown", True, f"entry {key} unconfirmed but a position is open: closing", "ERROR")
-                        self.close_contract(it.contract, key, "exit")
+                        (yield from self.close_contract(it.contract, key, "exit"))
                     if it.active:
                         it.to(S.FAILED)
                     rec = self.journal.intent(key)
@@ -920,16 +1021,16 @@ class Gateway:
                     # the gateway was down (or a broker started afresh) is closed below, not protected
                     if (initial and it.contract in self.positions) or \
                             (not initial and not (it.stop_oid and it.target_oid)):
-                        self.protect(it)
+                        self.spawn_protect(it)
                 if it.state is S.OPEN and it.contract not in self.positions \
                         and time.monotonic() > self.busy_until.get(it.contract, 0):
                     logger.info(f"SYNC: {key}: broker shows flat; intent closed")
                     for x in (it.stop_oid, it.target_oid):
                         if x and self.orders.get(x, {}).get("status") in L.WORKING:
-                            self.cancel(x)
+                            (yield from self.cancel(x, IO.PROTECT))
                     self.save_intent(it.to(S.CLOSED))
 
-    def check_invariant(self, orders: list[dict], immediate: bool = False) -> None:
+    def check_invariant(self, orders: list[dict], immediate: bool = False) -> Flow:
         now = time.monotonic()
         busy = {c for c, t in self.busy_until.items() if t > now}
         busy |= {it.contract for it in self.intents.values() if it.in_flight or it.state is S.CLOSING}
@@ -952,10 +1053,10 @@ class Gateway:
         self.stats["repairs"] += 1
         self.risk("protection_invariant", True, "; ".join(rep.problems), "ERROR")
         for oid in rep.cancel:
-            self.cancel(oid)
+            (yield from self.cancel(oid, IO.PROTECT))
         for oid, size in rep.resize:
             try:
-                self.rest.modify_order(self.acct, oid, size=size)
+                (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=IO.PROTECT))
             except TopstepXError as exc:
                 logger.warning(f"REPAIR: resize {oid} failed: {exc}")
         repair_key = f"gw-repair-{time.time_ns()}"
@@ -973,14 +1074,15 @@ class Gateway:
             stop_px, tgt_px = L.bracket_ticks(base, pos.direction, sd, td)
             px = stop_px if type_ == L.STOP else tgt_px
             try:
-                oid = self.send(key, leg, pos.contract, type_, L.close_side(pos.direction), pos.size, px)
+                oid = (yield from self.send(key, leg, pos.contract, type_, L.close_side(pos.direction), pos.size, px,
+                                            prio=IO.PROTECT))
                 if it is not None:
                     setattr(it, "stop_oid" if type_ == L.STOP else "target_oid", oid)
                     self.save_intent(it)
             except TopstepXError as exc:
                 self.risk("protection_failed", True, f"repair {leg} for {contract_name(pos.contract)} failed: {exc}", "ERROR")
                 if type_ == L.STOP:
-                    self.close_contract(pos.contract, key, "exit")
+                    (yield from self.close_contract(pos.contract, key, "exit", IO.PROTECT))
         self.risk("protection_invariant", False, "repaired")
 
     def day_pnl_cents(self) -> int:
@@ -994,7 +1096,7 @@ class Gateway:
                 total += L.unrealized_cents(instrument_for(c), p.direction, p.size, p.avg_ticks_x4, mark)
         return total
 
-    def guard(self) -> None:
+    def guard(self) -> Flow:
         now = self.now_ns()
         day = self.day()
         h = self.journal.get("halt") or {}
@@ -1006,7 +1108,7 @@ class Gateway:
             exposed = bool(self.positions) or any(it.active for it in self.intents.values()) or \
                 any(o.get("status") in L.LIVE for o in self.orders.values())
             if exposed or self.eod_done_day != day:
-                if self.flatten(f"gw-eod-{day}", "eod", f"flatten time {self.cfg.trading.flatten_time:%H:%M}"):
+                if (yield from self.flatten(f"gw-eod-{day}", "eod", f"flatten time {self.cfg.trading.flatten_time:%H:%M}")):
                     self.eod_done_day = day
             return
         if not day:
@@ -1017,41 +1119,64 @@ class Gateway:
             detail = f"day P&L {real + unreal} cents (realized {real}, open {unreal}) <= -{self.max_loss_cents}"
             self.set_halt(f"daily loss: {detail}", "daily_loss")
             self.risk("daily_loss", True, detail, "ERROR")
-            self.flatten(f"gw-dailyloss-{day}", "flatten", "daily loss limit")
+            (yield from self.flatten(f"gw-dailyloss-{day}", "flatten", "daily loss limit"))
 
-    def periodic(self) -> None:
+    def periodic(self) -> Flow:
         if self.flatten_pending:
             key, leg, reason = self.flatten_pending
-            self.flatten(key, leg, reason, budget_s=2.0)
+            (yield from self.flatten(key, leg, reason, budget_s=2.0))
         if self.stale_legs:
-            self.retry_stale_legs()
+            (yield from self.retry_stale_legs())
         for c, intended in list(self.overfill_pending.items()):
-            self.close_excess(c, intended)
+            (yield from self.close_excess(c, intended))
         busy = any(it.in_flight for it in self.intents.values())
         period = self.sect.poll_s if (busy or not self.hub_reconciled) else self.sect.idle_poll_s
         if time.monotonic() - self.last_reconcile >= period:
             if self.rest.limiter.free() < self.sect.rate_reserve + 3:
                 self.stats["polls_deferred"] = self.stats.get("polls_deferred", 0) + 1
                 return                      # keep the REST budget for orders; poll when it refills
-            if not self.reconcile():
+            if not (yield from self.reconcile(False)):
                 self.last_reconcile = time.monotonic()      # no tight loop against a failing broker
-                self.flatten_unconfirmed()
+                (yield from self.flatten_unconfirmed())
 
-    def flatten_unconfirmed(self) -> None:
+    def flatten_unconfirmed(self) -> Flow:
         """An entry whose outcome is still unknown after unknown_flatten_s while the broker's order
         search keeps failing: close whatever is open in that contract rather than sit unprotected."""
         for it in list(self.intents.values()):
             if it.state is S.UNKNOWN and time.monotonic() - it.since > self.sect.unknown_flatten_s:
                 self.risk("order_unknown", True, f"entry {it.key} unconfirmed after "
                           f"{self.sect.unknown_flatten_s:.0f} s: closing {contract_name(it.contract)}", "ERROR")
-                ok, _, msg = self.close_contract(it.contract, it.key, "exit")
+                ok, _, msg = (yield from self.close_contract(it.contract, it.key, "exit"))
                 if ok:
                     if it.active:
                         self.save_intent(it.to(S.FAILED))
                 else:
                     logger.error(f"GUARD: closing after an unknown entry failed: {msg}; retrying")
 
-    def shutdown(self) -> None:
+    def keep_for_restart(self) -> Flow:
+        """Stopped for a restart: leave every position that has a working stop at the broker to
+        the next gateway (it adopts it from the journal and the broker); close any that has none."""
+        try:
+            ps = yield from self.broker_positions(IO.PROTECT)
+            working = yield from self.working_orders(None, IO.PROTECT)
+        except TopstepXError as exc:
+            logger.error(f"RESTART: cannot read the broker ({exc}); flattening instead")
+            return (yield from self.shutdown())
+        ok = True
+        for c, p in ps.items():
+            stops = [o for o in working if o.get("contractId") == c and int(o.get("type", 0)) in L.STOP_TYPES
+                     and int(o.get("side", -1)) == L.close_side(p.direction) and int(o.get("size", 0)) >= p.size]
+            if stops:
+                logger.warning(f"RESTART: keeping {contract_name(c)} {p.direction * p.size:+d}, protected by stop "
+                               f"order {stops[0]['id']}; the next gateway adopts it")
+                continue
+            logger.error(f"RESTART: {contract_name(c)} {p.direction * p.size:+d} has no working stop: closing it")
+            done, _, msg = yield from self.close_contract(c, f"gw-restart-{time.time_ns()}", "flatten", IO.FLATTEN)
+            ok &= done
+        return ok
+
+    def shutdown(self) -> Flow:
         logger.warning("SHUTDOWN: cancelling working orders, flattening, verifying")
-        ok = self.flatten(f"gw-shutdown-{time.time_ns()}", "flatten", "shutdown", budget_s=25.0)
+        ok = (yield from self.flatten(f"gw-shutdown-{time.time_ns()}", "flatten", "shutdown", budget_s=25.0))
         logger.info(f"SHUTDOWN: {'flat' if ok else 'NOT verified flat'}; state saved")
+        return ok

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from common.broker_codes import (  # noqa: F401  (the one table of broker codes)
-    BUY, CANCELLED, FILLED, LIMIT, LIVE, MARKET, PENDING_CANCEL, REJECTED, SELL, STOP, TERMINAL, WORKING,
+    BUY, CANCELLED, FILLED, LIMIT, LIVE, MARKET, PENDING_CANCEL, REJECTED, SELL, STOP, STOP_TYPES, TERMINAL,
+    WORKING,
 )
 from common.instruments import Instrument, contract_name, instrument_for
 

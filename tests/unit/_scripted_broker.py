@@ -9,7 +9,10 @@ filled or cancelled order cannot be cancelled, `closeContract` closes whatever t
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
+import threading
+import time
 from decimal import Decimal
 from typing import Any, Callable
 
@@ -26,6 +29,27 @@ class _Limiter:
 
     def free(self) -> int:
         return self.n
+
+
+def _api(fn):
+    """A broker call: first the scripted delay (outside the lock: calls overlap, as over HTTP),
+    then the call itself under the book's lock (the gateway calls from several threads)."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        d = self.delays.get(fn.__name__, self.delay_s)
+        if d:
+            time.sleep(d)
+        with self.lock:
+            out = fn(self, *args, **kwargs)
+        if fn.__name__ in self.crash_after:
+            self.crash_after.discard(fn.__name__)
+            raise Crash(fn.__name__)
+        return out
+    return wrapper
+
+
+class Crash(BaseException):
+    """The gateway process dies here (kill -9): raised after the broker has done the call."""
 
 
 class ScriptedBroker:
@@ -45,6 +69,10 @@ class ScriptedBroker:
         self.limiter = _Limiter()
         self.market_fills = True
         self.violations: list[str] = []            # the invariants the gateway broke, as they happened
+        self.lock = threading.RLock()
+        self.delay_s = 0.0                         # every call answers this late
+        self.delays: dict[str, float] = {}         # per method
+        self.crash_after: set[str] = set()         # the caller dies once this call has been done
 
     # -- script ----------------------------------------------------------
     def before(self, method: str, fn: Callable[[], None]) -> None:
@@ -89,7 +117,8 @@ class ScriptedBroker:
         """Hand the pending hub events to the gateway (as its loop would, one at a time)."""
         n = 0
         while self.events:
-            target, data = self.events.pop(0)
+            with self.lock:
+                target, data = self.events.pop(0)
             gw.on_hub(target, [{"action": 1, "data": data}])
             n += 1
         return n
@@ -99,6 +128,10 @@ class ScriptedBroker:
 
     def fill(self, oid: int, size: int | None = None, price: str | Decimal | None = None) -> None:
         """The broker fills (part of) an order: trade, order and position events."""
+        with self.lock:
+            self._fill(oid, size, price)
+
+    def _fill(self, oid: int, size: int | None = None, price: str | Decimal | None = None) -> None:
         o = self.book[oid]
         assert o["status"] in (1, 6), f"order {oid} is not working"
         qty = size or (o["size"] - o["fillVolume"])
@@ -154,6 +187,7 @@ class ScriptedBroker:
         return o
 
     # -- the TopstepXClient surface the gateway uses -----------------------
+    @_api
     def place_order(self, account_id, contract_id, type_, side, size, *, limit_price=None, stop_price=None,
                     custom_tag=None) -> int:
         self._enter("place_order", contract_id, type_, side, size, custom_tag)
@@ -163,6 +197,7 @@ class ScriptedBroker:
                                None if limit_price is None else float(limit_price),
                                None if stop_price is None else float(stop_price))["id"]
 
+    @_api
     def cancel_order(self, account_id, order_id) -> None:
         self._enter("cancel_order", order_id)
         o = self.book.get(order_id)
@@ -174,6 +209,7 @@ class ScriptedBroker:
             self.violations.append(f"stop {order_id} cancelled while {self.pos[c]:+d} open")
         self._emit("GatewayUserOrder", o)
 
+    @_api
     def modify_order(self, account_id, order_id, *, size=None, limit_price=None, stop_price=None) -> None:
         self._enter("modify_order", order_id, size)
         o = self.book.get(order_id)
@@ -183,6 +219,7 @@ class ScriptedBroker:
             o["size"] = size
         self._emit("GatewayUserOrder", o)
 
+    @_api
     def close_contract(self, account_id, contract_id) -> None:
         self._enter("close_contract", contract_id)
         q = self.pos.get(contract_id, 0)
@@ -190,6 +227,7 @@ class ScriptedBroker:
             raise BrokerError("/api/Position/closeContract", 2, f"Position for {contract_id} not found", {})
         self._new_order(contract_id, MARKET, SELL if q > 0 else BUY, abs(q), None)
 
+    @_api
     def partial_close_contract(self, account_id, contract_id, size) -> None:
         self._enter("partial_close_contract", contract_id, size)
         q = self.pos.get(contract_id, 0)
@@ -199,10 +237,12 @@ class ScriptedBroker:
             raise BrokerError("/api/Position/partialCloseContract", 5, f"Invalid close size {size}", {})
         self._new_order(contract_id, MARKET, SELL if q > 0 else BUY, size, None)
 
+    @_api
     def open_positions(self, account_id) -> list[dict]:
         self._enter("open_positions")
         return [self._pos_json(c) for c, q in self.pos.items() if q]
 
+    @_api
     def open_orders(self, account_id) -> list[dict]:
         self._enter("open_orders")
         return [dict(o) for o in self.working()]
@@ -210,6 +250,7 @@ class ScriptedBroker:
     def orders_search(self) -> list[dict]:
         return [dict(o) for o in self.book.values()]
 
+    @_api
     def orders(self, account_id, start, end=None) -> list[dict]:
         self._enter("orders")
         return self.orders_search()
@@ -217,6 +258,7 @@ class ScriptedBroker:
     def trades_search(self) -> list[dict]:
         return [dict(t) for t in self.fills]
 
+    @_api
     def trades(self, account_id, start, end=None) -> list[dict]:
         self._enter("trades")
         return self.trades_search()

@@ -29,7 +29,13 @@ class Kit:
         self.gw = Gateway(self.cfg, self.sect, self.broker, self.journal, ACCT,
                           lambda msg, key=None, forget=False: self.published.append(msg), EventClock(0),
                           SessionCalendar.from_config(self.cfg.trading))
-        assert self.gw.reconcile(initial=True)
+        assert self.flow(self.gw.reconcile(initial=True))
+
+    def flow(self, gen):
+        """Run one of the gateway's flows to its end (the InlineRunner: broker calls in this thread)."""
+        task = self.gw.spawn(gen, "test")
+        assert task.done and task.error is None, task.error
+        return task.result
 
     def cmd(self, key: str, action: str, **kw):
         rep = self.gw.handle(OrderCommand(key, action, contract=C, **kw))
@@ -116,7 +122,7 @@ def test_target_cancel_failure_after_the_close_leaves_nothing_unprotected(kit):
     assert rep.ok and kit.broker.signed() == 0, rep
     assert kit.gw.stale_legs                           # left for the retry
     for _ in range(5):
-        kit.gw.periodic()
+        kit.flow(kit.gw.periodic())
         kit.settle()
     assert kit.broker.working() == [] and not kit.gw.stale_legs
     assert kit.broker.violations == []
@@ -139,7 +145,7 @@ def test_429s_in_the_middle_of_a_flatten(kit):
     kit.broker.fail(
         "cancel_order", RateLimited("/api/Order/cancel: HTTP 429 rate limited"), 1)
     rep = kit.cmd("op-flatten-1", "flatten", reason="operator")
-    kit.gw.periodic()
+    kit.flow(kit.gw.periodic())
     kit.settle()
     assert rep.ok and rep.status == "flat", rep
     assert kit.broker.signed() == 0 and kit.broker.working() == []
