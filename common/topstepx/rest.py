@@ -134,14 +134,21 @@ class TopstepXClient:
         self.stats = collections.Counter()
 
     @classmethod
-    def from_config(cls, api, share: float = 1.0) -> "TopstepXClient":
+    def from_config(cls, api, share: float = 1.0, budget: str | None = None, reserve: int = 0) -> "TopstepXClient":
         """`share`: this process's part of the account's REST budget. The broker counts every
-        call of the user, whichever process makes it, so the gateway and the keeper split it."""
+        call of the user, whichever process makes it, so the gateway and the keeper split it.
+        `budget`: the path of a SharedBudget ledger instead: every process that names the same
+        file draws from one budget (the whole of it), kept across restarts, with `reserve` calls
+        only for urgent ones (common/topstepx/budget.py)."""
         key = api.api_key.get_secret_value() if api.api_key is not None else ""
-        return cls(api.base_url, api.username or "", key, timeout_s=api.request_timeout_s,
-                   write_timeout_s=api.order_timeout_s,
-                   rate_limit_per_min=max(1, int(api.rate_limit_per_min * share)),
-                   bars_per_30s=max(1, int(api.bars_rate_limit_per_30s * share)))
+        client = cls(api.base_url, api.username or "", key, timeout_s=api.request_timeout_s,
+                     write_timeout_s=api.order_timeout_s,
+                     rate_limit_per_min=max(1, int(api.rate_limit_per_min * share)),
+                     bars_per_30s=max(1, int(api.bars_rate_limit_per_30s * share)))
+        if budget is not None:
+            from common.topstepx.budget import SharedBudget
+            client.limiter = SharedBudget(budget, api.rate_limit_per_min, 60.0, reserve)
+        return client
 
     # -- auth ------------------------------------------------------------
     def login(self) -> str:

@@ -21,6 +21,7 @@ from common.clock import EventClock
 from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
 from common.service import boot
 from common.session import SessionCalendar
+from common.topstepx.budget import budget_path
 from common.topstepx.hub import HubClient
 from common.topstepx.rest import TopstepXClient, TopstepXError
 from services.orders.broker_io import BrokerPool, InlineRunner, LoopRunner
@@ -47,7 +48,8 @@ def find_account(rest: TopstepXClient, cfg) -> int:
 def main(argv: list[str] | None = None) -> int:
     cfg, sect, clock = boot(SERVICE, OrdersConfig, argv, __doc__)
     calendar = SessionCalendar.from_config(cfg.trading)
-    rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share)
+    rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share, reserve=sect.rate_reserve,
+                                      budget=str(budget_path(cfg)) if sect.shared_budget else None)
     try:
         rest.login()
         account_id = find_account(rest, cfg)
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     # from here on, broker calls run on worker threads and their results come back as loop events
     pool = BrokerPool(sect.broker_workers, name="broker")
     gw.runner = LoopRunner(pool, loop.call_soon_threadsafe)
-    loop.every(0.01, gw.runner.tick)
+    loop.every(0.02, gw.runner.tick)
     rep.attach(loop)
 
     feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat],

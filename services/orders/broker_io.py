@@ -23,6 +23,7 @@ from typing import Any, Callable, Generator
 
 from loguru import logger
 
+from common.topstepx.budget import urgent
 from common.topstepx.rest import TopstepXError
 
 # priority classes, most urgent first: a flatten jumps the queue; then stop/target and the cancel of
@@ -141,7 +142,8 @@ class BrokerPool:
                     continue
                 self.stats["calls"] += 1
                 try:
-                    res = job.call.fn(*job.call.args, **job.call.kwargs)
+                    with urgent(job.prio <= PROTECT):      # may use the REST budget's reserve
+                        res = job.call.fn(*job.call.args, **job.call.kwargs)
                 except BaseException as exc:          # handed to the flow, which decides
                     job.done(None, exc)
                 else:
@@ -217,7 +219,8 @@ class InlineRunner:
                 time.sleep(step.seconds * self.sleep_scale)
             elif isinstance(step, Call):
                 try:
-                    value = step.fn(*step.args, **step.kwargs)
+                    with urgent(step.prio <= PROTECT):
+                        value = step.fn(*step.args, **step.kwargs)
                 except Exception as err:
                     exc = err
             else:

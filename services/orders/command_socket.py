@@ -32,7 +32,7 @@ class CommandSocket(ReplyServer):
     def attach(self, loop: ServiceLoop) -> "CommandSocket":
         self.loop = loop
         loop.add_reader(self.sock, self.serve_one)
-        loop.every(0.01, self.check)
+        loop.every(0.02, self.check)
         return self
 
     def serve_one(self) -> None:

@@ -123,11 +123,17 @@ class Gateway:
         return self.clock.now_ns()
 
     def since(self) -> float:
-        """Start of the Order/search and Trade/search window. The simulator's clock follows its
-        tape (days away from the wall clock), so against it the whole history is asked for."""
+        """Start of the Order/search and Trade/search window: the current session (an hour before
+        its open), never more than search_lookback_h back. The simulator's clock follows its tape
+        (days away from the wall clock), so against it the whole (small) history is asked for."""
         if self.cfg.api.mode == "sim":
             return 0.0
-        return time.time() - self.sect.search_lookback_h * 3600
+        now = time.time()
+        floor = now - self.sect.search_lookback_h * 3600
+        n = self.now_ns()
+        if n <= 0:
+            return floor
+        return max(floor, min(now, self.calendar.today(n).start_ns / 1e9 - 3600))
 
     def day(self) -> str:
         """The trading day by the clock; with an event clock and no market data yet, the day of the
@@ -498,17 +504,25 @@ class Gateway:
         return (yield from self.broker_positions(prio)).get(contract)
 
     def wait_flat(self, contract: str | None, prio: int = IO.EXIT) -> Flow:
+        """True once REST confirms flat. Between REST reads the user hub's position events are
+        watched (no REST): a REST read is made when the hub shows flat, or once a second."""
         deadline = time.monotonic() + self.sect.flat_verify_s
+        last_rest = 0.0
         while True:
-            try:
-                ps = (yield from self.broker_positions(prio))
-                if not any(p.size for c, p in ps.items() if contract is None or c == contract):
-                    return True
-            except TopstepXError as exc:
-                logger.warning(f"GUARD: position check failed: {exc}")
+            hub_flat = self.hub_state == "connected" and \
+                not any(p.size for c, p in self.positions.items() if contract is None or c == contract)
+            if hub_flat or time.monotonic() - last_rest >= self.sect.flat_rest_every_s:
+                last_rest = time.monotonic()
+                try:
+                    ps = (yield from self.broker_positions(prio))
+                    if not any(p.size for c, p in ps.items() if contract is None or c == contract):
+                        return True
+                except TopstepXError as exc:
+                    logger.warning(f"GUARD: position check failed: {exc}")
+                self.stats["flat_checks"] = self.stats.get("flat_checks", 0) + 1
             if time.monotonic() > deadline:
                 return False
-            yield Sleep(0.2)
+            yield Sleep(0.05)
 
     def close_position(self, contract: str, key: str, leg: str, size: int | None = None,
                        prio: int = IO.EXIT) -> Flow:
@@ -695,8 +709,9 @@ class Gateway:
             return
         if o["leg"] == "entry":
             it = self.intents.get(o["key"])
-            if it is not None and it.state in (S.PLACING, S.UNKNOWN):
-                self._adopt_entry(it, oid)
+            dead = int(raw.get("status", 0)) in L.TERMINAL and not int(raw.get("fillVolume") or 0)
+            if it is not None and it.state in (S.PLACING, S.UNKNOWN) and not dead:
+                self._adopt_entry(it, oid)       # (a refused attempt is not the entry: a retry may follow)
         inst = instrument_for(raw.get("contractId") or o["contract"])
         fp = raw.get("filledPrice")
         new = {"status": next_status(o.get("status"), int(raw.get("status", o.get("status", 0)))), "fill_volume": int(raw.get("fillVolume") or 0),
@@ -1132,7 +1147,8 @@ class Gateway:
         busy = any(it.in_flight for it in self.intents.values())
         period = self.sect.poll_s if (busy or not self.hub_reconciled) else self.sect.idle_poll_s
         if time.monotonic() - self.last_reconcile >= period:
-            if self.rest.limiter.free() < self.sect.rate_reserve + 3:
+            reserve = 0 if getattr(self.rest.limiter, "reserve", 0) else self.sect.rate_reserve
+            if self.rest.limiter.free() < reserve + 3:
                 self.stats["polls_deferred"] = self.stats.get("polls_deferred", 0) + 1
                 return                      # keep the REST budget for orders; poll when it refills
             if not (yield from self.reconcile(False)):
