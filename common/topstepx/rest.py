@@ -285,9 +285,16 @@ class TopstepXClient:
 
     def place_order(self, account_id: int, contract_id: str, type_: int, side: int, size: int, *,
                     limit_price: Decimal | None = None, stop_price: Decimal | None = None,
-                    custom_tag: str | None = None) -> int:
+                    custom_tag: str | None = None, stop_loss_ticks: int | None = None,
+                    take_profit_ticks: int | None = None) -> int:
+        """`stop_loss_ticks`/`take_profit_ticks`: a native Auto-OCO bracket, ticks signed from the
+        entry (long: stop < 0 < target); refused in the account's Position Brackets mode."""
         body: dict[str, Any] = {"accountId": account_id, "contractId": contract_id, "type": type_,
                                 "side": side, "size": size}
+        if stop_loss_ticks is not None:
+            body["stopLossBracket"] = {"ticks": stop_loss_ticks, "type": codes.STOP}
+        if take_profit_ticks is not None:
+            body["takeProfitBracket"] = {"ticks": take_profit_ticks, "type": codes.LIMIT}
         if limit_price is not None:
             body["limitPrice"] = float(limit_price)
         if stop_price is not None:

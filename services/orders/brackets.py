@@ -45,8 +45,8 @@ class BracketsMixin:
 
     def _modify_size(self, oid: int, size: int, prio: int = IO.PROTECT) -> Flow:
         o = self.orders.get(oid)
-        if o is None or o.get("size") == size or o.get("status") in L.TERMINAL:
-            return
+        if o is None or o.get("size") == size or o.get("status") in L.TERMINAL or o.get("status") == L.SUSPENDED:
+            return                       # (a suspended bracket child follows its entry at the broker)
         try:
             (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=prio))
             o["size"] = size
@@ -74,6 +74,20 @@ class BracketsMixin:
         stop_px, tgt_px = L.bracket_ticks(it.fill_ticks, d, it.stop_ticks, it.target_ticks)
         side = L.close_side(d)
         self.busy_until[c] = time.monotonic() + 3
+        if it.native and not (it.stop_oid and it.target_oid):
+            # the broker's bracket children come on the hub with the entry; give them a moment,
+            # then look them up; placed here (client-side OCO) only if they are not there
+            for _ in range(10):
+                if it.stop_oid and it.target_oid:
+                    break
+                yield Sleep(0.1)
+            if not (it.stop_oid and it.target_oid):
+                try:
+                    for o in (yield call(self.rest.orders, self.acct, self.since(), prio=IO.PROTECT)):
+                        if L.bracket_child(o.get("customTag") or "") is not None:
+                            self.on_order(o)
+                except TopstepXError as exc:
+                    logger.warning(f"ORDER: bracket children of {it.key} not confirmed: {exc}")
         for leg, type_, px, field in (("stop", L.STOP, stop_px, "stop_oid"), ("target", L.LIMIT, tgt_px, "target_oid")):
             if getattr(it, field):
                 (yield from self._modify_size(getattr(it, field), size))

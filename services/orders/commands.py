@@ -123,7 +123,11 @@ class CommandsMixin:
                 self.save_intent(it.to(S.FAILED))
                 return OrderReply(cmd.key, False, "halted", f"gateway halted: {self.halt_reason or 'flattening'}")
             try:
-                oid = (yield from self.send(cmd.key, "entry", contract, L.MARKET, L.entry_side(cmd.direction), size))
+                bracket = None if self.native_brackets is False else \
+                    L.native_bracket_ticks(cmd.direction, it.stop_ticks, it.target_ticks)
+                oid = (yield from self.send(cmd.key, "entry", contract, L.MARKET, L.entry_side(cmd.direction), size,
+                                            bracket=bracket))
+                it.native = bracket is not None and self.native_brackets is True
                 break
             except BrokerError as exc:
                 if exc.code == L.INSUFFICIENT_FUNDS and L.reduced_size(size) > 0:

@@ -45,6 +45,8 @@ class EventsMixin:
         tag = raw.get("customTag") or ""
         oid = int(raw["id"])
         row = self.rows.get(tag)
+        if row is None and L.bracket_child(tag) is not None:
+            row = self._adopt_bracket_child(tag, raw)
         if row is None:
             if oid not in self.orders and (tag or int(raw.get("type", 0)) != L.MARKET or self._adopt_close_order(
                     oid, raw.get("contractId") or "", int(raw.get("side", 0)), int(raw.get("size") or 0)) is None):
@@ -82,6 +84,27 @@ class EventsMixin:
                 it.to(S.REJECTED if o["status"] == L.REJECTED else S.CANCELLED)
                 logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
                 self.save_intent(it)
+
+    def _adopt_bracket_child(self, tag: str, raw: dict) -> dict | None:
+        """A native bracket child (entry tag + -SL / -TP): journaled as the intent's stop or target."""
+        base, leg = L.bracket_child(tag)
+        parent = self.rows.get(base)
+        if parent is None:
+            return None
+        data = {"contract": raw.get("contractId") or parent["data"]["contract"], "type": int(raw.get("type", 0)),
+                "side": int(raw.get("side", 0)), "size": int(raw.get("size") or 0), "price_ticks": None,
+                "status": int(raw.get("status", 0)), "fill_volume": 0, "native": True}
+        row = {"tag": tag, "order_id": None, "key": parent["key"], "leg": leg, "attempt": parent["attempt"],
+               "data": data, "t": 0.0}
+        self.rows[tag] = row
+        self.journal.put_order(tag, parent["key"], leg, parent["attempt"], data)
+        it = self.intents.get(parent["key"])
+        oid = int(raw["id"])
+        if it is not None:
+            setattr(it, "stop_oid" if leg == "stop" else "target_oid", oid)
+            self.save_intent(it)
+        logger.info(f"ORDER: native bracket {leg} {oid} ({tag}) for {parent['key']}")
+        return row
 
     def _adopt_entry(self, it: dict, oid: int) -> None:
         """An entry whose placement outcome was unknown (timeout, restart) is found at the broker."""

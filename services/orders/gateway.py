@@ -78,7 +78,9 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         self.commands: dict[str, Task] = {}                    # commands still running, by key
         self.protecting: dict[str, bool] = {}                  # intent key -> run protect once more after
         self.parked: dict[int, list[dict]] = {}                # order id -> trades that came before its ack
-        self.overfill_pending: dict[str, int] = {}             # contract -> intended signed size, close failed
+        self.overfill_pending: dict[str, int] = {}
+        # None: not known yet (tried on the next entry); False after the broker's Position Brackets refusal
+        self.native_brackets: bool | None = False if sect.native_brackets == "off" else journal.get("native_brackets")             # contract -> intended signed size, close failed
         self.last_fill_day = ""
         self.stats: dict[str, int] = {"commands": 0, "orders_sent": 0, "fills": 0, "repairs": 0,
                                       "unknown_outcomes": 0, "rejects": 0, "reconciles": 0, "reconcile_errors": 0}

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from common.broker_codes import (  # noqa: F401  (the one table of broker codes)
-    BUY, CANCELLED, FILLED, LIMIT, LIVE, MARKET, PENDING_CANCEL, REJECTED, SELL, STOP, STOP_TYPES, TERMINAL,
-    WORKING,
+    BUY, CANCELLED, FILLED, LIMIT, LIVE, MARKET, PENDING_CANCEL, REJECTED, SELL, STOP, STOP_TYPES, SUSPENDED,
+    TERMINAL, WORKING,
 )
 from common.instruments import Instrument, contract_name, instrument_for
 
@@ -72,6 +72,25 @@ def fill_line(contract: str, side: int, size: int, price_ticks: int, leg: str) -
     word = "BOUGHT" if side == BUY else "SOLD"
     why = EXIT_REASON.get(leg)
     return f"FILL: {word} {size} {inst.symbol} @ {inst.fmt(price_ticks)}" + (f" ({why})" if why else "")
+
+
+def bracket_mode_refusal(code: int, message: str) -> bool:
+    """The documented refusal of a native bracket in the account's Position Brackets mode."""
+    return code == 2 and "position brackets" in (message or "").lower()
+
+
+def native_bracket_ticks(direction: int, stop_dist: int, target_dist: int) -> tuple[int, int]:
+    """(stopLossBracket, takeProfitBracket) ticks, signed from the entry as TopstepX wants them:
+    long: stop below (negative), target above; short: the other way round."""
+    return (-stop_dist, target_dist) if direction > 0 else (stop_dist, -target_dist)
+
+
+def bracket_child(tag: str) -> tuple[str, str] | None:
+    """A native bracket child's tag (the entry's tag + -SL / -TP) -> (entry tag, leg)."""
+    for sfx, leg in (("-SL", "stop"), ("-TP", "target")):
+        if tag and tag.endswith(sfx):
+            return tag[:-len(sfx)], leg
+    return None
 
 
 def reduced_size(size: int) -> int:

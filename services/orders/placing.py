@@ -20,7 +20,8 @@ from services.orders.states import after_cancel_sent
 
 class PlacingMixin:
     def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
-             price_ticks: int | None = None, extra: dict | None = None, prio: int = IO.ENTRY) -> Flow:
+             price_ticks: int | None = None, extra: dict | None = None, prio: int = IO.ENTRY,
+             bracket: tuple[int, int] | None = None) -> Flow:
         """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
         Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
         attempt = self.next_attempt(key, leg)
@@ -38,9 +39,24 @@ class PlacingMixin:
         t0 = time.perf_counter_ns()
         sent_wall = time.time_ns()
         try:
-            oid = (yield call(self.rest.place_order, self.acct, contract, type_, side, size,
-                                        limit_price=price if type_ == L.LIMIT else None,
-                                        stop_price=price if type_ == L.STOP else None, custom_tag=tag, prio=prio))
+            while True:
+                kw = {} if bracket is None else {"stop_loss_ticks": bracket[0], "take_profit_ticks": bracket[1]}
+                try:
+                    oid = (yield call(self.rest.place_order, self.acct, contract, type_, side, size,
+                                      limit_price=price if type_ == L.LIMIT else None,
+                                      stop_price=price if type_ == L.STOP else None, custom_tag=tag, prio=prio,
+                                      **kw))
+                    break
+                except BrokerError as exc:
+                    if bracket is None or not L.bracket_mode_refusal(exc.code, exc.message) or \
+                            exc.payload.get("orderId"):
+                        raise
+                    # the account is in Position Brackets mode: no order was created (no orderId),
+                    # so the same tag goes out again without the bracket; remembered for next time
+                    logger.warning(f"ORDER: native brackets refused ({exc.message}); client-side OCO from now on")
+                    self.set_native_brackets(False)
+                    bracket = None
+                    data.pop("native", None)
         except BrokerError as exc:
             self.stats["rejects"] += 1
             oid = exc.payload.get("orderId")
@@ -63,8 +79,15 @@ class PlacingMixin:
         del self.bench[:-1000]
         if leg == "entry" and self.cmd_hops:
             self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
+        if bracket is not None:
+            self.set_native_brackets(True)
         self._register(tag, oid, data)
         return oid
+
+    def set_native_brackets(self, on: bool) -> None:
+        if self.native_brackets is not on:
+            self.native_brackets = on
+            self.journal.set("native_brackets", on)
 
     def placing_since(self, t: float) -> bool:
         """An order of ours sent after monotonic time t whose id we do not know yet."""

@@ -75,6 +75,7 @@ class Intent:
     target_oid: int | None = None
     since: float = 0.0                 # monotonic time of the last state change that has a deadline
     protect_t0: int | None = None      # perf_counter_ns of the first fill (benchmark)
+    native: bool = False               # stop and target are the broker's Auto-OCO bracket children
 
     @property
     def active(self) -> bool:

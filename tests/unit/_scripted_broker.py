@@ -73,6 +73,8 @@ class ScriptedBroker:
         self.delay_s = 0.0                         # every call answers this late
         self.delays: dict[str, float] = {}         # per method
         self.crash_after: set[str] = set()         # the caller dies once this call has been done
+        self.auto_oco = False                      # the account's bracket mode: Auto OCO (True) or Position
+        self.children: dict[int, tuple[int, int, int, int]] = {}   # entry -> (sl id, tp id, sl ticks, tp ticks)
 
     # -- script ----------------------------------------------------------
     def before(self, method: str, fn: Callable[[], None]) -> None:
@@ -161,6 +163,20 @@ class ScriptedBroker:
         o["filledPrice"] = float(px)
         if o["fillVolume"] >= o["size"]:
             o["status"] = 2
+        kids = self.children.get(oid)
+        if kids is not None:                       # Auto-OCO: the children go live at the fill
+            sl, tp, slt, tpt = kids
+            for cid, ticks, key in ((sl, slt, "stopPrice"), (tp, tpt, "limitPrice")):
+                k = self.book[cid]
+                if k["status"] in (8, 1):
+                    k.update({"status": 1, "size": o["fillVolume"], key: float(px + Decimal(ticks) * Decimal("0.25"))})
+                    self._emit("GatewayUserOrder", k)
+        for entry, (sl, tp, _, _) in self.children.items():
+            if oid in (sl, tp):                    # true OCO: the sibling is cancelled
+                other = self.book[tp if oid == sl else sl]
+                if other["status"] in (1, 6, 8):
+                    other["status"] = 3
+                    self._emit("GatewayUserOrder", other)
         t = {"id": next(self.tids), "accountId": ACCT, "contractId": c, "creationTimestamp": "2026-11-23T15:00:00Z",
              "price": float(px), "profitAndLoss": None if pnl is None else float(pnl), "fees": 0.37,
              "side": o["side"], "size": qty, "voided": False, "orderId": oid}
@@ -189,13 +205,30 @@ class ScriptedBroker:
     # -- the TopstepXClient surface the gateway uses -----------------------
     @_api
     def place_order(self, account_id, contract_id, type_, side, size, *, limit_price=None, stop_price=None,
-                    custom_tag=None) -> int:
+                    custom_tag=None, stop_loss_ticks=None, take_profit_ticks=None) -> int:
         self._enter("place_order", contract_id, type_, side, size, custom_tag)
         if custom_tag and any(o.get("customTag") == custom_tag for o in self.book.values()):
             raise BrokerError("/api/Order/place", 2, "customTag already used", {})
-        return self._new_order(contract_id, type_, side, size, custom_tag,
-                               None if limit_price is None else float(limit_price),
-                               None if stop_price is None else float(stop_price))["id"]
+        if stop_loss_ticks is not None and not self.auto_oco:
+            raise BrokerError("/api/Order/place", 2, "Brackets cannot be used with Position Brackets. Please "
+                              "disable Position Brackets or switch to Auto OCO Brackets in your platform settings.", {})
+        if stop_loss_ticks is None:
+            return self._new_order(contract_id, type_, side, size, custom_tag,
+                                   None if limit_price is None else float(limit_price),
+                                   None if stop_price is None else float(stop_price))["id"]
+        fills, self.market_fills = self.market_fills, False
+        entry = self._new_order(contract_id, type_, side, size, custom_tag)
+        self.market_fills = fills
+        kids = []
+        for sfx, t in (("-SL", STOP), ("-TP", LIMIT)):
+            k = self._new_order(contract_id, t, 1 - side, size, custom_tag + sfx)
+            k["status"] = 8
+            self._emit("GatewayUserOrder", k)
+            kids.append(k["id"])
+        self.children[entry["id"]] = (kids[0], kids[1], stop_loss_ticks, take_profit_ticks)
+        if type_ == MARKET and self.market_fills:
+            self.fill(entry["id"], price=self.px)
+        return entry["id"]
 
     @_api
     def cancel_order(self, account_id, order_id) -> None:

@@ -197,3 +197,34 @@ def test_entry_overfill_closes_only_the_excess(kit):
     assert kit.risks("overfill") and kit.gw.halted
     assert kit.leg("stop")["size"] == 1
     assert kit.broker.violations == []
+
+
+# --------------------------------------------------------------------------
+# native Auto-OCO brackets, with the fallback
+# --------------------------------------------------------------------------
+
+def test_native_brackets_where_the_account_has_them(kit):
+    kit.broker.auto_oco = True
+    kit.enter("LE1", direction=1, size=1)
+    sl, tp = kit.broker.by_tag("LE1:entry:0-SL")[0], kit.broker.by_tag("LE1:entry:0-TP")[0]
+    assert sl["status"] == 1 and sl["stopPrice"] == 6048.0 and tp["limitPrice"] == 6054.0
+    assert len(kit.broker.working()) == 2                          # no client-side stop/target besides
+    it = kit.gw.intents["LE1"]
+    assert it.native and (it.stop_oid, it.target_oid) == (sl["id"], tp["id"])
+    assert kit.gw.native_brackets is True and kit.journal.get("native_brackets") is True
+    kit.broker.fill(sl["id"])                                      # the broker cancels the sibling itself
+    kit.settle()
+    assert kit.broker.signed() == 0 and kit.broker.working() == [] and "LE1" not in kit.gw.intents
+    assert kit.broker.violations == [] and not kit.risks("overfill")
+
+
+def test_position_brackets_refusal_falls_back_to_client_side_oco(kit):
+    kit.broker.auto_oco = False
+    kit.enter("LE1", direction=-1, size=1)
+    assert [o["customTag"] for o in kit.broker.by_tag("LE1:entry:")] == ["LE1:entry:0"]   # the same tag, once
+    assert {o["type"] for o in kit.broker.working()} == {STOP, LIMIT}
+    assert kit.gw.native_brackets is False and kit.journal.get("native_brackets") is False
+    n = kit.broker.count("place_order")
+    kit.cmd("XL1", "exit")
+    kit.enter("LE2", direction=1, size=1)                           # no second try of a bracket
+    assert kit.broker.count("place_order") == n + 3
