@@ -84,7 +84,7 @@ class CommandsMixin:
             "halted": self.halted, "halt_reason": self.halt_reason, "working_orders": working,
             "position": ({"contract": pos.contract, "direction": pos.direction, "size": pos.size} if pos else None),
             "in_flight": [k for k, it in self.intents.items() if it.in_flight],
-            "hub": self.hub_state, "day_pnl_cents": self.day_pnlcents(),
+            "hub": self.hub_state, "day_pnl_cents": self.day_pnl_cents(),
             "entries_ok": self.hub_reconciled,
             "latency_samples": self.bench[-1000:] if cmd.reason == "bench" else []})
 

@@ -15,7 +15,7 @@ from services.orders.states import IntentState as S
 
 
 class GuardMixin:
-    def day_pnlcents(self) -> int:
+    def day_pnl_cents(self) -> int:
         return self.day_pnl.get(self.day(), 0) if self.day() else sum(self.day_pnl.values())
 
     def unrealized(self) -> int:
@@ -23,7 +23,7 @@ class GuardMixin:
         for c, p in self.positions.items():
             mark = self.marks.get(c)
             if mark is not None:
-                total += L.unrealizedcents(instrument_for(c), p.direction, p.size, p.avg_ticks_x4, mark)
+                total += L.unrealized_cents(instrument_for(c), p.direction, p.size, p.avg_ticks_x4, mark)
         return total
 
     def guard(self) -> Flow:
