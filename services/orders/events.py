@@ -112,7 +112,8 @@ class EventsMixin:
         was = it.state.value
         it.entry_oid = oid
         it.to(S.WORKING)
-        logger.warning(f"SYNC: entry {key} found at the broker as order {oid} (was {was})")
+        (logger.info if was == "placing" else logger.warning)(
+            f"SYNC: entry {key} found at the broker as order {oid} (was {was})")
         if was == "unknown":
             self.risk("order_unknown", False, f"entry {key} resolved: order {oid}")
         rec = self.journal.intent(key)

@@ -13,8 +13,10 @@ from tests.harness.config import write_config
 from tests.harness.procs import ServiceProcess, wait_for
 from tests.harness.sim import SimProcess
 
+# native_brackets off: these tests exercise the client-side bracket and their faults must not be
+# spent on the first entry's native-bracket attempt (test_orders_native_brackets.py covers that)
 FAST = {"poll_s": 0.5, "idle_poll_s": 1.0, "lookup_timeout_s": 3.0, "flat_verify_s": 3.0,
-        "hub_max_backoff_s": 0.5}
+        "hub_max_backoff_s": 0.5, "native_brackets": "off"}
 
 
 class Gw:
@@ -49,8 +51,17 @@ class Gw:
                                  for e in (self.of(object) and self.envs[n:])), 10, what="live heartbeat")
         return self
 
-    def cmd(self, key: str, action: str, **kw):
-        return self.client.request(OrderCommand(key, action, **kw)).msg
+    def cmd(self, key: str, action: str, wait: bool = True, timeout: float = 60.0, **kw):
+        """Send a command. The gateway answers at once: the outcome, or `accepted` with
+        detail.pending when the broker has not answered yet. With `wait`, follow a pending
+        answer as the engine may: resend the same key (idempotent) until the outcome is known."""
+        cmd = OrderCommand(key, action, **kw)
+        rep = self.client.request(cmd).msg
+        end = time.monotonic() + timeout
+        while wait and rep.detail.get("pending") and time.monotonic() < end:
+            time.sleep(0.1)
+            rep = self.client.request(cmd).msg
+        return rep
 
     def status(self) -> dict:
         self.n += 1

@@ -228,3 +228,11 @@ def test_position_brackets_refusal_falls_back_to_client_side_oco(kit):
     kit.cmd("XL1", "exit")
     kit.enter("LE2", direction=1, size=1)                           # no second try of a bracket
     assert kit.broker.count("place_order") == n + 3
+
+
+def test_status_reports_the_broker_view(kit):
+    kit.enter("LE1", direction=1, size=2)
+    st = kit.gw.handle(OrderCommand("s1", "status", contract=C))
+    assert st.ok and st.detail["position"] == {"contract": C, "direction": 1, "size": 2}
+    assert {o["leg"] for o in st.detail["working_orders"]} == {"stop", "target"} and st.detail["in_flight"] == []
+    assert "day_pnl_cents" in st.detail
