@@ -79,6 +79,12 @@ def bracket_mode_refusal(code: int, message: str) -> bool:
     return code == 2 and "position brackets" in (message or "").lower()
 
 
+def tag_in_use(code: int, message: str) -> bool:
+    """The broker's refusal of a customTag it already has (topstepx_api.md: unique per account)."""
+    m = (message or "").lower()
+    return code == 2 and "tag" in m and ("in use" in m or "already" in m or "duplicate" in m)
+
+
 def native_bracket_ticks(direction: int, stop_dist: int, target_dist: int) -> tuple[int, int]:
     """(stopLossBracket, takeProfitBracket) ticks, signed from the entry as TopstepX wants them:
     long: stop below (negative), target above; short: the other way round."""

@@ -66,6 +66,13 @@ class PlacingMixin:
             raise
         except OutcomeUnknown as exc:
             self.stats["unknown_outcomes"] += 1
+            if prio <= IO.PROTECT:
+                # protection cannot wait for searches that fail as well: send the same tag again.
+                # The broker refuses a tag it already has, so this can never make a second order
+                got = yield from self._resend_same_tag(tag, row, contract, type_, side, size, price, prio)
+                if got is not None:
+                    self._register(tag, got, data)
+                    return got
             logger.warning(f"ORDER: {tag}: outcome unknown ({exc}); looking it up by tag")
             found = (yield from self.lookup_tag(tag, prio))
             if found is None:
@@ -83,6 +90,35 @@ class PlacingMixin:
             self.set_native_brackets(True)
         self._register(tag, oid, data)
         return oid
+
+    def _resend_same_tag(self, tag: str, row: dict, contract: str, type_: int, side: int, size: int, price,
+                         prio: int) -> Flow:
+        """The order id once the broker has the order with this tag (the hub told us, or a resend
+        went through); None when it refuses the tag as used (it exists: look it up) or keeps failing."""
+        for attempt in range(self.sect.protect_attempts + 2):
+            if row["order_id"]:
+                return row["order_id"]                  # its order event came on the hub
+            yield Sleep(0.1 * (attempt + 1))
+            if row["order_id"]:
+                return row["order_id"]
+            try:
+                oid = yield call(self.rest.place_order, self.acct, contract, type_, side, size,
+                                 limit_price=price if type_ == L.LIMIT else None,
+                                 stop_price=price if type_ == L.STOP else None, custom_tag=tag, prio=prio)
+                logger.warning(f"ORDER: {tag} placed by a resend of the same tag (the first try's outcome was unknown)")
+                return int(oid)
+            except BrokerError as exc:
+                if L.tag_in_use(exc.code, exc.message):
+                    logger.warning(f"ORDER: {tag}: the broker already has it ({exc.message})")
+                    for _ in range(20):                 # its order event is on the way
+                        if row["order_id"]:
+                            return row["order_id"]
+                        yield Sleep(0.1)
+                    return None                         # look it up by the tag
+                raise
+            except TopstepXError as exc:
+                logger.warning(f"ORDER: {tag}: resend {attempt + 1} failed: {exc}")
+        return None
 
     def set_native_brackets(self, on: bool) -> None:
         if self.native_brackets is not on:

@@ -27,10 +27,21 @@ def gw(tmp_path, sim):
     g = Gw(tmp_path, sim, api={"order_timeout_s": 1.0, "request_timeout_s": 2.0}).start()
     yield g
     g.stop()
+    # shown by pytest for a failing drill only: the gateway's own account
+    print("\n".join(ln for ln in g.proc.output().splitlines() if "DEBUG" not in ln)[-8000:])
 
 
 def checker(gw: Gw, sim) -> Checker:
     return Checker(sim, gw.cfg.bus.orders_cmd, gw.cfg.risk.max_contracts)
+
+
+def verdict(chk: Checker, gw: Gw) -> None:
+    """The checker's verdict, with the gateway's own account of what it did when it fails."""
+    try:
+        chk.check()
+    except AssertionError as exc:
+        log = "\n".join(ln for ln in gw.proc.output().splitlines() if "DEBUG" not in ln)[-6000:]
+        raise AssertionError(f"{exc}\n--- gateway log ---\n{log}") from None
 
 
 def quick(gw: Gw, key: str, action: str, **kw):
@@ -55,7 +66,7 @@ def test_drill_5xx_burst_while_protecting(gw, sim):
         rep, ms = quick(gw, "XS1", "exit")
         assert ms < 250, ms
         wait_for(lambda: not positions(sim) and not working(sim), 20, what="flat")
-    chk.check()
+    verdict(chk, gw)
 
 
 def test_drill_429_storm_in_the_middle_of_a_flatten(gw, sim):
@@ -69,7 +80,7 @@ def test_drill_429_storm_in_the_middle_of_a_flatten(gw, sim):
         assert rep.ok and ms < 250, (rep, ms)
         wait_for(lambda: not positions(sim) and not working(sim), 30, what="flat after the storm")
         assert gw.status()["halted"] is False
-    chk.check()
+    verdict(chk, gw)
 
 
 def test_drill_rest_4s_late(gw, sim):
@@ -88,7 +99,7 @@ def test_drill_rest_4s_late(gw, sim):
         assert ms < 250
         wait_for(lambda: not positions(sim) and not working(sim), 60, what="flat with REST 4 s late")
         sim.control("clear")
-    chk.check()
+    verdict(chk, gw)
 
 
 @pytest.mark.slow
@@ -112,7 +123,7 @@ def test_drill_20s_freeze_heartbeats_and_commands(gw, sim):
         rep, ms = quick(gw, "op-flatten-1", "flatten", reason="after the freeze")
         assert ms < 250
         wait_for(lambda: not positions(sim) and not working(sim), 40, what="flat after the freeze")
-    chk.check()
+    verdict(chk, gw)
 
 
 @pytest.mark.slow
@@ -150,4 +161,4 @@ def test_drill_kill9_in_each_phase(gw, sim, phase):
         wait_for(lambda: not positions(sim) and not working(sim), 20, what="flat")
         entries = [o for o in sim.state()["orders"] if (o.get("customTag") or "").startswith("LE1:entry")]
         assert len(entries) <= 1, entries          # never placed twice
-    chk.check()
+    verdict(chk, gw)

@@ -41,6 +41,9 @@ def _api(fn):
             time.sleep(d)
         with self.lock:
             out = fn(self, *args, **kwargs)
+        if self.lose_answers.get(fn.__name__, 0) > 0:
+            self.lose_answers[fn.__name__] -= 1
+            raise OutcomeUnknown(f"/api/{fn.__name__}: HTTP 504 (done, answer lost)")
         if fn.__name__ in self.crash_after:
             self.crash_after.discard(fn.__name__)
             raise Crash(fn.__name__)
@@ -73,6 +76,7 @@ class ScriptedBroker:
         self.delay_s = 0.0                         # every call answers this late
         self.delays: dict[str, float] = {}         # per method
         self.crash_after: set[str] = set()         # the caller dies once this call has been done
+        self.lose_answers: dict[str, int] = {}     # method -> n: done at the broker, the answer lost (a 5xx)
         self.auto_oco = False                      # the account's bracket mode: Auto OCO (True) or Position
         self.children: dict[int, tuple[int, int, int, int]] = {}   # entry -> (sl id, tp id, sl ticks, tp ticks)
 

@@ -226,3 +226,20 @@ def test_inline_and_loop_runners_run_the_same_flow():
         assert task.done and task.result == 3
     finally:
         pool.stop(1.0)
+
+
+def test_5xx_on_the_stop_whose_order_exists_makes_no_second_stop(tmp_path):
+    """The stop reached the broker but its answer was a 504: the same tag is sent again, the
+    broker refuses it as used, and the gateway takes the existing order (no second stop)."""
+    k = Kit(tmp_path)
+    try:
+        rep = k.gw.handle(OrderCommand("LE1", "enter", contract=C, direction=1, size=1, stop_ticks=8, target_ticks=16))
+        assert rep.ok
+        k.broker.lose_answers["place_order"] = 1          # the stop's answer is lost
+        k.settle()
+        stops = [o for o in k.broker.book.values() if o["type"] == STOP]
+        assert len(stops) == 1 and stops[0]["status"] == 1 and stops[0]["customTag"] == "LE1:stop:0"
+        assert k.gw.intents["LE1"].stop_oid == stops[0]["id"]
+        assert k.broker.violations == []
+    finally:
+        k.journal.close()
