@@ -83,7 +83,17 @@ def test_drill_429_storm_in_the_middle_of_a_flatten(gw, sim):
     verdict(chk, gw)
 
 
-def test_drill_rest_4s_late(gw, sim):
+def test_drill_rest_4s_late(tmp_path, sim):
+    # a deployment that waits for a slow broker: its timeouts are longer than the 4 s delay
+    gw = Gw(tmp_path, sim, api={"order_timeout_s": 6.0, "request_timeout_s": 8.0},
+            orders={"lookup_timeout_s": 12.0, "flat_verify_s": 20.0}).start()
+    try:
+        _drill_rest_4s_late(gw, sim)
+    finally:
+        gw.stop()
+
+
+def _drill_rest_4s_late(gw, sim):
     price(sim, "6050.00")
     with checker(gw, sim) as chk:
         chk.broker_s = 4.0 + 1.0                   # a stop cannot be at the broker before it answers
