@@ -82,8 +82,8 @@ class ClosingMixin:
         self.set_closing(contract, True)
         try:
             (yield from self.cancel_increasing(contract, prio))
-            pos = (yield from self.broker_position(contract, prio))
-            sent = pos is not None and (yield from self.close_position(contract, key, leg, prio=prio))
+            # no position read first: closeContract closes what the broker holds, or is refused
+            sent = (yield from self.close_position(contract, key, leg, prio=prio))
         except TopstepXError as exc:
             self.set_closing(contract, False)
             return False, None, f"close failed: {exc}; protection left in place"
@@ -100,10 +100,9 @@ class ClosingMixin:
     def cancel_increasing(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
         """Before a close: cancel working orders that would add to a position (entries), keep the
         stop and target of the position until it is gone. Raises TopstepXError."""
-        for o in (yield from self.working_orders(contract, prio)):
-            mine = self.orders.get(int(o["id"]))
-            if mine is not None and mine["leg"] == "entry":
-                (yield from self.cancel(int(o["id"]), prio))
+        entries = [oid for oid, o in self.orders.items() if o["leg"] == "entry" and o.get("status") in L.WORKING
+                   and (contract is None or o.get("contract") == contract)]
+        yield from self.cancel_each(entries, prio)
 
     def set_closing(self, contract: str, closing: bool) -> None:
         """OPEN <-> CLOSING for the contract's open intents (a failed close leaves them open)."""

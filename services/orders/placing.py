@@ -177,8 +177,11 @@ class PlacingMixin:
         return [o for o in got if contract is None or o.get("contractId") == contract]
 
     def cancel_all(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
-        """Cancel every working order (of a contract) and verify; returns ids still working."""
-        left: list[int] = []
+        """Cancel every working order (of a contract) and verify; returns ids still working. The
+        orders we know are cancelled at once, all together; the broker's list then confirms."""
+        left = [oid for oid, o in self.orders.items() if o.get("status") in L.WORKING
+                and (contract is None or o.get("contract") == contract)]
+        yield from self.cancel_each(left, prio)
         for round_ in range(3):
             try:
                 working = (yield from self.working_orders(contract, prio))
@@ -189,10 +192,15 @@ class PlacingMixin:
             left = [int(o["id"]) for o in working]
             if not left:
                 return []
-            for oid in left:
-                (yield from self.cancel(oid, prio))
+            yield from self.cancel_each(left, prio)
             yield Sleep(0.05 * (round_ + 1))
         return left
+
+    def cancel_each(self, oids: list[int], prio: int) -> Flow:
+        """Cancel these orders side by side (one broker call each, in parallel on the pool)."""
+        tasks = [self.spawn(self.cancel(oid, prio), f"cancel-{oid}") for oid in oids]
+        while not all(t.done for t in tasks):
+            yield Sleep(0.02)
 
     def broker_positions(self, prio: int = IO.EXIT) -> Flow:
         """The broker's positions from a fresh REST answer. It replaces the view wholesale: a

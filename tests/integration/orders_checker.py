@@ -29,6 +29,7 @@ class Checker:
         self.grace_s = grace_s
         self.flat_grace_s = flat_grace_s
         self.broker_s = 0.0                   # the broker's own answer time, added to the grace
+        self.flat_broker_s: float | None = None   # the same for working-while-flat (default broker_s)
         self.violations: list[str] = []
         self.answers_ms: list[float] = []
         self.unprotected_s: list[float] = []  # every episode of a position with no working stop
@@ -96,7 +97,8 @@ class Checker:
                 if working:
                     if flat_working_since is None:
                         flat_working_since = now
-                    elif now - flat_working_since > self.flat_grace_s + self.broker_s:
+                    elif now - flat_working_since > self.flat_grace_s + (
+                            self.broker_s if self.flat_broker_s is None else self.flat_broker_s):
                         self.violations.append(f"flat with {len(working)} working orders for "
                                                f"{now - flat_working_since:.1f} s: {[o['customTag'] for o in working]}")
                         flat_working_since = now

@@ -97,6 +97,8 @@ def _drill_rest_4s_late(gw, sim):
     price(sim, "6050.00")
     with checker(gw, sim) as chk:
         chk.broker_s = 4.0 + 1.0                   # a stop cannot be at the broker before it answers
+        # flat -> no working order takes two answers: REST confirms flat, then the cancels
+        chk.flat_broker_s = 2 * chk.broker_s
         sim.control("delay", ms=4000, count=-1)
         rep, ms = quick(gw, "LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
         assert rep.ok and rep.status == "accepted" and ms < 250, (rep, ms)
