@@ -114,7 +114,6 @@ def _drill_rest_4s_late(gw, sim):
     verdict(chk, gw)
 
 
-@pytest.mark.slow
 def test_drill_20s_freeze_heartbeats_and_commands(gw, sim):
     price(sim, "6050.00")
     assert gw.enter("LE1").status == "accepted"
@@ -138,8 +137,10 @@ def test_drill_20s_freeze_heartbeats_and_commands(gw, sim):
     verdict(chk, gw)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("phase", ["placing", "filled", "protected", "exiting"])
+@pytest.mark.parametrize("phase", [pytest.param("placing", marks=pytest.mark.slow),
+                                   pytest.param("filled", marks=pytest.mark.slow),
+                                   "protected",
+                                   pytest.param("exiting", marks=pytest.mark.slow)])
 def test_drill_kill9_in_each_phase(gw, sim, phase):
     price(sim, "6050.00")
     with checker(gw, sim) as chk:
