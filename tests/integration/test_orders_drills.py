@@ -147,7 +147,7 @@ def test_drill_kill9_in_each_phase(gw, sim, phase):
         if phase == "placing":
             sim.control("delay", ms=1500, count=1, path="/api/Order/place")
         if phase == "filled":
-            sim.control("delay", ms=3000, count=2, path="/api/Order/place")   # the entry, then the stop
+            sim.control("delay", ms=800, count=2, path="/api/Order/place")    # the entry, then the stop
         rep, _ = quick(gw, "LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
         assert rep.ok
         if phase == "placing":
