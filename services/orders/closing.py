@@ -44,21 +44,30 @@ class ClosingMixin:
         """Position/closeContract (or partialCloseContract for `size`): the broker closes what it
         holds, so the order can neither open nor flip a position whatever our view says.
         True if a close was sent, False if the broker says there is nothing to close.
-        Raises TopstepXError when the broker could not be told."""
+        Raises TopstepXError when the broker could not be told. A full close whose outcome is
+        unknown (5xx, 429, timeout) is sent again: closing what is left can never add to it.
+        A partial close is not (a second one would close more than meant)."""
         self.closing[contract] = (key, leg, time.monotonic() + 30, max(self.orders, default=0))
         self.stats["orders_sent"] += 1
         logger.info(f"ORDER: CLOSE {contract_name(contract)} {'all' if size is None else size} ({key}:{leg})")
-        try:
-            if size is None:
-                (yield call(self.rest.close_contract, self.acct, contract, prio=prio))
-            else:
-                (yield call(self.rest.partial_close_contract, self.acct, contract, size, prio=prio))
-            return True
-        except BrokerError as exc:
-            if "not found" in (exc.message or "").lower():
-                logger.info(f"ORDER: close {contract_name(contract)}: broker holds no position ({exc.message})")
-                return False
-            raise
+        tries = 1 if size is not None else self.sect.protect_attempts + 2
+        for attempt in range(tries):
+            try:
+                if size is None:
+                    (yield call(self.rest.close_contract, self.acct, contract, prio=prio))
+                else:
+                    (yield call(self.rest.partial_close_contract, self.acct, contract, size, prio=prio))
+                return True
+            except BrokerError as exc:
+                if "not found" in (exc.message or "").lower():
+                    logger.info(f"ORDER: close {contract_name(contract)}: broker holds no position ({exc.message})")
+                    return attempt > 0          # after an unknown first try, it may have been that one
+                raise
+            except TopstepXError as exc:
+                if attempt + 1 >= tries:
+                    raise
+                logger.warning(f"ORDER: close {contract_name(contract)} try {attempt + 1} failed: {exc}; again")
+                yield Sleep(0.3 * (attempt + 1))
 
     def _adopt_close_order(self, oid: int, contract: str, side: int, size: int) -> dict | None:
         """The untagged market order a closeContract created: journal it under the exit's key and

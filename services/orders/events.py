@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from decimal import Decimal
 from typing import Any
 
 from loguru import logger
@@ -16,6 +15,7 @@ from common.messages import Fill, OrderEvent, OrderReply
 from common.topstepx.rest import parse_time, unwrap
 from services.orders import broker_io as IO
 from services.orders import logic as L
+from services.orders.broker_view import BadBrokerRecord, OrderUpdate, TradeUpdate
 from services.orders.errors import cents
 from services.orders.states import IntentState as S
 from services.orders.states import next_status
@@ -42,14 +42,18 @@ class EventsMixin:
         return default
 
     def on_order(self, raw: dict) -> None:
-        tag = raw.get("customTag") or ""
-        oid = int(raw["id"])
+        try:
+            u = OrderUpdate.of(raw)              # the one conversion of the broker's record
+        except BadBrokerRecord as exc:
+            logger.warning(f"BROKER: order record ignored: {exc}")
+            return
+        tag, oid = u.tag, u.id
         row = self.rows.get(tag)
         if row is None and L.bracket_child(tag) is not None:
-            row = self._adopt_bracket_child(tag, raw)
+            row = self._adopt_bracket_child(tag, u)
         if row is None:
-            if oid not in self.orders and (tag or int(raw.get("type", 0)) != L.MARKET or self._adopt_close_order(
-                    oid, raw.get("contractId") or "", int(raw.get("side", 0)), int(raw.get("size") or 0)) is None):
+            if oid not in self.orders and (tag or u.type != L.MARKET or self._adopt_close_order(
+                    oid, u.contract, u.side, u.size) is None):
                 return                      # not one of ours
         elif row["order_id"] is None:
             self._register(tag, oid, row["data"])
@@ -58,15 +62,13 @@ class EventsMixin:
             return
         if o["leg"] == "entry":
             it = self.intents.get(o["key"])
-            dead = int(raw.get("status", 0)) in L.TERMINAL and not int(raw.get("fillVolume") or 0)
-            if it is not None and it.state in (S.PLACING, S.UNKNOWN) and not dead:
+            if it is not None and it.state in (S.PLACING, S.UNKNOWN) and not u.finished_unfilled:
                 self._adopt_entry(it, oid)       # (a refused attempt is not the entry: a retry may follow)
-        inst = instrument_for(raw.get("contractId") or o["contract"])
-        fp = raw.get("filledPrice")
-        new = {"status": next_status(o.get("status"), int(raw.get("status", o.get("status", 0)))), "fill_volume": int(raw.get("fillVolume") or 0),
-               "size": int(raw.get("size") or o.get("size", 0)),
-               "filled_price": str(Decimal(str(fp))) if fp not in (None, 0) else ""}
-        px = raw.get("stopPrice") if o.get("type") == L.STOP else raw.get("limitPrice")
+        inst = instrument_for(u.contract or o["contract"])
+        new = {"status": next_status(o.get("status"), o.get("status", 0) if u.status is None else u.status),
+               "fill_volume": u.fill_volume, "size": u.size or o.get("size", 0),
+               "filled_price": "" if u.filled_price is None else str(u.filled_price)}
+        px = u.stop_price if o.get("type") == L.STOP else u.limit_price
         if px is not None:
             new["price_ticks"] = inst.to_ticks_rounded(px)
         changed = any(o.get(k) != v for k, v in new.items())
@@ -85,21 +87,20 @@ class EventsMixin:
                 logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
                 self.save_intent(it)
 
-    def _adopt_bracket_child(self, tag: str, raw: dict) -> dict | None:
+    def _adopt_bracket_child(self, tag: str, u: OrderUpdate) -> dict | None:
         """A native bracket child (entry tag + -SL / -TP): journaled as the intent's stop or target."""
         base, leg = L.bracket_child(tag)
         parent = self.rows.get(base)
         if parent is None:
             return None
-        data = {"contract": raw.get("contractId") or parent["data"]["contract"], "type": int(raw.get("type", 0)),
-                "side": int(raw.get("side", 0)), "size": int(raw.get("size") or 0), "price_ticks": None,
-                "status": int(raw.get("status", 0)), "fill_volume": 0, "native": True}
+        data = {"contract": u.contract or parent["data"]["contract"], "type": u.type, "side": u.side, "size": u.size,
+                "price_ticks": None, "status": u.status or 0, "fill_volume": 0, "native": True}
         row = {"tag": tag, "order_id": None, "key": parent["key"], "leg": leg, "attempt": parent["attempt"],
                "data": data, "t": 0.0}
         self.rows[tag] = row
         self.journal.put_order(tag, parent["key"], leg, parent["attempt"], data)
         it = self.intents.get(parent["key"])
-        oid = int(raw["id"])
+        oid = u.id
         if it is not None:
             setattr(it, "stop_oid" if leg == "stop" else "target_oid", oid)
             self.save_intent(it)
@@ -123,23 +124,27 @@ class EventsMixin:
         self.save_intent(it)
 
     def on_trade(self, raw: dict, publish: bool = True) -> None:
-        tid = int(raw["id"])
+        try:
+            t = TradeUpdate.of(raw)              # the one conversion of the broker's record
+        except BadBrokerRecord as exc:
+            logger.warning(f"BROKER: trade record ignored: {exc}")
+            return
+        tid = t.id
         if tid in self.seen_trades:
             return
         self.seen_trades.add(tid)
-        if raw.get("voided"):
+        if t.voided:
             return
-        contract = raw.get("contractId") or self.contract
+        contract = t.contract or self.contract
         inst = instrument_for(contract)
-        oid = int(raw.get("orderId") or 0)
-        ts = parse_time(raw.get("creationTimestamp"))
-        price = inst.to_ticks_rounded(raw["price"])
-        fees = cents(raw.get("fees")) + cents(raw.get("commissions"))
-        pnl = None if raw.get("profitAndLoss") is None else cents(raw["profitAndLoss"])
+        oid = t.order_id
+        ts = parse_time(t.timestamp)
+        price = inst.to_ticks_rounded(t.price)
+        fees = cents(t.fees)
+        pnl = None if t.pnl is None else cents(t.pnl)
         day = self.calendar.trading_day(ts) if ts else self.day()
         net = (pnl or 0) - fees
-        o = self.orders.get(oid) or self._adopt_close_order(oid, contract, int(raw.get("side", 0)),
-                                                             int(raw.get("size", 0)))
+        o = self.orders.get(oid) or self._adopt_close_order(oid, contract, t.side, t.size)
         if o is None and publish and self.placing_since(time.monotonic() - 30):
             # a fill of an order whose placement has not returned yet: keep it until the ack
             self.seen_trades.discard(tid)
@@ -149,7 +154,7 @@ class EventsMixin:
         if o is not None and o.get("status") in (L.PENDING_CANCEL, L.CANCELLED):
             self.stats["fills_after_cancel"] = self.stats.get("fills_after_cancel", 0) + 1
             logger.warning(f"FILL: trade {tid} fills {o['tag']} after its cancel was sent")
-        side, size = int(raw.get("side", 0)), int(raw.get("size", 0))
+        side, size = t.side, t.size
         fill = Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
                     signal_id=str(self._intent_field(key, "signal_id", key)) if key else "",
                     model_version=str(self._intent_field(key, "model_version", "")) if key else "")

@@ -10,6 +10,7 @@ from common.broker_codes import (  # noqa: F401  (the one table of broker codes)
     TERMINAL, WORKING,
 )
 from common.instruments import Instrument, contract_name, instrument_for
+from services.orders.broker_view import PositionUpdate
 
 LEGS = ("entry", "stop", "target", "exit", "flatten", "eod", "repair")
 
@@ -169,14 +170,12 @@ class BrokerPosition:
 
 def position_of(raw: dict) -> BrokerPosition | None:
     """A broker position (REST or hub, TopstepX JSON) -> BrokerPosition; None when flat."""
-    size = int(raw.get("size") or 0)
-    d = {1: 1, 2: -1}.get(int(raw.get("type") or 0), 0)
-    if not size or not d:
+    u = PositionUpdate.of(raw)                  # the one conversion of the broker's record
+    if not u.size:
         return None
-    c = raw["contractId"]
-    inst = instrument_for(c)
-    avg_x4 = int((Decimal(str(raw.get("averagePrice") or 0)) / inst.tick_size * 4).to_integral_value())
-    return BrokerPosition(c, d, size, avg_x4)
+    inst = instrument_for(u.contract)
+    avg_x4 = int((u.average_price / inst.tick_size * 4).to_integral_value())
+    return BrokerPosition(u.contract, u.direction, u.size, avg_x4)
 
 
 @dataclass

@@ -236,3 +236,17 @@ def test_status_reports_the_broker_view(kit):
     assert st.ok and st.detail["position"] == {"contract": C, "direction": 1, "size": 2}
     assert {o["leg"] for o in st.detail["working_orders"]} == {"stop", "target"} and st.detail["in_flight"] == []
     assert "day_pnl_cents" in st.detail
+
+
+def test_a_close_with_an_unknown_outcome_is_sent_again(kit):
+    """closeContract answered 503 (done or not, nobody knows): sent again, it closes what is left
+    or is refused as flat; either way the exit ends flat, the stop removed only after."""
+    kit.enter(size=2)
+    kit.broker.lose_answers["close_contract"] = 1          # done at the broker, answer lost
+    rep = kit.cmd("XL1", "exit")
+    assert rep.ok and rep.status == "flat", rep
+    assert kit.broker.signed() == 0 and kit.broker.working() == [] and kit.broker.violations == []
+    kit.enter("LE2", size=1)
+    kit.broker.fail_5xx("close_contract", 2)                # not done at all, twice
+    rep = kit.cmd("XL2", "exit")
+    assert rep.ok and kit.broker.signed() == 0 and kit.broker.count("close_contract") == 2 + 3
