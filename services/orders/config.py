@@ -26,6 +26,7 @@ class OrdersConfig(BaseModel):
     hub_max_backoff_s: float = Field(2.0, gt=0)
     rate_share: float = Field(0.65, gt=0, le=1)   # part of the account's REST budget (the keeper has 0.3)
     rate_reserve: int = Field(20, ge=0)           # calls kept free for orders: a periodic poll waits below this
+    protect_resend_s: float = Field(8.0, gt=0)    # a stop/target whose outcome is unknown: resend the same tag this long
     protect_attempts: int = Field(3, ge=1)        # a protective order is tried this often before closing instead
     broker_workers: int = Field(3, ge=2)          # threads for broker calls (one only for protection and exits)
     answer_within_s: float = Field(0.15, gt=0, le=0.25)   # a command not done by then is answered `accepted`

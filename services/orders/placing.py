@@ -95,10 +95,13 @@ class PlacingMixin:
                          prio: int) -> Flow:
         """The order id once the broker has the order with this tag (the hub told us, or a resend
         went through); None when it refuses the tag as used (it exists: look it up) or keeps failing."""
-        for attempt in range(self.sect.protect_attempts + 2):
+        end = time.monotonic() + self.sect.protect_resend_s
+        attempt = 0
+        while time.monotonic() < end:
+            attempt += 1
             if row["order_id"]:
                 return row["order_id"]                  # its order event came on the hub
-            yield Sleep(0.1 * (attempt + 1))
+            yield Sleep(min(0.5, 0.1 * attempt))
             if row["order_id"]:
                 return row["order_id"]
             try:
@@ -117,7 +120,7 @@ class PlacingMixin:
                     return None                         # look it up by the tag
                 raise
             except TopstepXError as exc:
-                logger.warning(f"ORDER: {tag}: resend {attempt + 1} failed: {exc}")
+                logger.warning(f"ORDER: {tag}: resend {attempt} failed: {exc}")
         return None
 
     def set_native_brackets(self, on: bool) -> None:
