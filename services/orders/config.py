@@ -29,7 +29,7 @@ class OrdersConfig(BaseModel):
     protect_resend_s: float = Field(8.0, gt=0)    # a stop/target whose outcome is unknown: resend the same tag this long
     protect_attempts: int = Field(3, ge=1)        # a protective order is tried this often before closing instead
     broker_workers: int = Field(3, ge=2)          # threads for broker calls (one only for protection and exits)
-    answer_within_s: float = Field(0.15, gt=0, le=0.25)   # a command not done by then is answered `accepted`
+    answer_within_s: float = Field(0.1, gt=0, le=0.2)    # a command not done by then is answered `accepted`
     native_brackets: Literal["auto", "off"] = "auto"   # auto: Auto-OCO brackets until the broker refuses them
     on_stop: Literal["auto", "flatten", "keep"] = "auto"   # SIGTERM: auto = flatten only when supervisord shuts down
     shared_budget: bool = True                    # draw REST calls from the account's shared ledger (kept across restarts)
