@@ -84,14 +84,25 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
         except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
             if wait_ms >= 0:
                 return
-    # [identity, labels..., b"", body...] from a REQ; [identity, body...] from a DEALER
-    cut = parts.index(b"", 1) + 1 if b"" in parts[1:] else 1
-    head, body = parts[:cut], parts[cut:]
+    head, body = split_envelope(parts)
     try:
         reply = answer(body)
     except Exception as exc:  # a bug here must not cost the caller its answer
         logger.exception(f"BUS: {name} failed answering a request: {exc}")
         reply = Reply(False, f"{type(exc).__name__}: {exc}")
+    send_answer(sock, head, reply, name, seq)
+
+
+def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """A ROUTER message -> (the caller's routing envelope, the request's frames):
+    [identity, labels..., b"", body...] from a REQ; [identity, body...] from a DEALER."""
+    cut = parts.index(b"", 1) + 1 if b"" in parts[1:] else 1
+    return parts[:cut], parts[cut:]
+
+
+def send_answer(sock: zmq.Socket, head: list[bytes], reply: Any, name: str, seq: int = 0) -> None:
+    """Send `reply` to the caller behind `head` (a ROUTER envelope), now or later (a deferred
+    answer keeps its envelope); a caller that is gone is no error."""
     try:
         sock.send_multipart([*head, _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())], zmq.NOBLOCK)
     except zmq.ZMQError as exc:   # the caller is gone or not reading: nothing to answer

@@ -20,10 +20,13 @@ class Answer:
     answered: bool
     ok: bool
     message: str = ""
+    pending_key: str = ""  # the gateway answered `accepted`: the outcome follows on its PUB socket
 
     def line(self) -> str:
-        what = "ok" if self.ok else "no answer" if not self.answered else "refused"
-        return f"{self.target}: {what}{' - ' + self.message if self.message else ''}"
+        what = ("accepted" if self.pending_key else "ok" if self.ok else
+                "no answer" if not self.answered else "refused")
+        return (f"{self.target + ':':<9}{what}{' - ' + self.message if self.message else ''}"
+                f"{' (key ' + self.pending_key + '; see scalper status)' if self.pending_key else ''}")
 
 
 def _request(endpoint: str, msg, timeout_ms: int):
@@ -49,5 +52,7 @@ def send(cfg: Config, action: str, reason: str = "", timeout_ms: int = 5000) -> 
     out.append(Answer("engine", eng is not None, bool(eng is not None and eng.ok), getattr(eng, "message", "") or ""))
     gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
                   timeout_ms)
-    out.append(Answer("gateway", gw is not None, bool(gw is not None and gw.ok), getattr(gw, "message", "") or ""))
+    pending = gw is not None and gw.status == "accepted" and gw.detail.get("pending")
+    out.append(Answer("gateway", gw is not None, bool(gw is not None and gw.ok), getattr(gw, "message", "") or "",
+                      str(gw.detail.get("key", gw.key)) if pending else ""))
     return out

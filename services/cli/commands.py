@@ -160,9 +160,8 @@ def _operator(args, action: str) -> int:
     reason = " ".join(getattr(args, "reason", []) or []) or f"operator {action}"
     answers = send(cfg, action, reason, timeout_ms=5000)
     for a in answers:
-        what = "ok" if a.ok else "no answer" if not a.answered else "refused"
-        print(f"{a.target + ':':<9}{what}{' - ' + a.message if a.message else ''}")
-    return 0 if any(a.ok for a in answers) else 1
+        print(a.line())
+    return 0 if any(a.ok or a.pending_key for a in answers) else 1
 
 
 def cmd_report(args) -> int:

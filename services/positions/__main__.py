@@ -16,6 +16,7 @@ from common.bus import LATEST_ONLY_HWM, Publisher, ReplyServer, ServiceLoop, Sub
 from common.messages import Fill, Heartbeat, OrderEvent, Quote
 from common.service import boot
 from common.statefile import BadStateFile
+from common.topstepx.budget import budget_path
 from common.topstepx.rest import TopstepXClient
 from services.positions.config import PositionsConfig
 from services.positions.keeper import Keeper
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(f"BUS: refusing to start: {exc}")
         return 2
     try:
-        rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share)
+        rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share, budget=str(budget_path(cfg)))
     except Exception as exc:  # a client that cannot be built: keep tracking fills, say so
         logger.error(f"RECONCILE: no broker client ({type(exc).__name__}: {exc}); fills only")
         rest = None
