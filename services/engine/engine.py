@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from common import broker_codesC
+from common import broker_codes
 from common.instruments import instrument_for
 from common.messages import (
     Account, Bar, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
@@ -25,8 +25,8 @@ from services.engine.config import EngineConfig
 from services.engine.signals import ENTRIES, EXITS, REVERSALS, SignalParams, downgrade_reverse, generate, signal_id
 
 NS = 1_000_000_000
-REJECTED_STATUS = BC.REJECTED
-FAILED_ENTRY_STATUS = {BC.CANCELLED, BC.EXPIRED, BC.REJECTED}
+REJECTED_STATUS = broker_codes.REJECTED
+FAILED_ENTRY_STATUS = {broker_codes.CANCELLED, broker_codes.EXPIRED, broker_codes.REJECTED}
 TRADING_PHASES = ("open", "no_new_entries")
 IN_SESSION = ("open", "no_new_entries", "flatten")
 CODE_DIRECTION = {"LE": 1, "SE": -1, "RL": 1, "RS": -1, "XL": 0, "XS": 0, "FL": 0}

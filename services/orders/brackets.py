@@ -11,7 +11,7 @@ from loguru import logger
 
 from common.instruments import contract_name
 from common.topstepx.rest import BrokerError, TopstepXError
-from services.orders import broker_io as IO
+from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, Sleep, call
 from services.orders.states import Intent
@@ -27,7 +27,7 @@ class BracketsMixin:
         self.risk("halt", True, f"halted: overfill: {detail}")
         (yield from self.close_excess(contract, intended))
 
-    def close_excess(self, contract: str, intended: int, prio: int = IO.FLATTEN) -> Flow:
+    def close_excess(self, contract: str, intended: int, prio: int = broker_io.FLATTEN) -> Flow:
         """Bring the broker's position back to `intended` (signed; 0 = flat) by closing only."""
         key = f"gw-overfill-{time.time_ns()}"
         self.overfill_pending.pop(contract, None)
@@ -43,7 +43,7 @@ class BracketsMixin:
             logger.error(f"GUARD: closing the overfill in {contract_name(contract)} failed: {exc}; the guard retries")
             self.overfill_pending[contract] = intended
 
-    def _modify_size(self, oid: int, size: int, prio: int = IO.PROTECT) -> Flow:
+    def _modify_size(self, oid: int, size: int, prio: int = broker_io.PROTECT) -> Flow:
         o = self.orders.get(oid)
         if o is None or o.get("size") == size or o.get("status") in logic.TERMINAL or o.get("status") == logic.SUSPENDED:
             return                       # (a suspended bracket child follows its entry at the broker)
@@ -83,7 +83,7 @@ class BracketsMixin:
                 yield Sleep(0.1)
             if not (it.stop_oid and it.target_oid):
                 try:
-                    for o in (yield call(self.rest.orders, self.acct, self.since(), prio=IO.PROTECT)):
+                    for o in (yield call(self.rest.orders, self.acct, self.since(), prio=broker_io.PROTECT)):
                         if logic.bracket_child(o.get("customTag") or "") is not None:
                             self.on_order(o)
                 except TopstepXError as exc:
@@ -100,7 +100,7 @@ class BracketsMixin:
             err: Exception | None = None
             for attempt in range(self.sect.protect_attempts):
                 try:
-                    setattr(it, field, (yield from self.send(it.key, leg, c, type_, side, size, px, prio=IO.PROTECT)))
+                    setattr(it, field, (yield from self.send(it.key, leg, c, type_, side, size, px, prio=broker_io.PROTECT)))
                     if leg == "stop" and it.protect_t0:
                         self.bench.append({"leg": "stop_ack", "fill_to_stop_ack_ns": time.perf_counter_ns() - it.protect_t0})
                     err = None
@@ -115,7 +115,7 @@ class BracketsMixin:
             if err is not None:
                 self.risk("protection_failed", True, f"{leg} for {it.key} failed: {err}", "ERROR")
                 if leg == "stop":
-                    ok, _, msg = (yield from self.close_contract(c, it.key, "exit", IO.PROTECT))
+                    ok, _, msg = (yield from self.close_contract(c, it.key, "exit", broker_io.PROTECT))
                     if not ok:
                         self.risk("unprotected", True, f"{contract_name(c)} unprotected and not closed: {msg}", "ERROR")
                         self.flatten_pending = self.flatten_pending or (f"gw-unprotected-{time.time_ns()}", "flatten",

@@ -11,14 +11,14 @@ from loguru import logger
 
 from common.instruments import contract_name
 from common.topstepx.rest import BrokerError, TopstepXError
-from services.orders import broker_io as IO
+from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, Sleep, call
 from services.orders.states import IntentState
 
 
 class ClosingMixin:
-    def wait_flat(self, contract: str | None, prio: int = IO.EXIT) -> Flow:
+    def wait_flat(self, contract: str | None, prio: int = broker_io.EXIT) -> Flow:
         """True once REST confirms flat. Between REST reads the user hub's position events are
         watched (no REST): a REST read is made when the hub shows flat, or once a second."""
         deadline = time.monotonic() + self.sect.flat_verify_s
@@ -40,7 +40,7 @@ class ClosingMixin:
             yield Sleep(0.05)
 
     def close_position(self, contract: str, key: str, leg: str, size: int | None = None,
-                       prio: int = IO.EXIT) -> Flow:
+                       prio: int = broker_io.EXIT) -> Flow:
         """Position/closeContract (or partialCloseContract for `size`): the broker closes what it
         holds, so the order can neither open nor flip a position whatever our view says.
         True if a close was sent, False if the broker says there is nothing to close.
@@ -84,7 +84,7 @@ class ClosingMixin:
         self._register(tag, oid, data)
         return self.orders[oid]
 
-    def close_contract(self, contract: str, key: str, leg: str, prio: int = IO.EXIT) -> Flow:
+    def close_contract(self, contract: str, key: str, leg: str, prio: int = broker_io.EXIT) -> Flow:
         """Close the position first, confirm flat, then cancel what is left of its legs. If the close
         cannot be sent or confirmed, the stop stays at the broker. Returns (ok, None, message)."""
         self.busy_until[contract] = time.monotonic() + 5
@@ -100,13 +100,13 @@ class ClosingMixin:
             self.set_closing(contract, False)
             return False, None, "position not flat after the close; protection left in place"
         self.mark_closed(contract)
-        left = (yield from self.cancel_all(contract, IO.PROTECT))
+        left = (yield from self.cancel_all(contract, broker_io.PROTECT))
         if left:
             self.stale_legs.update(left)
             logger.warning(f"ORDER: flat, but {left} still working; cancelling again")
         return True, None, "closed" if sent else "already flat"
 
-    def cancel_increasing(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
+    def cancel_increasing(self, contract: str | None = None, prio: int = broker_io.EXIT) -> Flow:
         """Before a close: cancel working orders that would add to a position (entries), keep the
         stop and target of the position until it is gone. Raises TopstepXError."""
         entries = [oid for oid, o in self.orders.items() if o["leg"] == "entry" and o.get("status") in logic.WORKING
@@ -124,7 +124,7 @@ class ClosingMixin:
             if contract is None or it.contract == contract:
                 self.save_intent(it.to(IntentState.CLOSED))
 
-    def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0, prio: int = IO.FLATTEN) -> Flow:
+    def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0, prio: int = broker_io.FLATTEN) -> Flow:
         """Close every position (closeContract), verify flat over REST, then cancel every working
         order and verify. Protection is cancelled only once the broker shows flat."""
         logger.warning(f"GUARD: flatten ({reason})")
@@ -173,8 +173,8 @@ class ClosingMixin:
         """Stopped for a restart: leave every position that has a working stop at the broker to
         the next gateway (it adopts it from the journal and the broker); close any that has none."""
         try:
-            ps = yield from self.broker_positions(IO.PROTECT)
-            working = yield from self.working_orders(None, IO.PROTECT)
+            ps = yield from self.broker_positions(broker_io.PROTECT)
+            working = yield from self.working_orders(None, broker_io.PROTECT)
         except TopstepXError as exc:
             logger.error(f"RESTART: cannot read the broker ({exc}); flattening instead")
             return (yield from self.shutdown())
@@ -187,7 +187,7 @@ class ClosingMixin:
                                f"order {stops[0]['id']}; the next gateway adopts it")
                 continue
             logger.error(f"RESTART: {contract_name(c)} {p.direction * p.size:+d} has no working stop: closing it")
-            done, _, msg = yield from self.close_contract(c, f"gw-restart-{time.time_ns()}", "flatten", IO.FLATTEN)
+            done, _, msg = yield from self.close_contract(c, f"gw-restart-{time.time_ns()}", "flatten", broker_io.FLATTEN)
             ok &= done
         return ok
 

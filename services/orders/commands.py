@@ -12,7 +12,7 @@ from loguru import logger
 
 from common.messages import OrderCommand, OrderReply
 from common.topstepx.rest import BrokerError, RateLimited, TopstepXError
-from services.orders import broker_io as IO
+from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, Task
 from services.orders.errors import Unconfirmed
@@ -44,7 +44,7 @@ class CommandsMixin:
         if cmd.action in ("halt", "resume"):           # no broker call: answered at once
             return self.finish_command(cmd, getattr(self, f"cmd_{cmd.action}")(cmd))
         if cmd.action == "flatten":
-            self.drop_queued(IO.ENTRY, "flatten")      # queued entries would only be closed again
+            self.drop_queued(broker_io.ENTRY, "flatten")      # queued entries would only be closed again
         task = self.spawn(self.run_command(cmd), f"{cmd.action} {cmd.key}")
         if task.done:
             return task.result
@@ -186,7 +186,7 @@ class CommandsMixin:
 
     def cmd_halt(self, cmd: OrderCommand) -> OrderReply:
         self.set_halt(cmd.reason or "operator halt", "manual")
-        self.drop_queued(IO.ENTRY, "halt")
+        self.drop_queued(broker_io.ENTRY, "halt")
         self.risk("halt", True, f"halted: {self.halt_reason}")
         return OrderReply(cmd.key, True, "halted", self.halt_reason)
 

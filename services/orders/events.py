@@ -13,7 +13,7 @@ from loguru import logger
 from common.instruments import instrument_for
 from common.messages import Fill, OrderEvent, OrderReply
 from common.topstepx.rest import parse_time, unwrap
-from services.orders import broker_io as IO
+from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_view import BadBrokerRecord, OrderUpdate, TradeUpdate
 from services.orders.errors import cents
@@ -191,7 +191,7 @@ class EventsMixin:
             others = [x for x in (it.stop_oid, it.target_oid) if x and x != oid]
             if remaining <= 0:
                 for x in others:
-                    self.spawn(self.cancel(x, IO.PROTECT), f"oco-cancel-{x}")
+                    self.spawn(self.cancel(x, broker_io.PROTECT), f"oco-cancel-{x}")
                 it.to(IntentState.CLOSED)
                 logger.info(f"ORDER: {o['tag']} filled; OCO sibling(s) {others} cancelled")
             else:

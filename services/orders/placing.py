@@ -11,7 +11,7 @@ from loguru import logger
 
 from common.instruments import instrument_for
 from common.topstepx.rest import BrokerError, OutcomeUnknown, TopstepXError
-from services.orders import broker_io as IO
+from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, Sleep, call
 from services.orders.errors import Unconfirmed
@@ -20,7 +20,7 @@ from services.orders.states import after_cancel_sent
 
 class PlacingMixin:
     def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
-             price_ticks: int | None = None, extra: dict | None = None, prio: int = IO.ENTRY,
+             price_ticks: int | None = None, extra: dict | None = None, prio: int = broker_io.ENTRY,
              bracket: tuple[int, int] | None = None) -> Flow:
         """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
         Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
@@ -66,7 +66,7 @@ class PlacingMixin:
             raise
         except OutcomeUnknown as exc:
             self.stats["unknown_outcomes"] += 1
-            if prio <= IO.PROTECT:
+            if prio <= broker_io.PROTECT:
                 # protection cannot wait for searches that fail as well: send the same tag again.
                 # The broker refuses a tag it already has, so this can never make a second order
                 got = yield from self._resend_same_tag(tag, row, contract, type_, side, size, price, prio)
@@ -141,7 +141,7 @@ class PlacingMixin:
         for raw in self.parked.pop(oid, []):           # its fills came before the broker's ack
             self.on_trade(raw)
 
-    def lookup_tag(self, tag: str, prio: int = IO.POLL) -> Flow:
+    def lookup_tag(self, tag: str, prio: int = broker_io.POLL) -> Flow:
         """The broker's order with this customTag; None if two searches agree it does not exist.
         Raises Unconfirmed if the broker cannot be asked within lookup_timeout_s."""
         deadline = time.monotonic() + self.sect.lookup_timeout_s
@@ -160,7 +160,7 @@ class PlacingMixin:
                 raise Unconfirmed(f"{tag}: could not confirm within {self.sect.lookup_timeout_s} s")
             yield Sleep(0.3)
 
-    def cancel(self, oid: int, prio: int = IO.PROTECT) -> Flow:
+    def cancel(self, oid: int, prio: int = broker_io.PROTECT) -> Flow:
         try:
             (yield call(self.rest.cancel_order, self.acct, oid, prio=prio))
             logger.info(f"ORDER: cancel {oid} ({self.orders.get(oid, {}).get('tag', '?')})")
@@ -175,11 +175,11 @@ class PlacingMixin:
             logger.warning(f"ORDER: cancel {oid} failed: {exc}")
             return False
 
-    def working_orders(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
+    def working_orders(self, contract: str | None = None, prio: int = broker_io.EXIT) -> Flow:
         got = yield call(self.rest.open_orders, self.acct, prio=prio)
         return [o for o in got if contract is None or o.get("contractId") == contract]
 
-    def cancel_all(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
+    def cancel_all(self, contract: str | None = None, prio: int = broker_io.EXIT) -> Flow:
         """Cancel every working order (of a contract) and verify; returns ids still working. The
         orders we know are cancelled at once, all together; the broker's list then confirms."""
         left = [oid for oid, o in self.orders.items() if o.get("status") in logic.WORKING
@@ -205,7 +205,7 @@ class PlacingMixin:
         while not all(t.done for t in tasks):
             yield Sleep(0.02)
 
-    def broker_positions(self, prio: int = IO.EXIT) -> Flow:
+    def broker_positions(self, prio: int = broker_io.EXIT) -> Flow:
         """The broker's positions from a fresh REST answer. It replaces the view wholesale: a
         contract the broker does not list is flat (a cached position is never an order's basis)."""
         fresh: dict[str, logic.BrokerPosition] = {}
@@ -216,5 +216,5 @@ class PlacingMixin:
         self.positions = fresh
         return dict(fresh)
 
-    def broker_position(self, contract: str, prio: int = IO.EXIT) -> Flow:
+    def broker_position(self, contract: str, prio: int = broker_io.EXIT) -> Flow:
         return (yield from self.broker_positions(prio)).get(contract)

@@ -12,14 +12,14 @@ from loguru import logger
 from common.instruments import contract_name
 from common.messages import OrderReply
 from common.topstepx.rest import TopstepXError
-from services.orders import broker_io as IO
+from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, call
 from services.orders.states import IntentState
 
 
 class ReconcileMixin:
-    def reconcile(self, initial: bool = False, prio: int = IO.POLL) -> Flow:
+    def reconcile(self, initial: bool = False, prio: int = broker_io.POLL) -> Flow:
         got: dict[str, list] = {}
         for name, fn, args in (("orders", self.rest.orders, (self.acct, self.since())),
                                ("trades", self.rest.trades, (self.acct, self.since())),
@@ -55,7 +55,7 @@ class ReconcileMixin:
         (yield from self.check_invariant(orders, initial))
         return True
 
-    def drop_vanished(self, orders: list[dict], prio: int = IO.POLL) -> Flow:
+    def drop_vanished(self, orders: list[dict], prio: int = broker_io.POLL) -> Flow:
         """An order the journal holds as working that the broker knows nothing of (not in its
         order history, not open) is not working: it would otherwise be reported, swept and
         counted as protection forever. Seen when a simulated broker was started afresh."""
@@ -115,7 +115,7 @@ class ReconcileMixin:
                     logger.info(f"SYNC: {key}: broker shows flat; intent closed")
                     for x in (it.stop_oid, it.target_oid):
                         if x and self.orders.get(x, {}).get("status") in logic.WORKING:
-                            (yield from self.cancel(x, IO.PROTECT))
+                            (yield from self.cancel(x, broker_io.PROTECT))
                     self.save_intent(it.to(IntentState.CLOSED))
 
     def check_invariant(self, orders: list[dict], immediate: bool = False) -> Flow:
@@ -140,10 +140,10 @@ class ReconcileMixin:
         self.stats["repairs"] += 1
         self.risk("protection_invariant", True, "; ".join(rep.problems), "ERROR")
         for oid in rep.cancel:
-            (yield from self.cancel(oid, IO.PROTECT))
+            (yield from self.cancel(oid, broker_io.PROTECT))
         for oid, size in rep.resize:
             try:
-                (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=IO.PROTECT))
+                (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=broker_io.PROTECT))
             except TopstepXError as exc:
                 logger.warning(f"REPAIR: resize {oid} failed: {exc}")
         repair_key = f"gw-repair-{time.time_ns()}"
@@ -161,12 +161,12 @@ class ReconcileMixin:
             px = stop_px if type_ == logic.STOP else tgt_px
             try:
                 oid = (yield from self.send(key, leg, pos.contract, type_, logic.close_side(pos.direction), pos.size, px,
-                                            prio=IO.PROTECT))
+                                            prio=broker_io.PROTECT))
                 if it is not None:
                     setattr(it, "stop_oid" if type_ == logic.STOP else "target_oid", oid)
                     self.save_intent(it)
             except TopstepXError as exc:
                 self.risk("protection_failed", True, f"repair {leg} for {contract_name(pos.contract)} failed: {exc}", "ERROR")
                 if type_ == logic.STOP:
-                    (yield from self.close_contract(pos.contract, key, "exit", IO.PROTECT))
+                    (yield from self.close_contract(pos.contract, key, "exit", broker_io.PROTECT))
         self.risk("protection_invariant", False, "repaired")
