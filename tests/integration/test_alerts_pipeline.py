@@ -33,7 +33,7 @@ def test_pipeline_metrics_restart_alert_eod_flatten_and_summary(tmp_path):
     with SimProcess(tmp_path / "sim", speed=40, time_mode="start_at", start_at=f"{DAY}T15:20:00", loop=True) as sim, \
             HttpReceiver() as hook:
         port = free_port()
-        cfg_path = write_config(tmp_path, sim, model={"min_confidence": 0.45, "max_prediction_age_s": 5},
+        cfg_path = write_config(tmp_path, sim, model={"min_confidence": 0.38, "max_prediction_age_s": 5},
                                 trading={"clock": "event"},
                                 alerts={"metrics_port": port, "service_silent_s": 8, "summary_delay_s": 2,
                                         "eod_verify_s": 40, "supervisor_socket": str(tmp_path / "sv" / "supervisor.sock"),

@@ -147,8 +147,10 @@ def test_alerts_reach_webhook_telegram_email_and_metrics_scrape(tmp_path):
             hook.wait(lambda r: r.body.get("kind") == "unprotected_position" and r.body["resolved"],
                       what="unprotected position resolved")
             assert proc.alive(), proc.tail()
-            m = scrape(port)
-            assert m[("scalper_alerts_delivered_total", (("channel", "webhook"),))] >= 6
+            # the receiver has the request a moment before the courier counts it delivered
+            m = wait_for(lambda: (m := scrape(port)) and
+                         m[("scalper_alerts_delivered_total", (("channel", "webhook"),))] >= 6 and m,
+                         5, what="six webhook deliveries counted")
             assert m[("scalper_alerts_suppressed_total", (("reason", "duplicate"),))] >= 1
             rc = proc.terminate(15)
         assert rc == 0, proc.tail()
