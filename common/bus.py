@@ -1,14 +1,15 @@
 """ZeroMQ plumbing for the patterns in ARCHITECTURE.md, named as the zguide names them.
 
 - Publisher: PUB socket; numbers every message per topic, keeps the retained
-  state (last message per key) and serves it on a REP snapshot socket.
+  state (last message per key) and serves it on a snapshot socket.
 - Subscriber: SUB socket plus the publisher's snapshot socket. A gap in a topic's
   sequence, a late join or a publisher restart (new epoch) is healed by asking for
   a snapshot and skipping what it already covers (the Clone pattern).
 - LazyPirateClient: REQ with a timeout; on timeout it closes the socket, reopens
   it and resends the identical frame, so the server's idempotency key decides.
-- ReplyServer: REP socket that decodes, calls a handler and always answers, even
-  to garbage.
+- ReplyServer: the server side of REQ/REP (a ROUTER doing REP's envelope work, see
+  "Answering sockets") that decodes, calls a handler and answers every frame, garbage
+  included, exactly once.
 - ServiceLoop: one poller, timers, thread-safe wake-ups, SIGTERM/SIGINT shutdown.
 
 Nothing here knows about trading.
@@ -54,6 +55,74 @@ def _bind(sock: zmq.Socket, endpoint: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# Answering sockets (snapshots, commands, queries)
+# --------------------------------------------------------------------------
+# The server side of every request/reply pair is a ROUTER that does REP's envelope work itself.
+# libzmq's REP drops a malformed envelope silently, and a raw connection that sent part of a
+# message and hung up left a REP readable for a recv that blocked forever and sent the next
+# caller's answer to the dead peer. A ROUTER hands over every complete message with its sender's
+# identity, so each one gets exactly one answer, to the right caller, and never blocks.
+
+def _answering_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    _bind(sock, endpoint)
+    return sock
+
+
+def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any], seq: int = 0,
+                wait_ms: int = 0) -> None:
+    """Read one message from a ROUTER socket, if a whole one is there (waiting up to `wait_ms`,
+    -1: until one is), and send its sender exactly one answer: `answer(body frames)`, or an
+    error Reply if that raises."""
+    while True:
+        if wait_ms and not sock.poll(wait_ms):
+            return
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK)
+            break
+        except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
+            if wait_ms >= 0:
+                return
+    # [identity, labels..., b"", body...] from a REQ; [identity, body...] from a DEALER
+    cut = parts.index(b"", 1) + 1 if b"" in parts[1:] else 1
+    head, body = parts[:cut], parts[cut:]
+    try:
+        reply = answer(body)
+    except Exception as exc:  # a bug here must not cost the caller its answer
+        logger.exception(f"BUS: {name} failed answering a request: {exc}")
+        reply = Reply(False, f"{type(exc).__name__}: {exc}")
+    try:
+        sock.send_multipart([*head, _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())], zmq.NOBLOCK)
+    except zmq.ZMQError as exc:   # the caller is gone or not reading: nothing to answer
+        logger.debug(f"BUS: {name}: answer dropped: {exc}")
+
+
+def _one_frame(parts: list[bytes]) -> bytes:
+    """A request is one frame."""
+    if len(parts) != 1:
+        raise DecodeError(f"a request is one frame; got {len(parts)} parts")
+    return parts[0]
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    """A decode error quotes the offending value; a megabyte of garbage must not become a
+    megabyte of log line or of reply."""
+    text = str(exc)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _encode_reply(msg: Any, src: str, **kw: Any) -> bytes:
+    """Encode an answer; an answer that cannot be encoded becomes an error reply, so the
+    caller still gets exactly one frame."""
+    try:
+        return encode(msg, src=src, **kw)
+    except Exception as exc:
+        logger.error(f"BUS: {src} could not encode its answer {type(msg).__name__}: {exc}")
+        return encode(Reply(False, f"the answer could not be encoded ({type(exc).__name__})"), src=src, **kw)
+
+
+# --------------------------------------------------------------------------
 # Publisher (Clone server side)
 # --------------------------------------------------------------------------
 
@@ -73,9 +142,7 @@ class Publisher:
         _bind(self.sock, pub_endpoint)
         self.snap: zmq.Socket | None = None
         if snapshot_endpoint:
-            self.snap = self.ctx.socket(zmq.REP)
-            self.snap.setsockopt(zmq.LINGER, 0)
-            _bind(self.snap, snapshot_endpoint)
+            self.snap = _answering_socket(self.ctx, snapshot_endpoint)
         self.seqs: dict[bytes, int] = collections.defaultdict(int)
         # (topic, key) -> frame; dict keeps insertion order = publication order for a snapshot
         self.retained: dict[tuple[bytes, str], bytes] = {}
@@ -106,21 +173,27 @@ class Publisher:
                                round(time.monotonic() - self.started, 3), exch_ns, stats or {}))
 
     def serve_snapshot(self) -> None:
-        """Answer one snapshot request (call when the snapshot socket is readable)."""
+        """Answer one snapshot request (call when the snapshot socket is readable). Every frame
+        gets an answer, garbage included: a socket that skips one reply is wedged for good, and
+        then no subscriber can heal a gap."""
         assert self.snap is not None
-        frame = self.snap.recv()
+        _answer_one(self.snap, self.service, self._snapshot)
+
+    def _snapshot(self, parts: list[bytes]) -> Any:
         try:
-            req = decode(frame).msg
+            req = decode(_one_frame(parts)).msg
             if not isinstance(req, SnapshotRequest):
                 raise DecodeError(f"expected SnapshotRequest, got {type(req).__name__}")
+            bad = [t for t in req.topics if not isinstance(t, str)]
+            if bad:
+                raise DecodeError(f"SnapshotRequest.topics holds {bad[0]!r}, expected topic names")
         except DecodeError as exc:
-            logger.warning(f"BUS: {self.service} snapshot socket got a bad request: {exc}")
-            self.snap.send(encode(Reply(False, f"bad snapshot request: {exc}"), src=self.service))
-            return
+            logger.warning(f"BUS: {self.service} snapshot socket got a bad request: {_short(exc)}")
+            return Reply(False, f"bad snapshot request: {_short(exc)}")
         wanted = {t.encode() for t in req.topics}
         frames = [f for (t, _), f in self.retained.items() if not wanted or t in wanted]
         seqs = {t.decode(): s for t, s in self.seqs.items() if not wanted or t in wanted}
-        self.snap.send(encode(SnapshotReply(self.epoch, seqs, frames), src=self.service))
+        return SnapshotReply(self.epoch, seqs, frames)
 
     def attach(self, loop: "ServiceLoop") -> "Publisher":
         if self.snap is not None:
@@ -392,38 +465,35 @@ class LazyPirateClient:
 
 
 class ReplyServer:
-    """REP socket: every request gets exactly one answer, garbage included."""
+    """The REQ/REP server side: every request gets exactly one answer, garbage included."""
 
     def __init__(self, name: str, endpoint: str, handler: Callable[[Envelope], Any],
                  ctx: zmq.Context | None = None):
         self.name = name
         self.handler = handler
         self.ctx = ctx or context()
-        self.sock = self.ctx.socket(zmq.REP)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        _bind(self.sock, endpoint)
+        self.sock = _answering_socket(self.ctx, endpoint)
         self.malformed = 0
         self.seq = 0
 
-    def serve_one(self) -> None:
-        frame = self.sock.recv()
+    def serve_one(self, wait_ms: int = 0) -> None:
+        """Answer one request: the one that is there (from a ServiceLoop reader), or the first
+        to arrive within `wait_ms` (-1: wait for it; a plain server loop)."""
+        self.seq += 1
+        _answer_one(self.sock, self.name, self._answer, self.seq, wait_ms)
+
+    def _answer(self, parts: list[bytes]) -> Any:
         try:
-            env = decode(frame)
+            env = decode(_one_frame(parts))
         except DecodeError as exc:
             self.malformed += 1
-            logger.warning(f"BUS: {self.name} got a malformed request: {exc}")
-            self._send(Reply(False, f"malformed request: {exc}"))
-            return
+            logger.warning(f"BUS: {self.name} got a malformed request: {_short(exc)}")
+            return Reply(False, f"malformed request: {_short(exc)}")
         try:
-            answer = self.handler(env)
-        except Exception as exc:  # a handler bug must not wedge the REP state machine
+            return self.handler(env)
+        except Exception as exc:  # a handler bug must not cost the caller its answer
             logger.exception(f"BUS: {self.name} failed handling {env.type}: {exc}")
-            answer = Reply(False, f"{type(exc).__name__}: {exc}")
-        self._send(answer)
-
-    def _send(self, msg: Any) -> None:
-        self.seq += 1
-        self.sock.send(encode(msg, seq=self.seq, ts_ns=time.time_ns(), src=self.name))
+            return Reply(False, f"{type(exc).__name__}: {exc}")
 
     def attach(self, loop: "ServiceLoop") -> "ReplyServer":
         loop.add_reader(self.sock, self.serve_one)

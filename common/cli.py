@@ -7,6 +7,9 @@
     scalper flatten             cancel every order and close every position now
     scalper report [--day D]    write and print the session report
     scalper check               config, model, broker connectivity and auth; places nothing
+    scalper recover SERVICE     move an unreadable journal/state file aside (orders, positions)
+    scalper model ...           list | train | evaluate | promote (services/modelctl/cli.py)
+    scalper backtest REC        the engine's rules over a recording -> the session report
 
 halt and flatten go to the order gateway directly as well as to the engine, so they
 work when the engine is down.
@@ -59,6 +62,7 @@ def _heartbeats(cfg: Config, seconds: float = 1.6) -> dict[str, Any]:
     sock.setsockopt(zmq.SUBSCRIBE, b"Heartbeat")
     for name in SERVICES:
         sock.connect(getattr(cfg.bus, f"{name}_pub"))
+    sock.connect(cfg.bus.supervision_pub)          # the supervisord listener: crash counts
     got: dict[str, tuple[float, Heartbeat]] = {}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -91,6 +95,7 @@ def cmd_status(args) -> int:
         extra = hb.stats.get("feed_state") or hb.stats.get("state") or ""
         print(f"{name:<11} {hb.state:<10} {hb.pid:>7} {hb.uptime_s:>8.0f}s  {mt} {extra}")
         out["services"][name] = {"state": hb.state, "pid": hb.pid, "uptime_s": hb.uptime_s, "stats": hb.stats}
+    _print_crashes(beats.get("supervision"), out)
     pos = _request(cfg.bus.positions_query, Query("status"))
     if pos is not None and pos.ok:
         out["positions"] = pos.data
@@ -126,6 +131,19 @@ def cmd_status(args) -> int:
     return 0 if all(out["services"].values()) else 1
 
 
+def _print_crashes(hb, out: dict) -> None:
+    """Exits per program in the listener's window, and what it stopped for a crash loop."""
+    if hb is None:
+        print("crashes    supervision listener silent: crash loops are not being watched")
+        return
+    out["supervision"] = hb.stats
+    exits = ", ".join(f"{n} {c} exits" for n, c in (hb.stats.get("exits") or {}).items()) or "no exits"
+    stopped = hb.stats.get("stopped") or []
+    print(f"crashes    {exits} in the last {hb.stats.get('window_min', '?')} min (stop at "
+          f"{hb.stats.get('max_exits', '?')})" + (f"; {', '.join(stopped)} STOPPED for a crash loop: fix the cause, "
+                                                  "then supervisorctl start" if stopped else ""))
+
+
 def _operator(args, action: str) -> int:
     from common.messages import OperatorCommand, OrderCommand
     cfg = _cfg(args)
@@ -147,6 +165,8 @@ def cmd_report(args) -> int:
     cfg = _cfg(args)
     from services.positions.report import build_report
     day = args.day or time.strftime("%Y-%m-%d")
+    from services.modelctl.shadow import summarize       # shadow mode: agreement and would-be P&L, if any
+    summarize(cfg, cfg.path(cfg.logging.dir), day)
     path = build_report(cfg.path(cfg.logging.dir), day)
     print(path)
     return 0
@@ -172,6 +192,12 @@ def cmd_check(args) -> int:
         from services.inference.model import load_model
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config))
         line(True, "model", f"{getattr(model, 'version', '?')} ({len(getattr(model, 'feature_names', []))} features)")
+        from services.inference.model import live_gate
+        ok, why = live_gate(cfg.api.mode, model.config, cfg.model.allow_unproven_model)
+        if why:
+            line(ok, "model edge", why) if not ok else print(f"[warn] {why}")
+        if cfg.model.demo_threshold:
+            print(f"[warn] model.min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold)")
     except Exception as exc:
         line(False, "model", str(exc))
     from common.topstepx.rest import TopstepXClient, TopstepXError
@@ -235,6 +261,17 @@ def cmd_run(args) -> int:
     cfg = _cfg(args)
     for w in cfg.warnings():
         print(f"warning: {w}", file=sys.stderr)
+    if cfg.api.mode == "live":              # the inference worker refuses too; say it before anything starts
+        from services.inference.model import ModelError, live_gate, load_config as model_config
+        try:
+            ok, why = live_gate("live", model_config(cfg.path(cfg.model.config)), cfg.model.allow_unproven_model)
+        except ModelError as exc:
+            ok, why = False, str(exc)
+        if ok and cfg.model.demo_threshold and not cfg.model.allow_unproven_model:
+            ok, why = False, "model.demo_threshold is set in live mode; set the model's validated min_confidence"
+        if not ok:
+            print(f"scalper run: refused: {why}", file=sys.stderr)
+            return 2
     if cfg.api.mode == "sim":
         _archive_sim_state(cfg)
     exe = Path(sys.executable).with_name("supervisord")
@@ -252,6 +289,59 @@ def _archive_sim_state(cfg: Config) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         state.rename(dest)
         print(f"sim mode: the last run's journals moved to {dest}", file=sys.stderr)
+
+
+def state_files(cfg: Config, service: str) -> list[Path]:
+    """The journal / state files `service` reads at start (common/statefile.py)."""
+    log_dir = cfg.path(cfg.logging.dir)
+    if service == "orders":
+        from services.orders.config import OrdersConfig
+        sect = cfg.section("orders", OrdersConfig)
+        state_dir = Path(sect.state_dir) if sect.state_dir else log_dir / "state"
+        return sorted(state_dir.glob("orders_*.sqlite"))
+    from services.positions.journal import state_path
+    return [p for p in [state_path(log_dir)] if p.exists()]
+
+
+def _readable(service: str, path: Path) -> str:
+    """'' if `path` reads back as the service would read it; else why not."""
+    from common.statefile import BadStateFile
+    try:
+        if service == "orders":
+            from services.orders.journal import Journal
+            Journal(path).close()
+        elif not isinstance(json.loads(path.read_text()), dict):
+            return "not a JSON object"
+    except BadStateFile as exc:
+        return exc.why
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def cmd_recover(args) -> int:
+    """Move an unreadable journal or state file aside (nothing is deleted). On its next start the
+    service finds no state and rebuilds it from the broker, which is the truth."""
+    from common.statefile import move_aside
+    cfg = _cfg(args)
+    files = state_files(cfg, args.service)
+    if not files:
+        print(f"{args.service}: no state file to recover; start it and it builds its state from the broker")
+        return 0
+    moved = 0
+    for path in files:
+        why = _readable(args.service, path)
+        if not why and not args.force:
+            print(f"{path} reads fine; left in place (--force moves it anyway)")
+            continue
+        print(f"{path}: {why or 'moved on request (--force)'}")
+        for dest in move_aside(path):
+            print(f"  moved aside to {dest}")
+        moved += 1
+    if moved:
+        print(f"next: start {args.service} (supervisorctl -c supervisord.conf start {args.service}); "
+              "it rebuilds its state from the broker and logs the rebuild")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,6 +364,21 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(fn=cmd_report)
     sub.add_parser("check", help="validate config and model, test broker connectivity; places nothing").set_defaults(
         fn=cmd_check)
+    rc = sub.add_parser("recover", help="move an unreadable journal or state file aside; the service then "
+                                        "rebuilds from the broker")
+    rc.add_argument("service", choices=("orders", "positions"))
+    rc.add_argument("--force", action="store_true", help="move the files aside even if they read fine")
+    rc.set_defaults(fn=cmd_recover)
+    # model lifecycle and backtest: services/modelctl/cli.py owns the arguments
+    sub.add_parser("model", help="model list | train | evaluate | promote", add_help=False, prefix_chars="\0")
+    sub.add_parser("backtest", help="the engine's rules over a recording -> the session report", add_help=False,
+                   prefix_chars="\0")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lifecycle = next((i for i, a in enumerate(argv) if a in ("model", "backtest")), None)
+    if lifecycle is not None and all(a.startswith("-") or argv[i - 1] == "--config" for i, a in
+                                     enumerate(argv[:lifecycle])):
+        from services.modelctl.cli import main as modelctl_main
+        return modelctl_main(argv[lifecycle:] + argv[:lifecycle])
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
 

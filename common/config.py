@@ -151,14 +151,20 @@ class TradingConfig(_Section):
 
 
 class ModelConfig(_Section):
-    path: str = "models/scalper_v1.onnx"
-    config: str = "models/scalper_v1_config.json"
+    path: str = "models/registry/scalper_demo-20261130-a5c74a2a/model.onnx"
+    config: str = "models/registry/scalper_demo-20261130-a5c74a2a/config.json"
     min_confidence: float = Field(0.65, ge=0, le=1)
     reverse_confidence: float = Field(0.75, ge=0, le=1)
     max_prediction_age_s: float = Field(3.0, gt=0)
     max_inference_ms: float = Field(10.0, gt=0)
     max_feature_ms: float = Field(5.0, gt=0)
     max_holding_s: float = Field(900, gt=0)
+    # model lifecycle (services/modelctl): range gate policy, the live edge check, shadow model
+    range_policy: Literal["block", "flag"] = "block"   # out-of-range inputs: block entries, or only flag them
+    allow_unproven_model: bool = False    # live mode runs a model without a positive walk-forward EV only if true
+    demo_threshold: bool = False          # min_confidence is a demo value below the model's validated threshold
+    shadow_path: str | None = None        # a second model scored beside the trading one, never traded
+    shadow_config: str | None = None
 
 
 class RiskConfig(_Section):
@@ -233,6 +239,8 @@ class BusConfig(_Section):
     positions_pub: str = _ep(5560)
     positions_snap: str = _ep(5561)
     positions_query: str = _ep(5562)
+    supervision_pub: str = _ep(5563)       # the supervisord event listener: crash loops, services down
+    supervision_snap: str = _ep(5564)
     request_timeout_ms: int = Field(2500, gt=0)
     request_retries: int = Field(3, ge=0)
 

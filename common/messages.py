@@ -306,10 +306,33 @@ class Reply:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class ShadowPrediction:
+    """A shadow model's call on the same bar and features as the trading model: published and
+    logged, never traded (the engine does not subscribe to it). Carries the trading model's call
+    and the book, so agreement and would-be P&L can be computed afterwards."""
+    contract: str
+    bar_start_ns: int
+    direction: int
+    confidence: float
+    probs: list[float]
+    model_version: str
+    primary_version: str
+    primary_direction: int
+    primary_confidence: float
+    close_ticks: int
+    bid_ticks: int
+    ask_ticks: int
+    atr_ticks: float
+    features_in_range: bool = True
+    primary_in_range: bool = True
+
+
 MESSAGE_TYPES: tuple[type, ...] = (
     Quote, Trade, FeedStatus, Bar, Prediction, Signal, RiskEvent,
     OrderCommand, OrderReply, OrderEvent, Fill, Position, Account, RoundTrip,
     Heartbeat, SnapshotRequest, SnapshotReply, OperatorCommand, Query, Reply,
+    ShadowPrediction,
 )
 REGISTRY: dict[str, type] = {cls.__name__: cls for cls in MESSAGE_TYPES}
 

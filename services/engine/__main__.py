@@ -110,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, sub in subs.items():
         loop.add_reader(sub.sock, lambda n=name: handle(n))
+
+    # the supervisord listener: a crash loop halts entries (its heartbeats only bring the snapshot)
+    supervision = Subscriber(SERVICE, cfg.bus.supervision_pub, cfg.bus.supervision_snap, topics=[RiskEvent, Heartbeat])
+
+    def on_supervision() -> None:
+        for env in supervision.drain():
+            if isinstance(env.msg, RiskEvent):
+                engine.on_risk_event(env.msg, env.src)
+    loop.add_reader(supervision.sock, on_supervision)
     handle("positions")      # the keeper's snapshot (position, account) before any decision
     handle("orders")
 
@@ -152,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(f"ENGINE: stopping; {engine.stats()}")
         for s in subs.values():
             s.close()
+        supervision.close()
         rep.close()
         client.close()
         pub.close()

@@ -20,6 +20,7 @@ PRICE_SHOCK = "price_shock"
 WIDE_SPREAD = "wide_spread"
 POSITION_MISMATCH = "position_mismatch"
 MANUAL_HALT = "manual_halt"
+CRASH_LOOP = "crash_loop"           # supervision stopped a program that kept exiting
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,13 @@ class Breakers:
     def on_mismatch(self, active: bool, detail: str = "") -> list[RiskEvent]:
         return self._set(POSITION_MISMATCH, active, detail or ("unresolved" if active else "sync resolved it"),
                          "ERROR" if active else "INFO")
+
+    def on_crash_loop(self, active: bool, detail: str) -> list[RiskEvent]:
+        """The supervision listener's crash_loop event (retained on its snapshot socket)."""
+        if active and CRASH_LOOP in self.active and self.active[CRASH_LOOP] != detail:
+            self.active[CRASH_LOOP] = detail      # another program joined the loop: say so
+            return [RiskEvent(CRASH_LOOP, True, "ERROR", detail)]
+        return self._set(CRASH_LOOP, active, detail, "ERROR")
 
     def halt(self, reason: str = "") -> list[RiskEvent]:
         return self._set(MANUAL_HALT, True, reason or "operator halt", "WARNING")

@@ -193,6 +193,9 @@ class Engine:
                 self.gateway_halt = ""
             logger.info(f"ENGINE: order gateway {'halted: ' + self.gateway_halt if self.gateway_halt else 'resumed'}")
             return
+        if src == "supervision" and ev.kind == B.CRASH_LOOP:
+            self._risk(self.breakers.on_crash_loop(ev.active, ev.detail))
+            return
         if ev.kind == B.POSITION_MISMATCH:
             self._risk(self.breakers.on_mismatch(ev.active, ev.detail))
             if not ev.active:

@@ -46,6 +46,7 @@ class RiskParams:
     max_feature_ms: float = 5.0
     max_inference_ms: float = 10.0
     require_atr: bool = True
+    range_policy: str = "block"      # model.range_policy: "flag" lets out-of-range inputs through (warm-up never)
 
     @classmethod
     def from_config(cls, cfg, require_atr: bool = True) -> "RiskParams":
@@ -54,7 +55,8 @@ class RiskParams:
         return cls(r.max_daily_loss_cents, r.starting_capital_cents, r.max_risk_per_trade,
                    r.max_consecutive_losses, r.min_balance_cents, dd, r.max_contracts, r.stop_atr_multiple,
                    r.min_stop_ticks, r.max_stop_ticks, r.reward_risk, cfg.execution.slippage_buffer_ticks,
-                   m.max_prediction_age_s, m.max_feature_ms, m.max_inference_ms, require_atr)
+                   m.max_prediction_age_s, m.max_feature_ms, m.max_inference_ms, require_atr,
+                   getattr(m, "range_policy", "block"))
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def prediction_gates(p: RiskParams, pred: Prediction, now_ns: int, bar_interval_
         out[SLOW_FEATURES] = f"features took {pred.feature_us / 1000:.1f} ms > {p.max_feature_ms:g} ms"
     if pred.inference_us > p.max_inference_ms * 1000:
         out[SLOW_INFERENCE] = f"inference took {pred.inference_us / 1000:.1f} ms > {p.max_inference_ms:g} ms"
-    if not pred.features_in_range:
+    if not pred.features_in_range and (p.range_policy != "flag" or "warmup" in pred.out_of_range):
         out[FEATURES_OUT_OF_RANGE] = "features out of the training range: " + (",".join(pred.out_of_range) or "?")
     if p.require_atr and pred.atr_ticks <= 0:
         out[ATR_NOT_WARM] = "ATR not warm yet"

@@ -10,18 +10,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
-
-def stop_distance(atr_ticks: float, stop_atr_multiple: float, min_stop: int, max_stop: int) -> int:
-    """round(stop_atr_multiple * ATR) ticks, clamped to [min_stop, max_stop]."""
-    raw = Decimal(repr(float(stop_atr_multiple))) * Decimal(repr(float(atr_ticks)))
-    ticks = int(raw.to_integral_value(rounding=ROUND_HALF_UP))
-    return max(min_stop, min(max_stop, ticks))
-
-
-def target_distance(stop_ticks: int, reward_risk: float) -> int:
-    """stop * reward_risk rounded to whole ticks (at least one tick)."""
-    raw = Decimal(int(stop_ticks)) * Decimal(repr(float(reward_risk)))
-    return max(1, int(raw.to_integral_value(rounding=ROUND_HALF_UP)))
+from common.brackets import bracket_prices, stop_distance, target_distance  # noqa: F401  (one definition, shared with training and the backtest)
 
 
 def risk_per_contract(stop_ticks: int, tick_value_cents: int, round_trip_fee_cents: int) -> int:
@@ -41,13 +30,6 @@ def position_size(balance_cents: int, stop_ticks: int, tick_value_cents: int, ro
     if remaining_loss_cents is not None:
         size = min(size, max(0, int(remaining_loss_cents)) // per)
     return max(0, min(size, int(max_contracts)))
-
-
-def bracket_prices(fill_ticks: int, direction: int, stop_ticks: int, target_ticks: int) -> tuple[int, int]:
-    """(stop price, target price) in ticks from the actual fill; on the grid by construction."""
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 or -1, not {direction!r}")
-    return fill_ticks - direction * stop_ticks, fill_ticks + direction * target_ticks
 
 
 def fill_to_ticks(price: Decimal | str, tick_size: Decimal) -> int:

@@ -13,14 +13,48 @@ from loguru import logger
 
 from common.bus import Publisher, ServiceLoop, Subscriber
 from common.clock import EventClock
-from common.messages import Bar, Heartbeat, Prediction, Quote, Trade
+from common.messages import Bar, Heartbeat, Prediction, Quote, ShadowPrediction, Trade
 from common.service import boot
 from services.inference.config import InferenceConfig
 from services.inference.features import FEATURE_NAMES
-from services.inference.model import ModelError, load_model
+from services.inference.model import ModelError, live_gate, load_model
 from services.inference.worker import InferenceWorker
 
 SERVICE = "inference"
+
+
+class ShadowLog:
+    """logs/shadow_<day>.csv: one line per bar with both models' calls and the book (the input of
+    services/modelctl/shadow.py, which computes agreement and would-be P&L for the report)."""
+
+    COLUMNS = ("bar_start_ns", "contract", "close_ticks", "bid_ticks", "ask_ticks", "atr_ticks",
+               "primary_version", "primary_direction", "primary_confidence", "primary_in_range",
+               "shadow_version", "shadow_direction", "shadow_confidence", "shadow_in_range")
+
+    def __init__(self, log_dir):
+        self.dir = log_dir
+        self.day = ""
+        self.f = None
+
+    def write(self, m: ShadowPrediction) -> None:
+        from common.clock import to_ny
+        day = to_ny(m.bar_start_ns).date().isoformat()
+        if day != self.day:
+            self.close()
+            path = self.dir / f"shadow_{day}.csv"
+            new = not path.exists()
+            self.f = open(path, "a", buffering=1)
+            if new:
+                self.f.write(",".join(self.COLUMNS) + "\n")
+            self.day = day
+        self.f.write(f"{m.bar_start_ns},{m.contract},{m.close_ticks},{m.bid_ticks},{m.ask_ticks},{m.atr_ticks:.6f},"
+                     f"{m.primary_version},{m.primary_direction},{m.primary_confidence:.6f},{int(m.primary_in_range)},"
+                     f"{m.model_version},{m.direction},{m.confidence:.6f},{int(m.features_in_range)}\n")
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +64,36 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         logger.error(f"MODEL: refusing to start: {exc}")
         return 2
+    ok, why = live_gate(cfg.api.mode, model.config, cfg.model.allow_unproven_model)
+    if not ok:
+        logger.error(f"MODEL: refusing to start: {why}")
+        return 2
+    if why:
+        logger.warning(f"MODEL: {why}")
+    validated = (model.config.get("thresholds") or {}).get("min_confidence")
+    if cfg.model.demo_threshold and cfg.api.mode == "live" and not cfg.model.allow_unproven_model:
+        logger.error("MODEL: refusing to start: model.demo_threshold is set in live mode; set the model's validated "
+                     "min_confidence, or model.allow_unproven_model: true to run it anyway")
+        return 2
+    if not cfg.model.demo_threshold and validated is not None and cfg.model.min_confidence < validated:
+        logger.warning(f"MODEL: min_confidence {cfg.model.min_confidence} is below the model's validated "
+                       f"threshold {validated} (where its walk-forward EV after costs turns positive)")
+    if cfg.model.demo_threshold:
+        logger.warning(f"MODEL: min_confidence {cfg.model.min_confidence} is a DEMO threshold (model.demo_threshold), "
+                       f"not the model's validated one ({validated}); for the simulator only")
+    shadow = None
+    if cfg.model.shadow_path:
+        try:
+            shadow = load_model(cfg.path(cfg.model.shadow_path), cfg.path(cfg.model.shadow_config or ""),
+                                list(FEATURE_NAMES))
+        except ModelError as exc:
+            logger.error(f"MODEL: refusing to start: shadow model: {exc}")
+            return 2
+        logger.info(f"MODEL: shadow {shadow.version} scores beside {model.version}; it never trades")
     contract = sect.contract or cfg.trading.contract
-    worker = InferenceWorker(model, contract, cfg.risk.atr_period, sect.max_gap_s, sect.publish_minute_bars)
+    worker = InferenceWorker(model, contract, cfg.risk.atr_period, sect.max_gap_s, sect.publish_minute_bars,
+                             shadow=shadow)
+    shadow_log = ShadowLog(cfg.path(cfg.logging.dir)) if shadow is not None else None
     logger.info(f"MODEL: loaded {model.version} ({model.n_features} features, classes {model.classes}) "
                 f"for {contract}; feed {cfg.bus.feed_pub} -> {cfg.bus.inference_pub}")
 
@@ -51,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         its bar plus this stage's own (bar closed, features done, model scored), so the session
         report can show each stage's latency in production."""
         for m in outputs:
+            if isinstance(m, ShadowPrediction):
+                pub.publish(m, key=m.contract, ts_ns=worker.exch_ns)
+                shadow_log.write(m)
+                continue
             if isinstance(m, Bar):
                 pub.publish(m, key=f"{m.contract}:{m.interval_s}", ts_ns=m.start_ns + m.interval_s * 1_000_000_000)
             else:
@@ -109,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(f"MODEL: {st.predictions} predictions, {st.bars} bars, {worker.late_ticks} late ticks dropped")
         sub.close()
         pub.close()
+        if shadow_log is not None:
+            shadow_log.close()
     loop.on_shutdown(close)
     loop.run()
     return 0

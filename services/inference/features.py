@@ -18,7 +18,11 @@ Definitions (bar i, 0-based; windows shorter than N at the start use what exists
     ofi_N         (S(buy_vol) - S(sell_vol)) / (S(buy_vol) + S(sell_vol)), 0 if none; N = 15, 60
     trades_60     log1p(S_60(trades))
     spread        ask - bid of the bar, 0 when no quote was seen
-    tod_h         hours since 09:30 New York at the bar start
+
+Time of day is not a feature: a model trained on a few sessions cannot learn it, and
+a clock value runs off the training range every afternoon the data did not cover (the
+old `tod_h`, exempt from the range gate, drove most confident calls after 13:00).
+`tod_hours` stays for reports and session logic.
 
 A row is "warm" once the longest window is full (WARMUP bars); earlier rows are
 computed but must not be trusted (training drops them, the worker flags them).
@@ -37,7 +41,7 @@ NY = ZoneInfo("America/New_York")
 RET_HORIZONS = (1, 5, 15, 60, 300)
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"ret_{k}" for k in RET_HORIZONS),
-    "rv_60", "rv_300", "atr_60", "rsi_30", "vwap_dist_300", "ofi_15", "ofi_60", "trades_60", "spread", "tod_h",
+    "rv_60", "rv_300", "atr_60", "rsi_30", "vwap_dist_300", "ofi_15", "ofi_60", "trades_60", "spread",
 )
 N_FEATURES = len(FEATURE_NAMES)
 WARMUP = 301  # ret_300 and rv_300 need 301 closes
@@ -154,7 +158,6 @@ class FeatureEngine:
         v[11] = (b - s_) / (b + s_) if b + s_ > 0 else 0.0
         v[12] = math.log1p(self.trades60.push(bar.trades))
         v[13] = bar.ask_ticks - bar.bid_ticks if bar.bid_ticks > 0 and bar.ask_ticks > 0 else 0
-        v[14] = tod_hours(bar.start_ns)
         return v
 
 
@@ -222,11 +225,6 @@ def batch_features(a: dict[str, np.ndarray]) -> np.ndarray:
     out[:, 12] = np.log1p(t)
     bid, ask = a["bid_ticks"], a["ask_ticks"]
     out[:, 13] = np.where((bid > 0) & (ask > 0), ask - bid, 0)
-    ts_s = a["start_ns"] // 1_000_000_000
-    hours = ts_s // 3600
-    offs = {int(hr): ny_offset_s(int(hr) * 3600) for hr in np.unique(hours)}
-    off = np.fromiter((offs[int(hr)] for hr in hours), dtype=np.int64, count=n)
-    out[:, 14] = (((ts_s + off) % 86400) - SESSION_OPEN_S) / 3600.0
     return out
 
 

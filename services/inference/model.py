@@ -167,11 +167,9 @@ def load_model(model_path: str | Path, config_path: str | Path, expected_feature
         raise ModelError(f"model config {cfg_path}: feature_range must be an object with min and max")
     lo = _floats(cfg_path, "feature_range.min", fr.get("min"), n)
     hi = _floats(cfg_path, "feature_range.max", fr.get("max"), n)
-    for name in fr.get("exempt", {}) or {}:
-        if name not in names:
-            raise ModelError(f"model config {cfg_path}: feature_range.exempt names unknown feature {name!r}")
-        i = names.index(name)
-        lo[i], hi[i] = -math.inf, math.inf
+    if fr.get("exempt"):
+        raise ModelError(f"model config {cfg_path}: feature_range.exempt ({', '.join(fr['exempt'])}) is not allowed: "
+                         "every input must be range-gated; retrain without it")
     label = cfg["label"]
     horizon = label.get("horizon_bars") if isinstance(label, dict) else None
     if not isinstance(horizon, int) or horizon <= 0:
@@ -210,3 +208,27 @@ def load_model(model_path: str | Path, config_path: str | Path, expected_feature
         if not (np.all(np.isfinite(p)) and abs(float(p.sum()) - 1.0) < 1e-3):
             raise ModelError(f"model file {model_path}: warm-up output {p.tolist()} is not a probability vector")
     return model
+
+
+OVERRIDE_KEY = "model.allow_unproven_model"
+
+
+def edge_problem(model_cfg: dict) -> str | None:
+    """Why this model has no measured edge (walk-forward EV after costs not positive), or None."""
+    edge = model_cfg.get("edge") if isinstance(model_cfg.get("edge"), dict) else {}
+    ev = edge.get("walk_forward_ev_ticks_per_trade")
+    if edge.get("ev_positive") is True and isinstance(ev, (int, float)) and ev > 0:
+        return None
+    what = "no walk-forward evaluation" if not edge else f"walk-forward EV after costs {ev} ticks/trade"
+    return f"model {model_cfg.get('version')} has no measured edge ({what})"
+
+
+def live_gate(mode: str, model_cfg: dict, allow_unproven: bool) -> tuple[bool, str | None]:
+    """(may start, message). Live mode refuses a model without a positive walk-forward EV unless
+    the override key is set; the message names the key. Sim mode only warns."""
+    problem = edge_problem(model_cfg)
+    if problem is None:
+        return True, None
+    if mode == "live" and not allow_unproven:
+        return False, f"{problem}; live trading refused. Set {OVERRIDE_KEY}: true to run it anyway"
+    return True, f"{problem}{' (allowed by ' + OVERRIDE_KEY + ')' if mode == 'live' else ''}"

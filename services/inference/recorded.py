@@ -6,8 +6,9 @@ The data (data/real/*_trades.csv.gz: ts_utc, price) has no sizes, sides or quote
 - the quote after each trade is derived from it: a buy lifted the ask (bid = price - 1 tick),
   a sell hit the bid (ask = price + 1 tick).
 
-`recorded_bars` feeds those ticks through the live BarAggregator, so training sees
-bars built by exactly the code that builds them live.
+`recorded_bars` feeds those ticks through the live BarAggregator. Tests and benchmarks use
+it; training reads recordings (and this CSV through services/replay/convert.py) with
+services/modelctl/data.py instead, so it sees the feed's own sizes, sides and quotes.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from common.messages import Bar, Prediction
+from common.messages import Bar, Prediction, ShadowPrediction
 from services.inference.bars import BarAggregator
 from services.inference.features import FeatureEngine, WilderATR
 from services.inference.model import LoadedModel
@@ -39,18 +39,65 @@ class WorkerStats:
     extra: dict = field(default_factory=dict)
 
 
-class InferenceWorker:
-    def __init__(self, model: LoadedModel, contract: str, atr_period: int = 14, max_gap_s: int = 300,
-                 minute_bars: bool = True):
-        self.model = model
+class BarFeatures:
+    """Ticks -> closed 1 s bars, each with its feature vector, and the 1-minute Wilder ATR.
+
+    The part of the worker that training and the backtest reuse as is, so a model is
+    trained on exactly the numbers it is served live. `on_*` return (second bars,
+    minute bars) closed by the tick; the ATR has already taken the minute bars.
+    """
+
+    def __init__(self, contract: str, atr_period: int = 14, max_gap_s: int = 300, minute_bars: bool = True):
         self.contract = contract
         self.seconds = BarAggregator(contract, 1, max_gap_s)
         self.minutes = BarAggregator(contract, 60, max_gap_s) if minute_bars else None
         self.features = FeatureEngine()
         self.atr = WilderATR(atr_period)
+        self.last_start_ns: int | None = None
+        self.resets = 0
+        self.minute_count = 0
+
+    def on_trade(self, price_ticks: int, size: int, aggressor: int, exch_ns: int) -> tuple[list[Bar], list[Bar]]:
+        mins = self.minutes.on_trade(price_ticks, size, aggressor, exch_ns) if self.minutes else []
+        return self.seconds.on_trade(price_ticks, size, aggressor, exch_ns), self._minutes(mins)
+
+    def on_quote(self, bid_ticks: int, ask_ticks: int, exch_ns: int) -> tuple[list[Bar], list[Bar]]:
+        mins = self.minutes.on_quote(bid_ticks, ask_ticks, exch_ns) if self.minutes else []
+        return self.seconds.on_quote(bid_ticks, ask_ticks, exch_ns), self._minutes(mins)
+
+    def on_time(self, exch_ns: int) -> tuple[list[Bar], list[Bar]]:
+        mins = self.minutes.on_time(exch_ns) if self.minutes else []
+        return self.seconds.on_time(exch_ns), self._minutes(mins)
+
+    def _minutes(self, bars: list[Bar]) -> list[Bar]:
+        for bar in bars:
+            self.atr.update(bar)
+            self.minute_count += 1
+        return bars
+
+    def update(self, bar: Bar):
+        """The feature vector of a closed 1 s bar (a reused array); windows restart after a gap."""
+        if self.last_start_ns is not None and bar.start_ns != self.last_start_ns + 1_000_000_000:
+            self.features.reset()
+            self.resets += 1
+        self.last_start_ns = bar.start_ns
+        return self.features.update(bar)
+
+    @property
+    def warm(self) -> bool:
+        return self.features.warm
+
+
+class InferenceWorker:
+    def __init__(self, model: LoadedModel, contract: str, atr_period: int = 14, max_gap_s: int = 300,
+                 minute_bars: bool = True, shadow: LoadedModel | None = None):
+        self.model = model
+        self.shadow = shadow          # scored on the same features after every prediction; never traded
+        self.contract = contract
+        self.bf = BarFeatures(contract, atr_period, max_gap_s, minute_bars)
+        self.seconds, self.minutes, self.atr = self.bf.seconds, self.bf.minutes, self.bf.atr
         self.classes = list(model.classes)
         self.stats = WorkerStats()
-        self.last_start_ns: int | None = None
         self.exch_ns = 0
 
     # -- inputs ------------------------------------------------------------
@@ -60,8 +107,7 @@ class InferenceWorker:
             return []
         self.stats.trades += 1
         self.exch_ns = max(self.exch_ns, exch_ns)
-        mins = self.minutes.on_trade(price_ticks, size, aggressor, exch_ns) if self.minutes else []
-        return self._closed(self.seconds.on_trade(price_ticks, size, aggressor, exch_ns), mins)
+        return self._closed(*self.bf.on_trade(price_ticks, size, aggressor, exch_ns))
 
     def on_quote(self, contract: str, bid_ticks: int, ask_ticks: int, exch_ns: int) -> list:
         if contract != self.contract:
@@ -69,16 +115,14 @@ class InferenceWorker:
             return []
         self.stats.quotes += 1
         self.exch_ns = max(self.exch_ns, exch_ns)
-        mins = self.minutes.on_quote(bid_ticks, ask_ticks, exch_ns) if self.minutes else []
-        return self._closed(self.seconds.on_quote(bid_ticks, ask_ticks, exch_ns), mins)
+        return self._closed(*self.bf.on_quote(bid_ticks, ask_ticks, exch_ns))
 
     def on_time(self, exch_ns: int) -> list:
         """Feed heartbeat: exchange time reached exch_ns; closes bars whose interval is over."""
         if exch_ns <= 0:
             return []
         self.exch_ns = max(self.exch_ns, exch_ns)
-        mins = self.minutes.on_time(exch_ns) if self.minutes else []
-        return self._closed(self.seconds.on_time(exch_ns), mins)
+        return self._closed(*self.bf.on_time(exch_ns))
 
     @property
     def late_ticks(self) -> int:
@@ -90,27 +134,38 @@ class InferenceWorker:
             return []
         out: list = []
         for bar in minutes:
-            self.atr.update(bar)
             self.stats.minute_bars += 1
             out.append(bar)
         for bar in seconds:
             out.append(bar)
-            out.append(self.predict(bar))
+            pred = self.predict(bar)
+            out.append(pred)
+            if self.shadow is not None:
+                out.append(self.shadow_predict(bar, pred))
         return out
+
+    def shadow_predict(self, bar: Bar, pred: Prediction) -> ShadowPrediction:
+        """The shadow model on the raw features the trading model just scored (after it, so the
+        trading prediction is never delayed by the shadow)."""
+        raw = self.bf.features.values
+        probs = self.shadow.predict(raw)
+        best = int(probs.argmax())
+        in_range = not self.shadow.out_of_range(raw) and self.bf.warm
+        return ShadowPrediction(self.contract, bar.start_ns, self.shadow.classes[best], float(probs[best]),
+                                [float(p) for p in probs], self.shadow.version, pred.model_version, pred.direction,
+                                pred.confidence, bar.close_ticks, bar.bid_ticks, bar.ask_ticks, pred.atr_ticks,
+                                in_range, pred.features_in_range)
 
     def predict(self, bar: Bar) -> Prediction:
         t0 = time.perf_counter_ns()
-        if self.last_start_ns is not None and bar.start_ns != self.last_start_ns + 1_000_000_000:
-            self.features.reset()
-            self.stats.resets += 1
-        self.last_start_ns = bar.start_ns
-        raw = self.features.update(bar)
+        raw = self.bf.update(bar)
+        self.stats.resets = self.bf.resets
         t1 = time.perf_counter_ns()
         probs = self.model.predict(raw)
         best = int(probs.argmax())
         t2 = time.perf_counter_ns()
         bad = self.model.out_of_range(raw)
-        if not self.features.warm:
+        if not self.bf.warm:
             bad.append(WARMUP_FLAG)
         feature_us, inference_us = (t1 - t0) / 1000, (t2 - t1) / 1000
         st = self.stats

@@ -19,11 +19,13 @@ from common.clock import EventClock
 from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
 from common.service import boot
 from common.session import SessionCalendar
+from common.statefile import BadStateFile
 from common.topstepx.hub import HubClient
 from common.topstepx.rest import TopstepXClient, TopstepXError
 from services.orders.config import OrdersConfig
 from services.orders.gateway import Gateway
 from services.orders.journal import Journal
+from services.orders.logic import WORKING
 
 SERVICE = "orders"
 
@@ -50,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(f"API: refusing to start: {exc}")
         return 2
     state_dir = Path(sect.state_dir) if sect.state_dir else cfg.path(cfg.logging.dir) / "state"
-    journal = Journal(state_dir / f"orders_{account_id}.sqlite")
+    try:
+        journal = Journal(state_dir / f"orders_{account_id}.sqlite")
+    except BadStateFile as exc:
+        return exc.stop()       # one line naming the file and `scalper recover orders`; exit 3
 
     loop = ServiceLoop(SERVICE)
     try:
@@ -84,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         logger.error("SYNC: cannot reconcile with the broker at start; refusing to start")
         return 2
+    if journal.created:
+        logger.warning(f"SYNC: new journal {journal.path}: state rebuilt from the broker: "
+                       f"{len(gw.positions)} open positions, "
+                       f"{sum(1 for o in gw.orders.values() if o.get('status') in WORKING)} working orders")
 
     feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat],
                       hwm=LATEST_ONLY_HWM)

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.statefile import BadStateFile
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intents (key TEXT PRIMARY KEY, action TEXT, state TEXT, data TEXT,
                                     reply TEXT, created_ns INTEGER);
@@ -20,14 +22,45 @@ CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT);
 """
 
 
+def _check_size(path: Path) -> None:
+    """A file cut short after a checkpoint: SQLite reads what is left without complaint (the
+    lost pages may hold no index it checks), so compare the size with the header's page count."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return            # not a database at all: sqlite3 says so itself
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if head[24:28] == head[92:96] and pages and size < page * pages:
+        raise sqlite3.DatabaseError(f"truncated: {size} bytes, its header says {page * pages}")
+
+
 class Journal:
     def __init__(self, path: str | Path):
+        """Open (or create) the journal. A corrupt or truncated file raises BadStateFile (one
+        line naming the file and `scalper recover orders`), never a raw sqlite3 traceback."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.created = not self.path.exists()
+        self.db = None
+        try:
+            _check_size(self.path)
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            check = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+            if check != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(map(str, check[:2])))
+        except sqlite3.DatabaseError as exc:
+            if self.db is not None:
+                self.db.close()
+            raise BadStateFile("orders", self.path, f"{type(exc).__name__}: {exc}") from None
 
     # -- intents ---------------------------------------------------------
     def put_intent(self, key: str, action: str, state: str, data: dict) -> None:

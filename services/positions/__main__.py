@@ -8,7 +8,6 @@ state, writes the session files and the report, and exits 0.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from common.instruments import cents_to_str
 from common.messages import Fill, Heartbeat, OrderEvent, Query, Quote, Reply, RiskEvent, RoundTrip
 from common.service import boot
 from common.session import SessionCalendar
+from common.statefile import BadStateFile
 from common.topstepx.rest import parse_time
 from services.positions import journal
 from services.positions.config import PositionsConfig
@@ -66,21 +66,21 @@ class Keeper:
 
     # -- setup -------------------------------------------------------------
     def restore(self) -> None:
+        """Load the saved ledger. A corrupt or truncated file raises BadStateFile: the keeper
+        stops (exit 3) rather than start empty and forget the day's losses and high-water mark."""
+        path = journal.state_path(self.log_dir)
         try:
             data = journal.load_state(self.log_dir)
-        except (OSError, ValueError) as exc:
-            bad = journal.state_path(self.log_dir)
-            logger.error(f"STATE: {bad} unreadable ({exc}); starting empty, the broker will be adopted")
-            try:
-                os.replace(bad, bad.with_suffix(f".bad-{int(time.time())}"))
-            except OSError:
-                pass
-            return
+            if data is not None and not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            if data is not None:
+                self.ledger.load_json(data)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BadStateFile(SERVICE, path, f"{type(exc).__name__}: {exc}") from None
         if data is None:
-            logger.info("STATE: no saved state; starting empty")
+            logger.info(f"STATE: no saved state ({path}); starting empty, rebuilding from the broker")
             return
         self.fresh = False
-        self.ledger.load_json(data)
         a = self.ledger.account()
         logger.info(f"STATE: restored {a.trading_day}: {a.trades_today} trades, realized "
                     f"{cents_to_str(a.realized_day_cents)}, {a.consecutive_losses} consecutive losses, "
@@ -88,7 +88,10 @@ class Keeper:
 
     def run(self) -> int:
         cfg, sect = self.cfg, self.sect
-        self.restore()
+        try:
+            self.restore()
+        except BadStateFile as exc:
+            return exc.stop()     # one line naming the file and `scalper recover positions`; exit 3
         if not self.ledger.account_id and cfg.api.account_id:
             self.ledger.account_id = cfg.api.account_id
         loop = self.loop = ServiceLoop(SERVICE)

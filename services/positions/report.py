@@ -143,7 +143,27 @@ def build_report(log_dir: Path, day: str) -> Path:
             for k, v in sorted(figs.items()):
                 out.append(f'<tr><th class="l">{esc(svc)}</th><td class="l">{esc(k)}</td><td>{esc(str(v))}</td></tr>')
         out.append("</table>")
+    out += shadow_section(log_dir, day)
     out.append(f"<p>Files: {esc(tp.name)}, {esc(mp.name)}, equity_{esc(day)}.svg</p></body></html>")
     path = log_dir / f"report_{day}.html"
     atomic_write(path, "\n".join(out) + "\n")
     return path
+
+
+def shadow_section(log_dir: Path, day: str) -> list[str]:
+    """Shadow mode (services/modelctl/shadow.py writes shadow_DAY.json): agreement and would-be P&L."""
+    p = Path(log_dir) / f"shadow_{day}.json"
+    try:
+        s = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return []
+    a = s.get("agreement") or {}
+    rows = [("Bars", a.get("bars")), ("Same call (incl. no call)", a.get("same_call_share")),
+            ("Agreement when either calls", a.get("agree_when_either_calls")),
+            ("Opposite calls", a.get("opposite_calls"))]
+    for who, w in (s.get("would_be") or {}).items():
+        rows.append((f"Would-be P&L, {who} ({w.get('version')})",
+                     f"{_money(int(w.get('net_pnl_cents', 0)))} in {w.get('trades')} trades"))
+    esc = html.escape
+    return ["<h2>Shadow model</h2><table>",
+            *[f'<tr><th class="l">{esc(k)}</th><td>{esc(str(v))}</td></tr>' for k, v in rows], "</table>"]

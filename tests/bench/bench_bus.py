@@ -44,7 +44,7 @@ SERVER = textwrap.dedent("""
         server = ReplyServer("bench", ep, lambda env: env.msg)
         print("ready", flush=True)
         while True:
-            server.serve_one()
+            server.serve_one(wait_ms=-1)
     else:
         sock = zmq.Context.instance().socket(zmq.REP)
         sock.bind(ep)

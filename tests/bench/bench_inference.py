@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.config import ModelConfig
+
 from services.inference.features import FEATURE_NAMES, FeatureEngine
 from services.inference.model import load_model
 from services.inference.recorded import load_trades, recorded_bars
@@ -33,7 +35,7 @@ def stats(ns: list[int]) -> dict:
 
 
 def main() -> dict:
-    model = load_model(ROOT / "models/scalper_v1.onnx", ROOT / "models/scalper_v1_config.json", list(FEATURE_NAMES))
+    model = load_model(ROOT / ModelConfig().path, ROOT / ModelConfig().config, list(FEATURE_NAMES))
     bars = recorded_bars(load_trades())
     clock = time.perf_counter_ns
     gc.disable()

@@ -34,6 +34,18 @@ stdout_logfile={logs}/{name}.out
 redirect_stderr=true
 """
 
+LISTENER = """
+[eventlistener:supervision]
+command={python} -m services.supervision --config {config}
+directory={root}
+events=PROCESS_STATE
+buffer_size=100
+priority=1
+autorestart=true
+stdout_logfile=NONE
+stderr_logfile={logs}/supervision.out
+"""
+
 HEADER = """
 [unix_http_server]
 file={run}/supervisor.sock
@@ -54,7 +66,11 @@ serverurl=unix://{run}/supervisor.sock
 
 
 class Pipeline:
-    def __init__(self, tmp_path: Path, config: Path, services: tuple[str, ...] = PIPELINE):
+    def __init__(self, tmp_path: Path, config: Path, services: tuple[str, ...] = PIPELINE,
+                 listener: bool = False, programs: dict[str, dict[str, str]] | None = None):
+        """`listener`: also run the supervision event listener (services/supervision), as
+        supervisord.conf does; `programs`: per-program option overrides, e.g.
+        {"orders": {"startsecs": "0", "autorestart": "unexpected", "exitcodes": "3"}}."""
         self.tmp = Path(tmp_path)
         self.config = Path(config)
         self.services = services
@@ -64,11 +80,17 @@ class Pipeline:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.conf = self.tmp / "supervisord.conf"
         parts = [HEADER.format(run=self.run_dir, logs=self.logs)]
+        if listener:
+            parts.append(LISTENER.format(python=sys.executable, config=self.config, root=ROOT, logs=self.logs))
         for i, name in enumerate(services):
-            parts.append(PROGRAM.format(name=name, python=sys.executable, config=self.config, root=ROOT,
-                                        priority=10 * (i + 1), logs=self.logs,
-                                        stopwait=45 if name == "orders" else 10))
+            block = PROGRAM.format(name=name, python=sys.executable, config=self.config, root=ROOT,
+                                   priority=10 * (i + 1), logs=self.logs, stopwait=45 if name == "orders" else 10)
+            for key, value in ((programs or {}).get(name) or {}).items():
+                lines = [line for line in block.splitlines() if not line.startswith(f"{key}=")]
+                block = "\n".join(lines + [f"{key}={value}", ""])
+            parts.append(block)
         self.conf.write_text("".join(parts))
+        self.watched = services + (("supervision",) if listener else ())
         self.proc: subprocess.Popen | None = None
         self._rpc = None
 
@@ -80,7 +102,7 @@ class Pipeline:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: (self.run_dir / "supervisor.sock").exists(), 10, what="supervisord control socket")
-            wait_for(lambda: all(self.state(n) == "RUNNING" for n in self.services), timeout,
+            wait_for(lambda: all(self.state(n) == "RUNNING" for n in self.watched), timeout,
                      what="all services RUNNING")
         except AssertionError as exc:
             states = self.states()
@@ -122,7 +144,7 @@ class Pipeline:
             return "UNKNOWN"
 
     def states(self) -> dict[str, str]:
-        return {n: self.state(n) for n in self.services}
+        return {n: self.state(n) for n in self.watched}
 
     def pid(self, name: str) -> int:
         return int(self.info(name)["pid"])
@@ -146,7 +168,7 @@ class Pipeline:
             return ""
 
     def tails(self, n: int = 25) -> str:
-        return "\n".join(f"--- {s} ---\n" + "\n".join(self.output(s).splitlines()[-n:]) for s in self.services)
+        return "\n".join(f"--- {s} ---\n" + "\n".join(self.output(s).splitlines()[-n:]) for s in self.watched)
 
 
 def memory_rss(pid: int) -> int:

@@ -113,7 +113,7 @@ CHILD = textwrap.dedent(r'''
         server = bus.ReplyServer("orders", args["ep"], handle)
         print("ready", flush=True)
         while True:
-            server.serve_one()
+            server.serve_one(wait_ms=-1)
 
     elif mode == "loop":
         out = Path(args["out"])

@@ -6,12 +6,14 @@ import threading
 import time
 
 import numpy as np
+
+from common.config import ModelConfig
 import pytest
 import yaml
 import zmq
 
 from common.bus import Publisher, Subscriber
-from common.messages import Bar, Heartbeat, Prediction, Quote, Trade
+from common.messages import Bar, Heartbeat, Prediction, Quote, ShadowPrediction, Trade
 from services.inference.features import WARMUP
 from services.inference.model import load_model
 from services.inference.recorded import Ticks, load_trades
@@ -32,7 +34,7 @@ def first_minutes(minutes: int) -> Ticks:
 
 def offline(ticks: Ticks, contract: str) -> list:
     """What the worker must publish: the same logic run in-process on the same ticks."""
-    w = InferenceWorker(load_model(ROOT / "models/scalper_v1.onnx", ROOT / "models/scalper_v1_config.json"), contract)
+    w = InferenceWorker(load_model(ROOT / ModelConfig().path, ROOT / ModelConfig().config), contract)
     out = []
     for i in range(len(ticks)):
         ts = int(ticks.ts_ns[i])
@@ -158,3 +160,62 @@ def test_refuses_to_start_on_a_bad_config_value(tmp_path):
     proc = ServiceProcess("inference", cfg_path).start()
     assert proc.proc.wait(30) == 2
     assert "inference.max_gap_s = -3" in proc.output(), proc.output()
+
+
+def test_live_mode_refuses_a_model_without_a_measured_edge(tmp_path):
+    cfg_path = write_config(tmp_path, api={"mode": "live", "account_id": 1, "base_url": "https://api.topstepx.com",
+                                           "ws_url": "https://rtc.topstepx.com/hubs/market",
+                                           "user_hub_url": "https://rtc.topstepx.com/hubs/user"},
+                            model={"demo_threshold": False})   # nothing connects: it stops at the model check
+    proc = ServiceProcess("inference", cfg_path).start()
+    assert proc.proc.wait(30) == 2, proc.output()
+    lines = [ln for ln in proc.output().splitlines() if "refusing to start" in ln]
+    assert len(lines) == 1 and "no measured edge" in lines[0] and "model.allow_unproven_model" in lines[0], \
+        proc.output()
+
+
+def test_shadow_model_scores_beside_the_trading_one_published_and_logged(tmp_path):
+    shadow_dir = tmp_path / "shadow"
+    shadow_dir.mkdir()
+    for name in ("model.onnx", "config.json"):                 # the demo model as its own shadow
+        (shadow_dir / name).write_bytes((ROOT / ModelConfig().config).parent.joinpath(name).read_bytes())
+    cfg_path = write_config(tmp_path, model={"shadow_path": str(shadow_dir / "model.onnx"),
+                                             "shadow_config": str(shadow_dir / "config.json")})
+    raw = yaml.safe_load(cfg_path.read_text())
+    bus, contract = raw["bus"], raw["trading"]["contract"]
+    ticks = first_minutes(6)
+    feed = FakeFeed(bus["feed_pub"], bus["feed_snap"])
+    sub = Subscriber("test", bus["inference_pub"], bus["inference_snap"], topics=[Prediction, ShadowPrediction, Heartbeat])
+    got: dict[str, list] = {}
+    proc = ServiceProcess("inference", cfg_path).start()
+    try:
+        def connected() -> bool:
+            feed.pub.publish(Heartbeat("feed", "ok", os.getpid(), 0.0, 0))
+            collect(sub, got, 100)
+            assert proc.alive(), proc.tail()
+            return any(h.service == "inference" and h.stats.get("feed_msgs", 0) > 0 for h in got.get("Heartbeat", []))
+        wait_for(connected, timeout=30, what=f"inference heartbeat with feed messages\n{proc.tail()}")
+        got.clear()
+        for i in range(len(ticks)):
+            ts = int(ticks.ts_ns[i])
+            feed.pub.publish(Trade(contract, int(ticks.price_ticks[i]), 1, int(ticks.aggressor[i]), ts, ts), ts_ns=ts)
+            q = ticks.quote(i)
+            if q:
+                feed.pub.publish(Quote(contract, q[0], q[1], int(ticks.price_ticks[i]), ts, ts), ts_ns=ts)
+            if i % 500 == 0:
+                collect(sub, got, 0)
+        feed.pub.publish(Heartbeat("feed", "ok", os.getpid(), 1.0, int(ticks.ts_ns[-1]) + S))
+        wait_for(lambda: collect(sub, got) or len(got.get("ShadowPrediction", [])) >= 6 * 60, timeout=30,
+                 what=f"360 shadow predictions (got {len(got.get('ShadowPrediction', []))})\n{proc.tail()}")
+    finally:
+        code = proc.terminate(10)
+        feed.close()
+        sub.close()
+    preds, shadows = got["Prediction"], got["ShadowPrediction"]
+    assert [s.bar_start_ns for s in shadows] == [p.bar_start_ns for p in preds]
+    assert all((s.direction, s.primary_direction, s.model_version) == (p.direction, p.direction, p.model_version)
+               for s, p in zip(shadows, preds))
+    day = yaml.safe_load(cfg_path.read_text())["logging"]["dir"]
+    (log,) = list((tmp_path / "logs").glob("shadow_*.csv"))
+    assert len(log.read_text().splitlines()) == 1 + len(shadows), day
+    assert code == 0, proc.tail()

@@ -34,7 +34,7 @@ def test_eight_hour_session_memory_is_stable(tmp_path):
         # keep trading all day (no loss-streak or daily-loss halt) so the soak exercises orders too;
         # at 120x the day's REST calls come 120 times as fast as live, so the per-minute budget is
         # lifted on both sides (the soak measures memory, not the rate limiter)
-        cfg = write_config(tmp_path, sim, model={"min_confidence": 0.45},
+        cfg = write_config(tmp_path, sim, model={"min_confidence": 0.38},
                            risk={"max_consecutive_losses": 1000, "max_daily_loss": 100000},
                            api={"rate_limit_per_min": 100000},
                            logging={"dir": str(tmp_path / "logs"), "level": "INFO", "console": False})

@@ -1,4 +1,6 @@
 """Account rules, model-aware gates, spread gate, rule state transitions."""
+import dataclasses
+
 import pytest
 
 from common.instruments import INSTRUMENTS
@@ -84,6 +86,13 @@ def test_prediction_gates(kw, now_s, gates):
 def test_out_of_range_detail_names_the_features():
     g = R.prediction_gates(P, pred(features_in_range=False, out_of_range=["ret_5", "vol_30"]), 101 * NS)
     assert "ret_5,vol_30" in g[R.FEATURES_OUT_OF_RANGE]
+
+
+def test_range_policy_flag_lets_out_of_range_through_but_never_the_warm_up():
+    flag = dataclasses.replace(P, range_policy="flag")
+    assert R.prediction_gates(flag, pred(features_in_range=False, out_of_range=["ret_5"]), 101 * NS) == {}
+    warm = pred(features_in_range=False, out_of_range=["ret_5", "warmup"])
+    assert set(R.prediction_gates(flag, warm, 101 * NS)) == {R.FEATURES_OUT_OF_RANGE}
 
 
 def test_spread_gate():

@@ -41,6 +41,8 @@ FULL = {
     m.OperatorCommand: m.OperatorCommand("halt", "operator", "op-1"),
     m.Query: m.Query("positions", {"contract": "CON.F.US.MES.H26", "n": 2}),
     m.Reply: m.Reply(True, "2 positions", {"positions": [{"size": 1}], "nested": {"x": 1.5}}),
+    m.ShadowPrediction: m.ShadowPrediction("CON.F.US.MES.H26", NS, 1, 0.61, [0.19, 0.2, 0.61], "shadow-1", "v1-abc", -1,
+                                           0.55, 24203, 24202, 24203, 3.25, False, False),
 }
 
 MINIMAL = {

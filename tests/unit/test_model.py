@@ -7,14 +7,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
+from common.config import ModelConfig
 import pytest
 
 from services.inference.features import FEATURE_NAMES
 from services.inference.model import ModelError, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
-ONNX = ROOT / "models" / "scalper_v1.onnx"
-CFG = ROOT / "models" / "scalper_v1_config.json"
+ONNX = ROOT / ModelConfig().path
+CFG = ROOT / ModelConfig().config
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def copy(tmp_path):
 def test_shipped_model_loads_and_scores():
     m = load_model(ONNX, CFG, list(FEATURE_NAMES))
     assert m.feature_names == list(FEATURE_NAMES) and m.classes == [-1, 0, 1]
-    assert m.version.startswith("scalper_v1-") and m.version.endswith(hashlib.sha256(ONNX.read_bytes()).hexdigest()[:8])
+    assert m.version == json.loads(CFG.read_text())["version"] and m.version.endswith(hashlib.sha256(ONNX.read_bytes()).hexdigest()[:8])
     p = m.predict(m.mean.copy())
     assert p.shape == (3,) and abs(float(p.sum()) - 1) < 1e-5 and np.all(p > 0)
 
@@ -49,13 +51,13 @@ def test_io_binding_path_equals_plain_session_run():
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
-def test_out_of_range_names_the_features_and_exempts_time_of_day():
+def test_out_of_range_names_the_features_and_gates_every_input():
     m = load_model(ONNX, CFG)
     raw = np.array(m.config["scaler"]["mean"])
     assert m.out_of_range(raw) == []
-    i_rv, i_tod = FEATURE_NAMES.index("rv_60"), FEATURE_NAMES.index("tod_h")
+    assert np.all(np.isfinite(m.range_lo)) and np.all(np.isfinite(m.range_hi))   # no input is exempt
+    i_rv = FEATURE_NAMES.index("rv_60")
     raw[i_rv] = m.range_hi[i_rv] + 1
-    raw[i_tod] = 20.0
     assert m.out_of_range(raw) == ["rv_60"]
     raw[0] = np.nan
     assert m.out_of_range(raw) == ["ret_1", "rv_60"]
@@ -116,7 +118,7 @@ def test_input_width_mismatch(copy):
     data["feature_names"] = data["feature_names"][:-1]
     data["feature_range"]["exempt"] = {}
     save(data)
-    with pytest.raises(ModelError, match="input 'features' is 15 wide, the config lists 14 features"):
+    with pytest.raises(ModelError, match="input 'features' is 14 wide, the config lists 13 features"):
         load_model(onnx, cfg)
 
 
@@ -132,7 +134,7 @@ def test_scaler_length_mismatch(copy):
     onnx, cfg, data, save = copy
     data["scaler"]["std"] = data["scaler"]["std"][:5]
     save(data)
-    with pytest.raises(ModelError, match="scaler.std has 5 values, the feature list has 15"):
+    with pytest.raises(ModelError, match="scaler.std has 5 values, the feature list has 14"):
         load_model(onnx, cfg)
 
 
@@ -161,22 +163,21 @@ def test_scaling_inside_the_graph_is_refused(copy):
         load_model(onnx, cfg)
 
 
-def test_export_reproduces_the_shipped_onnx_from_the_checkpoint(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("onnx")
-    from services.inference.export import export
-    onnx_path, cfg_path, version = export(ROOT / "models" / "scalper_v1.pt", tmp_path)
-    assert onnx_path.read_bytes() == ONNX.read_bytes()           # deterministic: same weights, same bytes
-    assert version == json.loads(CFG.read_text())["version"]
-    assert json.loads(cfg_path.read_text())["export_check"]["max_abs_diff_vs_torch"] < 1e-5
-    load_model(onnx_path, cfg_path, list(FEATURE_NAMES))
+def test_an_exempt_feature_is_refused(copy):
+    onnx, cfg, data, save = copy
+    data["feature_range"]["exempt"] = {"spread": "not gated"}
+    save(data)
+    with pytest.raises(ModelError, match="exempt .*spread.* is not allowed: every input must be range-gated"):
+        load_model(onnx, cfg)
 
 
-def test_export_fails_loudly_when_onnx_and_torch_disagree(tmp_path, monkeypatch):
-    pytest.importorskip("torch")
+def test_export_refuses_when_onnx_and_the_network_disagree(monkeypatch):
     pytest.importorskip("onnx")
     from services.inference import export as ex
+    rng = np.random.default_rng(0)
+    layers = [(rng.normal(size=(8, 14)), rng.normal(size=8)), (rng.normal(size=(3, 8)), rng.normal(size=3))]
+    data, diff = ex.onnx_bytes(layers, 14, 3, "t")
+    assert diff < 1e-5 and data[:2]
     monkeypatch.setattr(ex, "MAX_ABS_DIFF", 0.0)
-    with pytest.raises(SystemExit, match="ONNX and PyTorch disagree"):
-        ex.export(ROOT / "models" / "scalper_v1.pt", tmp_path)
-    assert not (tmp_path / "scalper_v1.onnx").exists()
+    with pytest.raises(ex.ExportError, match="ONNX and the numpy network disagree"):
+        ex.onnx_bytes(layers, 14, 3, "t")
