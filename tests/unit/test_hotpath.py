@@ -25,7 +25,7 @@ def restore_gc():
     (gc.enable if was else gc.disable)()
 
 
-def test_the_loop_sleeps_until_the_window_then_polls_without_sleeping_and_warms_once():
+def test_the_loop_sleeps_until_the_window_then_polls_without_sleeping_and_keeps_warm():
     wall = Clock(100.5)
     hot = HotPath(HotPathConfig(warm_before_ms=2, warm_after_ms=3), wall=wall)
     calls = []
@@ -34,14 +34,14 @@ def test_the_loop_sleeps_until_the_window_then_polls_without_sleeping_and_warms_
     wall.t = 100.9
     assert hot.wait_ms(100) == 97                    # woken 2 ms before the boundary at 101.0
     assert calls == []
-    for t in (100.9985, 100.9995, 101.0, 101.002):
+    for t in (100.9985, 100.9987, 100.9992, 100.9994, 101.0005, 101.0008):
         wall.t = t
         assert hot.wait_ms(100) == 0 and hot.in_window()
-    assert calls == [100.9985]                       # the warm-up ran once for this boundary
+    assert calls == [100.9985, 100.9992, 101.0005]    # the warm-up again every 0.5 ms in the window
     wall.t = 101.0035
     assert not hot.in_window() and hot.wait_ms(100) == 100
     wall.t = 101.999
-    assert hot.wait_ms(100) == 0 and len(calls) == 2 # the next boundary warms again
+    assert hot.wait_ms(100) == 0 and len(calls) == 4 # the next boundary warms again
     assert hot.stats["warm_windows"] == 2
 
 
