@@ -350,3 +350,4 @@ class HotPathConfig(_Section):
     warm_after_ms: float = Field(3.0, ge=0, le=50)    # ... each bar boundary until this long after it
     warm_every_ms: float = Field(0.5, gt=0)   # the warm-up calls again this often inside the window
     bar_s: float = Field(1.0, gt=0)        # the bar length the boundary is a multiple of (wall clock)
+    switch_interval_ms: float = Field(0.5, gt=0, le=5)  # GIL hand-over between threads (CPython default 5)

@@ -18,12 +18,18 @@ Two policies, applied by ServiceLoop (config section `hotpath:`, common/config.p
   (warm_before_ms + warm_after_ms) / bar_s of one core per process, 0.5 % with the defaults.
   warm_before_ms: 0 turns it off.
 
+- The GIL hand-over. A thread that holds the GIL (the feed's SignalR thread parsing WebSocket
+  frames in Python) keeps the loop thread waiting for up to the switch interval, 5 ms in
+  CPython, after the loop was told there is work: the feed's p99 cliff. `switch_interval_ms`
+  (0.5) bounds that wait.
+
 Pure logic and the gc module only: no sockets, so it is unit-tested on its own.
 """
 from __future__ import annotations
 
 import gc
 import math
+import sys
 import time
 from typing import Callable
 
@@ -66,6 +72,7 @@ class HotPath:
         if self.started:
             return
         self.started = True
+        sys.setswitchinterval(self.cfg.switch_interval_ms / 1000)
         gc.collect()
         if self.cfg.gc_freeze:
             gc.freeze()

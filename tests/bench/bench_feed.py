@@ -161,6 +161,9 @@ def main() -> None:
                                      **bench_latency(tmp / "live", 1.0, SECONDS)}
         out["quote_latency_flat"] = {"cadence": {"name": "fast", "note": "the recorded tape at speed 20"},
                                      **bench_latency(tmp / "flat", 20.0, SECONDS / 2)}
+        if os.environ.get("BENCH_FEED_REPLAY", "1") == "0":     # the quote latency alone
+            write("feed", out)
+            return
         rec = tmp / "esm8.rec"
         convert(ROOT / "data" / "real" / "ESM8_2018-05-07_trades.csv.gz", rec, "CON.F.US.EP.M18")
         out["replay_max_uncapped"] = bench_replay(tmp / "r1", rec, 10_000_000)
