@@ -580,7 +580,7 @@ class ServiceLoop:
             self.install_signal_handlers()
         self.running = not self._stop_requested     # a stop asked for before run() still counts
         if self.hot is not None:
-            self.hot.start()                         # started: freeze the heap, take gc over
+            self.hot.start(self.name)                # started: freeze the heap, take gc over
         try:
             while self.running:
                 self.run_once()

@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import sys
 import time
+import tracemalloc
+from pathlib import Path
 from typing import Callable
 
 from common.config import HotPathConfig
@@ -54,6 +57,7 @@ class HotPath:
         self._warmed = -1                 # index of the boundary last warmed up for
         self._next_full = 0.0
         self._last_warm = 0.0
+        self._trace: _TraceProbe | None = None
         self.stats = {"gc_young": 0, "gc_full": 0, "gc_forced_busy": 0, "gc_max_ms": 0.0, "warm_windows": 0,
                       "warm_errors": 0}
 
@@ -66,12 +70,13 @@ class HotPath:
         self.warmers.append(fn)
 
     # -- garbage collection ------------------------------------------------
-    def start(self) -> None:
+    def start(self, name: str = "service") -> None:
         """Once the service is up: collect what start-up left, freeze the rest, and take the
         collector's timing over."""
         if self.started:
             return
         self.started = True
+        self._trace = _TraceProbe(name) if os.environ.get("SCALPER_TRACEMALLOC") else None
         sys.setswitchinterval(self.cfg.switch_interval_ms / 1000)
         gc.collect()
         if self.cfg.gc_freeze:
@@ -83,6 +88,8 @@ class HotPath:
     def stop(self) -> None:
         if self.started and self.cfg.gc_on_idle:
             gc.enable()
+        if self.started and self._trace is not None:
+            self._trace.write()
 
     def after_poll(self, had_events: bool) -> None:
         """Called by the loop after each poll: collect when idle and outside the warm window,
@@ -148,6 +155,28 @@ class HotPath:
                 fn()
             except Exception:                      # a warm-up must never hurt the service
                 self.stats["warm_errors"] += 1
+
+
+class _TraceProbe:
+    """A memory probe for finding what grows (SCALPER_TRACEMALLOC=DIR): tracemalloc from the
+    loop's start; at the end, DIR/NAME-PID.txt lists the allocation sites that grew most. Off
+    by default (tracemalloc slows every allocation)."""
+
+    def __init__(self, name: str):
+        self.path = Path(os.environ["SCALPER_TRACEMALLOC"]) / f"{name}-{os.getpid()}.txt"
+        tracemalloc.start(8)
+        self.first = tracemalloc.take_snapshot()
+        self.t0 = time.monotonic()
+
+    def write(self) -> None:
+        gc.collect()
+        stats = tracemalloc.take_snapshot().compare_to(self.first, "traceback")
+        lines = [f"{time.monotonic() - self.t0:.0f} s; traced now {tracemalloc.get_traced_memory()[0] / 2**20:.2f} MB"]
+        for st in stats[:15]:
+            lines.append(f"{st.size_diff / 1024:+.1f} KiB, {st.count_diff:+d} blocks")
+            lines.extend(f"    {ln}" for ln in st.traceback.format()[-8:])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("\n".join(lines) + "\n")
 
 
 _PROCESS: HotPath | None = None
