@@ -53,6 +53,7 @@ class HotPath:
         self.cfg = cfg
         self.wall, self.mono = wall, mono
         self.warmers: list[Callable[[], None]] = [codec_round_trip]
+        self.idle_tasks: list[list] = []          # [fn, every_s, next due (monotonic)]
         self.started = False
         self._warmed = -1                 # index of the boundary last warmed up for
         self._next_full = 0.0
@@ -64,6 +65,11 @@ class HotPath:
     @property
     def warm_on(self) -> bool:
         return self.cfg.warm_before_ms > 0
+
+    def add_idle_task(self, fn: Callable[[], None], every_s: float) -> None:
+        """Housekeeping that must not run mid-bar (an SQLite WAL checkpoint, a flush): run at most
+        every `every_s`, only when the loop is idle and outside the warm window."""
+        self.idle_tasks.append([fn, every_s, self.mono() + every_s])
 
     def add_warmer(self, fn: Callable[[], None]) -> None:
         """A call that exercises the service's per-bar path without changing its state."""
@@ -94,7 +100,11 @@ class HotPath:
     def after_poll(self, had_events: bool) -> None:
         """Called by the loop after each poll: collect when idle and outside the warm window,
         or when too many new objects piled up whatever the load."""
-        if not self.started or not self.cfg.gc_on_idle:
+        if not self.started:
+            return
+        if self.idle_tasks and not had_events and not self.in_window():
+            self._idle_tasks()
+        if not self.cfg.gc_on_idle:
             return
         young = gc.get_count()[0]
         if had_events or self.in_window():
@@ -110,6 +120,17 @@ class HotPath:
         elif young > 700:                   # CPython's own gen-0 threshold
             self.stats["gc_young"] += 1
             self._collect(1 if gc.get_count()[1] >= 10 else 0)
+
+    def _idle_tasks(self) -> None:
+        now = self.mono()
+        for task in self.idle_tasks:
+            fn, every, due = task
+            if now >= due:
+                task[2] = now + every
+                try:
+                    fn()
+                except Exception:
+                    self.stats["idle_task_errors"] = self.stats.get("idle_task_errors", 0) + 1
 
     def _collect(self, generation: int) -> None:
         t0 = time.perf_counter()

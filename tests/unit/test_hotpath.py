@@ -82,3 +82,21 @@ def test_collects_when_idle_outside_the_window_and_when_too_much_piles_up_while_
     hot.after_poll(had_events=False)               # idle and the full collection is due
     assert hot.stats["gc_full"] == 1
     del junk, more
+
+
+def test_idle_tasks_run_only_when_idle_outside_the_window_and_at_most_every_period():
+    wall, mono = Clock(100.5), Clock(0.0)
+    hot = HotPath(HotPathConfig(), wall=wall, mono=mono)
+    ran = []
+    hot.add_idle_task(lambda: ran.append(mono.t), every_s=10)
+    hot.start()
+    mono.t = 11.0
+    hot.after_poll(had_events=True)                # busy: not now
+    wall.t = 100.9995
+    hot.after_poll(had_events=False)               # idle but in the warm window: not now
+    assert ran == []
+    wall.t = 100.5
+    hot.after_poll(had_events=False)
+    mono.t = 15.0
+    hot.after_poll(had_events=False)               # not due again yet
+    assert ran == [11.0]
