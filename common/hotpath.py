@@ -107,12 +107,18 @@ class HotPath:
         if not self.cfg.gc_on_idle:
             return
         young = gc.get_count()[0]
+        now = self.mono()
         if had_events or self.in_window():
-            if young > self.cfg.gc_young_limit:
+            if now >= self._next_full + self.cfg.gc_full_every_s:
+                # never idle for two periods (a replay at full speed): the old generation must
+                # still be collected, or cyclic garbage promoted there piles up for ever
+                self._next_full = now + self.cfg.gc_full_every_s
+                self.stats["gc_full_forced_busy"] = self.stats.get("gc_full_forced_busy", 0) + 1
+                self._collect(2)
+            elif young > self.cfg.gc_young_limit:
                 self.stats["gc_forced_busy"] += 1
                 self._collect(1)
             return
-        now = self.mono()
         if now >= self._next_full:
             self._next_full = now + self.cfg.gc_full_every_s
             self.stats["gc_full"] += 1

@@ -35,7 +35,7 @@ from common.bus import LazyPirateClient, Publisher, Subscriber
 from common.messages import Quote, decode, encode, topic_of
 from tests.bench._kit import ROOT, back_to_back, cadence, machine, ratio, stats, take_turns, write
 
-N = int(os.environ.get("BENCH_N", "5000"))
+N = int(os.environ.get("BENCH_N", "3000"))
 QUOTE = Quote("CON.F.US.MES.H26", 24201, 24202, 24201, 1_764_081_000_123_456_789, 1_764_081_000_123_901_000)
 
 SERVER = textwrap.dedent("""

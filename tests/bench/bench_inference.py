@@ -29,7 +29,7 @@ from services.inference.recorded import load_trades, recorded_bars
 from services.inference.worker import InferenceWorker
 from tests.bench._kit import ROOT, back_to_back, cadence, machine, ratio, stats, take_turns, write
 
-N = int(os.environ.get("BENCH_N", "5000"))
+N = int(os.environ.get("BENCH_N", "3000"))
 
 
 class Ops:

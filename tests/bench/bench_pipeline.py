@@ -3,7 +3,7 @@
 
 The whole pipeline runs under supervisord against the simulator (real tape, a low confidence
 bar so it trades often): live at speed 1 (a bar closes once a second, idle between) and fast at
-speed 30 (make bench runs the fast one; the live one needs the features warm, ~15 minutes of
+speed 40 (make bench runs the fast one; the live one needs the features warm, ~15 minutes of
 market time, so it is opt-in: --live-s 1200). Every entry carries the hop timestamps of the tick that closed its bar (tick received
 by the feed ... order acknowledged by the simulator); the order gateway summarises them and
 publishes median and p99 per hop in its heartbeat, read here at the end.
@@ -15,10 +15,10 @@ this process PUBlishes an encoded Quote (the feed) -> a relay SUBscribes, runs a
 REQuests (engine) -> a REP server POSTs a limit order to the simulator's /api/Order/place over
 a keep-alive session and answers (order gateway; the order, far from the market, is cancelled
 after the timing, off the clock). The floor is the wall time from the PUB to the REP answer.
-It fires once a second at speed 1 and every 200 ms at speed 30 (each fire places and cancels an order on the
+It fires once a second at speed 1 and every 200 ms at speed 40 (each fire places and cancels an order on the
 simulator the pipeline trades on, so not every bar).
 
-    .venv/bin/python -m tests.bench.bench_pipeline [--fast-s 60] [--live-s 1200]
+    .venv/bin/python -m tests.bench.bench_pipeline [--fast-s 75] [--live-s 1200]
 """
 from __future__ import annotations
 
@@ -175,14 +175,14 @@ def main() -> int:
     ap.add_argument("--live-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_LIVE_S", "0")),
                     help="also run at speed 1 for this long (the features need ~15 min of market time to warm "
                          "up before the first entry, so give it >= 1200 s); 0 = skip")
-    ap.add_argument("--fast-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_FAST_S", "60")))
+    ap.add_argument("--fast-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_FAST_S", "75")))
     args = ap.parse_args()
     result = {"bench": "pipeline", "machine": machine(),
               "what": "tick received by the feed -> entry order acknowledged by the simulator, through feed, "
                       "inference, engine and order gateway processes (loopback, ipc sockets)"}
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    result["fast"] = {"cadence": {"name": "fast", "note": "speed 30, a bar every 33 ms; the floor fires every 200 ms (each fire places and cancels an order on the shared simulator)"},
-                      **run(tmp / "fast", 30.0, args.fast_s, 0.2)}
+    result["fast"] = {"cadence": {"name": "fast", "note": "speed 40, a bar every 25 ms; the floor fires every 200 ms (each fire places and cancels an order on the shared simulator)"},
+                      **run(tmp / "fast", 40.0, args.fast_s, 0.2)}
     if args.live_s > 0:
         result["live"] = {"cadence": {"name": "live", "note": "speed 1: a bar a second; the floor fires once a second"},
                           **run(tmp / "live", 1.0, args.live_s, 1.0)}

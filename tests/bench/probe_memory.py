@@ -29,9 +29,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=90)
     ap.add_argument("--speed", type=float, default=120)
+    ap.add_argument("--no-trace", action="store_true", help="RSS only, no tracemalloc")
+    ap.add_argument("--cpython-gc", action="store_true", help="hotpath gc policy off (CPython's own gc)")
     args = ap.parse_args()
     out_dir = ROOT / "logs" / "bench" / "memory"
-    os.environ["SCALPER_TRACEMALLOC"] = str(out_dir)
+    if not args.no_trace:
+        os.environ["SCALPER_TRACEMALLOC"] = str(out_dir)
+    extra = {"hotpath": {"gc_on_idle": False, "gc_freeze": False}} if args.cpython_gc else {}
     tmp = Path(tempfile.mkdtemp(prefix="probe-memory-"))
     rss: dict[str, list[float]] = {}
     with SimProcess(tmp / "sim", speed=args.speed, time_mode="start_at", start_at=f"{DAY}T09:30:00", loop=True,
@@ -39,7 +43,7 @@ def main() -> None:
         cfg = write_config(tmp, sim, model={"min_confidence": 0.38},
                            risk={"max_consecutive_losses": 1000, "max_daily_loss": 100000},
                            api={"rate_limit_per_min": 100000},
-                           logging={"dir": str(tmp / "logs"), "level": "INFO", "console": False})
+                           logging={"dir": str(tmp / "logs"), "level": "INFO", "console": False}, **extra)
         with Pipeline(tmp, cfg) as pipe:
             started = time.monotonic()
             while time.monotonic() - started < args.seconds:
@@ -49,11 +53,12 @@ def main() -> None:
             market_end = sim.state()["market"]["now"]
             fills = len(sim.state()["trades"])
     result = {"bench": "probe_memory", "machine": machine(), "speed": args.speed, "wall_s": args.seconds,
+              "tracemalloc": not args.no_trace, "gc": "cpython" if args.cpython_gc else "hotpath",
               "market_from": f"{DAY}T09:30 New York", "market_to_utc": market_end, "broker_fills": fills,
               "rss_mb": {n: {"first": round(x[0], 1), "at_quarter": round(x[len(x) // 4], 1), "end": round(x[-1], 1)}
                          for n, x in rss.items()},
               "sites": f"{out_dir}/NAME-PID.txt (tracemalloc: tracing inflates RSS)"}
-    write("probe_memory", result)
+    write("probe_memory" + ("_cpython_gc" if args.cpython_gc else ""), result)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,15 @@ def test_idle_tasks_run_only_when_idle_outside_the_window_and_at_most_every_peri
     mono.t = 15.0
     hot.after_poll(had_events=False)               # not due again yet
     assert ran == [11.0]
+
+
+def test_a_process_that_is_never_idle_still_gets_a_full_collection():
+    wall, mono = Clock(100.5), Clock(0.0)
+    hot = HotPath(HotPathConfig(gc_full_every_s=60), wall=wall, mono=mono)
+    hot.start()
+    mono.t = 90.0
+    hot.after_poll(had_events=True)                # due, but busy and only 30 s overdue
+    assert hot.stats.get("gc_full_forced_busy", 0) == 0
+    mono.t = 121.0
+    hot.after_poll(had_events=True)                # two periods without idle: collected anyway
+    assert hot.stats["gc_full_forced_busy"] == 1
