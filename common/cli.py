@@ -155,8 +155,10 @@ def _operator(args, action: str) -> int:
     ok |= eng is not None and eng.ok
     gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
                   timeout_ms=5000)
-    print(f"gateway: {'ok' if gw is not None and gw.ok else 'no answer' if gw is None else 'refused'}"
-          f"{' - ' + gw.message if gw is not None and gw.message else ''}")
+    pending = gw is not None and gw.status == "accepted" and gw.detail.get("pending")
+    print(f"gateway: {'accepted' if pending else 'ok' if gw is not None and gw.ok else 'no answer' if gw is None else 'refused'}"
+          f"{' - ' + gw.message if gw is not None and gw.message else ''}"
+          f"{' (key ' + gw.detail['key'] + '; see scalper status)' if pending else ''}")
     ok |= gw is not None and gw.ok
     return 0 if ok else 1
 

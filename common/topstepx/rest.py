@@ -26,6 +26,7 @@ from typing import Any
 import requests
 from loguru import logger
 
+from common import broker_codes as codes  # noqa: F401  (the broker's enums: one table, re-exported)
 from common.logging import register_secret
 
 
@@ -133,14 +134,21 @@ class TopstepXClient:
         self.stats = collections.Counter()
 
     @classmethod
-    def from_config(cls, api, share: float = 1.0) -> "TopstepXClient":
+    def from_config(cls, api, share: float = 1.0, budget: str | None = None, reserve: int = 0) -> "TopstepXClient":
         """`share`: this process's part of the account's REST budget. The broker counts every
-        call of the user, whichever process makes it, so the gateway and the keeper split it."""
+        call of the user, whichever process makes it, so the gateway and the keeper split it.
+        `budget`: the path of a SharedBudget ledger instead: every process that names the same
+        file draws from one budget (the whole of it), kept across restarts, with `reserve` calls
+        only for urgent ones (common/topstepx/budget.py)."""
         key = api.api_key.get_secret_value() if api.api_key is not None else ""
-        return cls(api.base_url, api.username or "", key, timeout_s=api.request_timeout_s,
-                   write_timeout_s=api.order_timeout_s,
-                   rate_limit_per_min=max(1, int(api.rate_limit_per_min * share)),
-                   bars_per_30s=max(1, int(api.bars_rate_limit_per_30s * share)))
+        client = cls(api.base_url, api.username or "", key, timeout_s=api.request_timeout_s,
+                     write_timeout_s=api.order_timeout_s,
+                     rate_limit_per_min=max(1, int(api.rate_limit_per_min * share)),
+                     bars_per_30s=max(1, int(api.bars_rate_limit_per_30s * share)))
+        if budget is not None:
+            from common.topstepx.budget import SharedBudget
+            client.limiter = SharedBudget(budget, api.rate_limit_per_min, 60.0, reserve)
+        return client
 
     # -- auth ------------------------------------------------------------
     def login(self) -> str:
@@ -277,9 +285,16 @@ class TopstepXClient:
 
     def place_order(self, account_id: int, contract_id: str, type_: int, side: int, size: int, *,
                     limit_price: Decimal | None = None, stop_price: Decimal | None = None,
-                    custom_tag: str | None = None) -> int:
+                    custom_tag: str | None = None, stop_loss_ticks: int | None = None,
+                    take_profit_ticks: int | None = None) -> int:
+        """`stop_loss_ticks`/`take_profit_ticks`: a native Auto-OCO bracket, ticks signed from the
+        entry (long: stop < 0 < target); refused in the account's Position Brackets mode."""
         body: dict[str, Any] = {"accountId": account_id, "contractId": contract_id, "type": type_,
                                 "side": side, "size": size}
+        if stop_loss_ticks is not None:
+            body["stopLossBracket"] = {"ticks": stop_loss_ticks, "type": codes.STOP}
+        if take_profit_ticks is not None:
+            body["takeProfitBracket"] = {"ticks": take_profit_ticks, "type": codes.LIMIT}
         if limit_price is not None:
             body["limitPrice"] = float(limit_price)
         if stop_price is not None:
@@ -303,29 +318,17 @@ class TopstepXClient:
         self.call("/api/Order/modify", body)
 
     def close_contract(self, account_id: int, contract_id: str) -> None:
+        """Close whatever the broker holds in the contract (reduce-only at the broker: it cannot
+        open or flip a position). Refused when flat."""
         self.call("/api/Position/closeContract", {"accountId": account_id, "contractId": contract_id})
+
+    def partial_close_contract(self, account_id: int, contract_id: str, size: int) -> None:
+        """Close `size` contracts of the open position; refused when flat or size > |position|."""
+        self.call("/api/Position/partialCloseContract",
+                  {"accountId": account_id, "contractId": contract_id, "size": size})
 
     def close(self) -> None:
         self.http.close()
-
-
-# Broker enums (topstepx_api.md §2)
-class OrderType:
-    LIMIT, MARKET, STOP_LIMIT, STOP, TRAILING_STOP = 1, 2, 3, 4, 5
-
-
-class Side:
-    BUY, SELL = 0, 1
-
-
-class OrderStatus:
-    NONE, OPEN, FILLED, CANCELLED, EXPIRED, REJECTED, PENDING, PENDING_CANCEL, SUSPENDED = range(9)
-    TERMINAL = frozenset({2, 3, 4, 5})
-    WORKING = frozenset({1, 6, 8})
-
-
-class PositionType:
-    UNDEFINED, LONG, SHORT = 0, 1, 2
 
 
 def unwrap(payload: Any) -> Any:

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "positions": Subscriber(SERVICE, cfg.bus.positions_pub, cfg.bus.positions_snap,
                                 topics=[Position, Account, RiskEvent, Heartbeat]),
         "orders": Subscriber(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap,
-                             topics=[OrderEvent, Fill, RiskEvent, Heartbeat]),
+                             topics=[OrderEvent, Fill, RiskEvent, Heartbeat, OrderReply]),
     }
 
     def handle(name: str) -> None:
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 engine.on_order_event(msg, env.snapshot)
             elif isinstance(msg, Fill):
                 engine.on_fill(msg)
+            elif isinstance(msg, OrderReply) and not env.snapshot:
+                engine.on_command_outcome(msg)
 
     for name, sub in subs.items():
         loop.add_reader(sub.sock, lambda n=name: handle(n))

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from loguru import logger
 
+from common import broker_codes as BC
 from common.instruments import instrument_for
 from common.messages import (
     Account, Bar, Fill, Heartbeat, OperatorCommand, OrderCommand, OrderEvent, OrderReply, Position,
@@ -24,8 +25,8 @@ from services.engine.config import EngineConfig
 from services.engine.signals import ENTRIES, EXITS, REVERSALS, SignalParams, downgrade_reverse, generate, signal_id
 
 NS = 1_000_000_000
-REJECTED_STATUS = 5                       # broker OrderStatus.REJECTED
-FAILED_ENTRY_STATUS = {3, 4, 5}           # cancelled, expired, rejected
+REJECTED_STATUS = BC.REJECTED
+FAILED_ENTRY_STATUS = {BC.CANCELLED, BC.EXPIRED, BC.REJECTED}
 TRADING_PHASES = ("open", "no_new_entries")
 IN_SESSION = ("open", "no_new_entries", "flatten")
 CODE_DIRECTION = {"LE": 1, "SE": -1, "RL": 1, "RS": -1, "XL": 0, "XS": 0, "FL": 0}
@@ -317,7 +318,8 @@ class Engine:
             return None
         self.on_reply(reply)
         if reply.ok and reply.status == "accepted":
-            logger.info(f"ENGINE: {cmd.action} {cmd.key} accepted")
+            logger.info(f"ENGINE: {cmd.action} {cmd.key} accepted"
+                        f"{'; the outcome follows on the bus' if reply.detail.get('pending') else ''}")
             if target != self.pos_dir or cmd.action in ("enter", "reverse"):
                 self.pending = Pending(cmd.key, kind, target, now)
         elif reply.ok and reply.status == "flat":
@@ -336,6 +338,21 @@ class Engine:
         else:
             logger.warning(f"ENGINE: {cmd.action} {cmd.key} -> {reply.status}: {reply.message}")
         return reply
+
+    def on_command_outcome(self, reply: OrderReply) -> None:
+        """The gateway answered a command `accepted` before its outcome was known; the outcome
+        comes on the bus. A command that did not go through clears what it was waited for."""
+        logger.info(f"ENGINE: outcome of {reply.key}: {reply.status} {reply.message}".rstrip())
+        self.on_reply(reply)
+        p = self.pending
+        if p is None or p.key != reply.key or reply.ok:
+            return
+        if reply.detail.get("in_flight"):
+            p.unknown = True
+            self.need_status = True
+        else:
+            logger.warning(f"ENGINE: {reply.key} did not go through ({reply.status}); no longer pending")
+            self.pending = None
 
     def flatten(self, reason: str, key: str | None = None) -> OrderReply | None:
         now = self.now()

@@ -3,7 +3,9 @@
     python -m services.orders --config config/live_trading.yaml
 
 Refuses to start (exit 2, one line) on a bad config, an unreachable broker or a socket in use.
-SIGTERM/SIGINT: cancel working orders, flatten, verify, save state, exit 0.
+SIGTERM/SIGINT: when the session ends (supervisord shutting down, or no supervisord), cancel
+working orders, flatten, verify, save state, exit 0; when only this program is restarted, keep
+a protected position for the next gateway (services/orders/stop_kind.py).
 """
 from __future__ import annotations
 
@@ -14,18 +16,22 @@ from pathlib import Path
 
 from loguru import logger
 
-from common.bus import LATEST_ONLY_HWM, Publisher, ReplyServer, ServiceLoop, Subscriber
+from common.bus import LATEST_ONLY_HWM, Publisher, ServiceLoop, Subscriber
 from common.clock import EventClock
 from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
 from common.service import boot
 from common.session import SessionCalendar
 from common.statefile import BadStateFile
+from common.topstepx.budget import budget_path
 from common.topstepx.hub import HubClient
 from common.topstepx.rest import TopstepXClient, TopstepXError
+from services.orders.broker_io import BrokerPool, InlineRunner, LoopRunner
+from services.orders.command_socket import CommandSocket
 from services.orders.config import OrdersConfig
 from services.orders.gateway import Gateway
 from services.orders.journal import Journal
 from services.orders.logic import WORKING
+from services.orders.stop_kind import SHUTDOWN, stop_kind
 
 SERVICE = "orders"
 
@@ -44,7 +50,8 @@ def find_account(rest: TopstepXClient, cfg) -> int:
 def main(argv: list[str] | None = None) -> int:
     cfg, sect, clock = boot(SERVICE, OrdersConfig, argv, __doc__)
     calendar = SessionCalendar.from_config(cfg.trading)
-    rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share)
+    rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share, reserve=sect.rate_reserve,
+                                      budget=str(budget_path(cfg)) if sect.shared_budget else None)
     try:
         rest.login()
         account_id = find_account(rest, cfg)
@@ -76,14 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return gw.handle(msg, env.hops)
 
     try:
-        rep = ReplyServer(SERVICE, cfg.bus.orders_cmd, on_cmd).attach(loop)
+        rep = CommandSocket(SERVICE, cfg.bus.orders_cmd, on_cmd, sect.answer_within_s, gw.command_answered_early)
     except OSError as exc:
         logger.error(f"BUS: refusing to start: {exc}")
         return 2
 
     # state at start: what did we send, what does the broker hold (kill -9 recovery)
     for attempt in range(20):
-        if gw.reconcile(initial=True):
+        if gw.spawn(gw.reconcile(initial=True), "initial reconcile").result:
             break
         time.sleep(min(2.0, 0.2 * (attempt + 1)))
     else:
@@ -93,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning(f"SYNC: new journal {journal.path}: state rebuilt from the broker: "
                        f"{len(gw.positions)} open positions, "
                        f"{sum(1 for o in gw.orders.values() if o.get('status') in WORKING)} working orders")
+    # from here on, broker calls run on worker threads and their results come back as loop events
+    pool = BrokerPool(sect.broker_workers, name="broker")
+    gw.runner = LoopRunner(pool, loop.call_soon_threadsafe)
+    loop.every(0.02, gw.runner.tick)
+    rep.attach(loop)
 
     feed = Subscriber(SERVICE, cfg.bus.feed_pub, cfg.bus.feed_snap, topics=[Quote, Heartbeat],
                       hwm=LATEST_ONLY_HWM)
@@ -127,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         state = "halted" if gw.halted else ("ok" if gw.hub_reconciled else "degraded")
         pub.publish(Heartbeat(SERVICE, state, os.getpid(), round(time.monotonic() - pub.started, 3),
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
-                                               "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat()}))
+                                               "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat(),
+                                               "broker_queue": pool.queued(), "broker_busy": pool.busy,
+                                               "answered_early": rep.answered_early}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 
@@ -141,13 +155,17 @@ def main(argv: list[str] | None = None) -> int:
             pub.publish(RiskEvent("orders_started", False, "INFO", f"order gateway started (pid {os.getpid()}); "
                                   "state reconciled with the broker"))
     loop.every(1.0, announce, first_in=1.0)
-    loop.every(0.25, gw.periodic)
-    loop.every(sect.guard_s, gw.guard)
+    loop.every(0.25, lambda: gw.spawn_once("periodic", gw.periodic))
+    loop.every(sect.guard_s, lambda: gw.spawn_once("guard", gw.guard))
 
     def close() -> None:
         try:
-            gw.shutdown()
+            gw.runner = InlineRunner()              # the loop has stopped: finish in this thread
+            kind = stop_kind(sect.on_stop)
+            logger.warning(f"SHUTDOWN: stopping for a {kind} (orders.on_stop {sect.on_stop})")
+            gw.spawn(gw.shutdown() if kind == SHUTDOWN else gw.keep_for_restart(), kind)
         finally:
+            pool.stop(1.0)
             if hub is not None:
                 hub.stop(2.0)
             journal.close()

@@ -1,41 +1,45 @@
-"""The order gateway's broker edge: commands, bracket flow, reconciliation and the guard.
+"""The order gateway: its state and the small helpers every part uses.
 
-Everything here runs on the ServiceLoop thread (hub callbacks are handed over with
-call_soon_threadsafe), so no locks. Broker calls go through TopstepXClient. The pure
-decisions live in services.orders.logic; what was sent lives in services.orders.journal.
+The behaviour is split by idea, one module each, mixed into Gateway: commands (the REP
+socket), placing (orders at the broker), closing (reduce-only exits, flatten, restart),
+brackets (stop, target, OCO, overfill), events (hub and REST order/fill/position events),
+reconcile (REST reconciliation, protection invariant) and guard (timers). Everything runs on
+the ServiceLoop thread, so no locks; broker calls are yielded by flows and run off the loop
+(services/orders/broker_io.py). Pure decisions live in logic.py and states.py; what was sent
+lives in journal.py.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
-from decimal import Decimal
 from typing import Any, Callable
 
 from loguru import logger
 
 from common.hops import HopStats
-from common.instruments import contract_name, instrument_for
-from common.messages import Fill, OrderCommand, OrderEvent, OrderReply, RiskEvent
-from common.topstepx.rest import (
-    BrokerError, OutcomeUnknown, RateLimited, TopstepXClient, TopstepXError, parse_time, unwrap,
-)
+from common.messages import Fill, RiskEvent
+from common.topstepx.rest import TopstepXClient
 from services.orders import logic as L
+from services.orders.brackets import BracketsMixin
+from services.orders.broker_io import Flow, InlineRunner, Task
+from services.orders.closing import ClosingMixin
+from services.orders.commands import CommandsMixin
 from services.orders.config import OrdersConfig
+from services.orders.errors import Unconfirmed  # noqa: F401  (re-exported)
+from services.orders.events import EventsMixin
+from services.orders.guard import GuardMixin
 from services.orders.journal import Journal
+from services.orders.placing import PlacingMixin
+from services.orders.reconcile import ReconcileMixin
+from services.orders.states import ACTIVE as ACTIVE_STATES
+from services.orders.states import Intent
 
-ACTIVE = ("placing", "working", "open", "unknown", "closing")
-
-
-class Unconfirmed(TopstepXError):
-    """A write whose outcome could not be confirmed by looking its tag up in bounded time."""
-
-
-def _cents(value: Any) -> int:
-    return int((Decimal(str(value or 0)) * 100).to_integral_value())
+ACTIVE = tuple(x.value for x in ACTIVE_STATES)       # journal rows still in play
 
 
-class Gateway:
+class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMixin, ReconcileMixin, GuardMixin):
+    """The gateway's state and its small helpers; the behaviour is in the mixins, one idea each."""
+
     def __init__(self, cfg, sect: OrdersConfig, rest: TopstepXClient, journal: Journal, account_id: int,
                  publish: Callable[..., Any], clock, calendar):
         self.cfg = cfg
@@ -49,7 +53,7 @@ class Gateway:
         self.contract = cfg.trading.contract
         self.max_contracts = cfg.risk.max_contracts
         self.max_loss_cents = cfg.risk.max_daily_loss_cents
-        self.intents: dict[str, dict] = {}
+        self.intents: dict[str, Intent] = {}
         self.orders: dict[int, dict] = {}          # order id -> our view of the order
         self.rows: dict[str, dict] = {}            # tag -> journal row {key, leg, attempt, order_id}
         self.seen_trades: set[int] = journal.fill_ids()
@@ -66,6 +70,17 @@ class Gateway:
         self.violations: dict[str, int] = {}
         self.busy_until: dict[str, float] = {}      # contract -> monotonic time to leave alone in the invariant check
         self.eod_done_day = ""
+        self.closing: dict[str, tuple] = {}   # contract -> (key, leg, until, max known order id): a closeContract sent
+        self.flatten_pending: tuple[str, str, str] | None = None  # a flatten not yet verified: retried
+        self.stale_legs: set[int] = set()                      # left working after a confirmed flat
+        self.runner: Any = InlineRunner()                    # __main__ swaps in a LoopRunner once started
+        self.singletons: dict[str, Task] = {}                  # periodic, guard, reconcile: one at a time
+        self.commands: dict[str, Task] = {}                    # commands still running, by key
+        self.protecting: dict[str, bool] = {}                  # intent key -> run protect once more after
+        self.parked: dict[int, list[dict]] = {}                # order id -> trades that came before its ack
+        self.overfill_pending: dict[str, int] = {}
+        # None: not known yet (tried on the next entry); False after the broker's Position Brackets refusal
+        self.native_brackets: bool | None = False if sect.native_brackets == "off" else journal.get("native_brackets")             # contract -> intended signed size, close failed
         self.last_fill_day = ""
         self.stats: dict[str, int] = {"commands": 0, "orders_sent": 0, "fills": 0, "repairs": 0,
                                       "unknown_outcomes": 0, "rejects": 0, "reconciles": 0, "reconcile_errors": 0}
@@ -80,7 +95,7 @@ class Gateway:
                                               **r["data"], "status": r["data"].get("status", 6)}
         for it in journal.intents(ACTIVE):
             if it["action"] in ("enter", "reverse"):
-                self.intents[it["key"]] = it["data"]
+                self.intents[it["key"]] = Intent.from_dict(it["data"])
         # a command cut off by a restart before its reply (exit, flatten, ...): forget the key so a
         # resend runs it again (each step checks the broker first); entries are resolved by tag instead
         for it in journal.intents(("new",)):
@@ -102,18 +117,21 @@ class Gateway:
                 n += 1
         return n
 
-    # ------------------------------------------------------------------
-    # helpers
-    # ------------------------------------------------------------------
     def now_ns(self) -> int:
         return self.clock.now_ns()
 
     def since(self) -> float:
-        """Start of the Order/search and Trade/search window. The simulator's clock follows its
-        tape (days away from the wall clock), so against it the whole history is asked for."""
+        """Start of the Order/search and Trade/search window: the current session (an hour before
+        its open), never more than search_lookback_h back. The simulator's clock follows its tape
+        (days away from the wall clock), so against it the whole (small) history is asked for."""
         if self.cfg.api.mode == "sim":
             return 0.0
-        return time.time() - self.sect.search_lookback_h * 3600
+        now = time.time()
+        floor = now - self.sect.search_lookback_h * 3600
+        n = self.now_ns()
+        if n <= 0:
+            return floor
+        return max(floor, min(now, self.calendar.today(n).start_ns / 1e9 - 3600))
 
     def day(self) -> str:
         """The trading day by the clock; with an event clock and no market data yet, the day of the
@@ -126,16 +144,16 @@ class Gateway:
         log(f"RISK: {kind} {'TRIPPED' if active else 'CLEARED'}: {detail}")
         self.publish(RiskEvent(kind, active, severity, detail))
 
-    def active_intent(self, contract: str) -> dict | None:
+    def active_intent(self, contract: str) -> Intent | None:
         for it in self.intents.values():
-            if it["contract"] == contract and it["state"] in ACTIVE:
+            if it.contract == contract and it.active:
                 return it
         return None
 
-    def save_intent(self, it: dict) -> None:
-        self.journal.set_intent(it["key"], state=it["state"], data=it)
-        if it["state"] not in ACTIVE:
-            self.intents.pop(it["key"], None)
+    def save_intent(self, it: Intent) -> None:
+        self.journal.set_intent(it.key, state=it.state.value, data=it.as_dict())
+        if not it.active:
+            self.intents.pop(it.key, None)
 
     def next_attempt(self, key: str, leg: str) -> int:
         n = 0
@@ -152,791 +170,18 @@ class Gateway:
         self.halted, self.halt_reason, self.halt_day = False, "", ""
         self.journal.set("halt", {"halted": False})
 
-    # ------------------------------------------------------------------
-    # sending orders
-    # ------------------------------------------------------------------
-    def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
-             price_ticks: int | None = None, extra: dict | None = None) -> int:
-        """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
-        Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
-        attempt = self.next_attempt(key, leg)
-        tag = L.make_tag(key, leg, attempt)
-        inst = instrument_for(contract)
-        data = {"contract": contract, "type": type_, "side": side, "size": size, "price_ticks": price_ticks,
-                "status": 6, "fill_volume": 0, **(extra or {})}
-        row = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data}
-        self.rows[tag] = row
-        self.journal.put_order(tag, key, leg, attempt, data)
-        logger.info(L.order_line(contract, type_, side, size, None if type_ == L.MARKET else price_ticks))
-        price = inst.to_price(price_ticks) if price_ticks is not None else None
-        self.stats["orders_sent"] += 1
-        t0 = time.perf_counter_ns()
-        sent_wall = time.time_ns()
-        try:
-            oid = self.rest.place_order(self.acct, contract, type_, side, size,
-                                        limit_price=price if type_ == L.LIMIT else None,
-                                        stop_price=price if type_ == L.STOP else None, custom_tag=tag)
-        except BrokerError as exc:
-            self.stats["rejects"] += 1
-            oid = exc.payload.get("orderId")
-            if oid:
-                self._register(tag, int(oid), {**data, "status": L.REJECTED})
-            logger.warning(f"ORDER: {tag} rejected by the broker: errorCode {exc.code} {exc.message}")
-            raise
-        except OutcomeUnknown as exc:
-            self.stats["unknown_outcomes"] += 1
-            logger.warning(f"ORDER: {tag}: outcome unknown ({exc}); looking it up by tag")
-            found = self.lookup_tag(tag)
-            if found is None:
-                raise Unconfirmed(f"{tag}: {exc}; not found at the broker") from None
-            oid = int(found["id"])
-            logger.warning(f"ORDER: {tag} exists at the broker as order {oid} (status {found.get('status')})")
-            self._register(tag, oid, data)
-            self.on_order(found)
-            return oid
-        self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
-        del self.bench[:-1000]
-        if leg == "entry" and self.cmd_hops:
-            self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
-        self._register(tag, oid, data)
-        return oid
+    def spawn(self, gen: Flow, name: str) -> Task:
+        return self.runner.spawn(gen, name)
 
-    def _register(self, tag: str, oid: int, data: dict) -> None:
-        row = self.rows[tag]
-        row["order_id"] = oid
-        self.journal.set_order_id(tag, oid)
-        cur = self.orders.get(oid, {})
-        self.orders[oid] = {**data, **cur, "id": oid, "tag": tag, "key": row["key"], "leg": row["leg"]}
+    def spawn_once(self, name: str, make: Callable[[], Flow]) -> Task | None:
+        """Start a flow unless one of the same name is still running (polls, guard, reconcile)."""
+        cur = self.singletons.get(name)
+        if cur is not None and not cur.done:
+            return None
+        task = self.spawn(make(), name)
+        self.singletons[name] = task
+        return task
 
-    def lookup_tag(self, tag: str) -> dict | None:
-        """The broker's order with this customTag; None if two searches agree it does not exist.
-        Raises Unconfirmed if the broker cannot be asked within lookup_timeout_s."""
-        deadline = time.monotonic() + self.sect.lookup_timeout_s
-        misses = 0
-        while True:
-            try:
-                for o in self.rest.orders(self.acct, self.since()):
-                    if o.get("customTag") == tag:
-                        return o
-                misses += 1
-                if misses >= 2:
-                    return None
-            except TopstepXError as exc:
-                logger.warning(f"ORDER: looking up {tag} failed: {exc}")
-            if time.monotonic() > deadline:
-                raise Unconfirmed(f"{tag}: could not confirm within {self.sect.lookup_timeout_s} s")
-            time.sleep(0.3)
-
-    def cancel(self, oid: int) -> bool:
-        try:
-            self.rest.cancel_order(self.acct, oid)
-            logger.info(f"ORDER: cancel {oid} ({self.orders.get(oid, {}).get('tag', '?')})")
-            return True
-        except BrokerError as exc:        # not found / already terminal: nothing works any more
-            logger.info(f"ORDER: cancel {oid}: {exc}")
-            return True
-        except TopstepXError as exc:
-            logger.warning(f"ORDER: cancel {oid} failed: {exc}")
-            return False
-
-    # ------------------------------------------------------------------
-    # commands
-    # ------------------------------------------------------------------
-    def handle(self, cmd: OrderCommand, hops: dict[str, int] | None = None) -> OrderReply:
-        """One command from the REP socket. `hops` are the envelope's stage timestamps (tick
-        received ... engine decided); the gateway adds its own for the latency figures."""
-        self.cmd_t0 = time.perf_counter_ns()
-        self.cmd_hops = {**(hops or {}), "cmd_recv": time.time_ns()}
-        self.stats["commands"] += 1
-        if cmd.action == "status":
-            return self.status(cmd)
-        if cmd.action not in ("enter", "exit", "reverse", "flatten", "cancel_all", "halt", "resume"):
-            return OrderReply(cmd.key, False, "error", f"unknown action {cmd.action!r}")
-        if not cmd.key:
-            return OrderReply(cmd.key, False, "error", "missing idempotency key")
-        prev = self.journal.intent(cmd.key)
-        if prev is not None:
-            if prev["reply"] is not None:
-                return OrderReply(**prev["reply"])
-            return OrderReply(cmd.key, False, "error", "command with this key is still being processed")
-        self.journal.put_intent(cmd.key, cmd.action, "new", {"cmd": asdict(cmd)})
-        try:
-            reply = getattr(self, f"cmd_{cmd.action}")(cmd)
-        except Exception as exc:   # never leave a key without an answer
-            logger.exception(f"ORDER: {cmd.action} {cmd.key} failed: {exc}")
-            reply = OrderReply(cmd.key, False, "error", f"{type(exc).__name__}: {exc}")
-        self.journal.set_reply(cmd.key, asdict(reply))
-        if self.journal.intent(cmd.key)["state"] == "new":
-            self.journal.set_intent(cmd.key, state="done")
-        return reply
-
-    def status(self, cmd: OrderCommand) -> OrderReply:
-        pos = self.positions.get(cmd.contract or self.contract)
-        working = [{"order_id": o["id"], "tag": o["tag"], "leg": o["leg"], "type": o.get("type"),
-                    "side": o.get("side"), "size": o.get("size"), "status": o.get("status")}
-                   for o in self.orders.values() if o.get("status") in L.WORKING]
-        return OrderReply(cmd.key, True, "ok", detail={
-            "halted": self.halted, "halt_reason": self.halt_reason, "working_orders": working,
-            "position": ({"contract": pos.contract, "direction": pos.direction, "size": pos.size} if pos else None),
-            "in_flight": [k for k, it in self.intents.items() if it["state"] in ("placing", "working", "unknown")],
-            "hub": self.hub_state, "day_pnl_cents": self.day_pnl_cents(),
-            "entries_ok": self.hub_reconciled,
-            "latency_samples": self.bench[-1000:] if cmd.reason == "bench" else []})
-
-    def entry_check(self, contract: str, size: int) -> tuple[str, str] | None:
-        now = self.now_ns()
-        known = now > 0
-        it = self.active_intent(contract)
-        pos = self.positions.get(contract)
-        return L.entry_refusal(
-            halted=self.halted, halt_reason=self.halt_reason, size=size, max_contracts=self.max_contracts,
-            open_size=(pos.size if pos else 0) or (it.get("filled", 0) if it else 0),
-            in_flight=it is not None, past_flatten=known and self.calendar.must_be_flat(now),
-            entries_allowed=(not known) or self.calendar.entries_allowed(now),
-            broker_ok=self.hub_reconciled)
-
-    def cmd_enter(self, cmd: OrderCommand) -> OrderReply:
-        contract = cmd.contract or self.contract
-        if cmd.direction not in (1, -1):
-            return OrderReply(cmd.key, False, "error", f"direction must be +1 or -1, not {cmd.direction}")
-        refusal = self.entry_check(contract, cmd.size)
-        if refusal:
-            logger.warning(f"ORDER: entry {cmd.key} {refusal[0]}: {refusal[1]}")
-            return OrderReply(cmd.key, False, refusal[0], refusal[1])
-        return self._enter(cmd, contract)
-
-    def _enter(self, cmd: OrderCommand, contract: str) -> OrderReply:
-        it = {"key": cmd.key, "contract": contract, "direction": cmd.direction, "size": cmd.size,
-              "stop_ticks": cmd.stop_ticks or self.sect.repair_stop_ticks,
-              "target_ticks": cmd.target_ticks or self.sect.repair_target_ticks,
-              "signal_id": cmd.signal_id or cmd.key, "model_version": cmd.model_version, "state": "placing",
-              "entry_oid": None, "filled": 0, "closed": 0, "fill_ticks": None, "stop_oid": None,
-              "target_oid": None, "since": time.monotonic()}
-        self.intents[cmd.key] = it
-        self.journal.put_intent(cmd.key, cmd.action, "placing", it)
-        size = cmd.size
-        while True:
-            try:
-                oid = self.send(cmd.key, "entry", contract, L.MARKET, L.entry_side(cmd.direction), size)
-                break
-            except BrokerError as exc:
-                if exc.code == L.INSUFFICIENT_FUNDS and L.reduced_size(size) > 0:
-                    size = L.reduced_size(size)
-                    logger.warning(f"ORDER: insufficient margin; retrying {cmd.key} with size {size}")
-                    continue
-                it["state"] = "rejected"
-                self.save_intent(it)
-                return OrderReply(cmd.key, False, "rejected", f"errorCode {exc.code} {exc.message}".strip(),
-                                  {"code": exc.code, "order_id": exc.payload.get("orderId")})
-            except Unconfirmed as exc:
-                it["state"], it["since"] = "unknown", time.monotonic()
-                self.save_intent(it)
-                self.risk("order_unknown", True, f"entry {cmd.key}: {exc}; resolving, flatten if unconfirmed", "ERROR")
-                return OrderReply(cmd.key, False, "error", f"outcome unknown: {exc}", {"in_flight": True})
-            except (RateLimited, TopstepXError) as exc:
-                it["state"] = "failed"
-                self.save_intent(it)
-                return OrderReply(cmd.key, False, "error", str(exc))
-        it["entry_oid"], it["size"], it["state"] = oid, size, "working"
-        self.save_intent(it)
-        return OrderReply(cmd.key, True, "accepted", "", {"order_id": oid, "size": size})
-
-    def cmd_exit(self, cmd: OrderCommand) -> OrderReply:
-        contract = cmd.contract or self.contract
-        ok, oid, msg = self.close_contract(contract, cmd.key, "exit")
-        if not ok:
-            return OrderReply(cmd.key, False, "error", msg)
-        if oid is None:
-            return OrderReply(cmd.key, True, "flat", msg)
-        return OrderReply(cmd.key, True, "accepted", msg, {"order_id": oid})
-
-    def cmd_reverse(self, cmd: OrderCommand) -> OrderReply:
-        contract = cmd.contract or self.contract
-        if cmd.direction not in (1, -1):
-            return OrderReply(cmd.key, False, "error", f"direction must be +1 or -1, not {cmd.direction}")
-        if self.halted:
-            return OrderReply(cmd.key, False, "halted", f"gateway halted: {self.halt_reason}")
-        ok, exit_oid, msg = self.close_contract(contract, cmd.key, "exit")
-        if not ok:
-            return OrderReply(cmd.key, False, "error", f"exit failed: {msg}")
-        refusal = self.entry_check(contract, cmd.size)
-        if refusal:
-            return OrderReply(cmd.key, True, refusal[0], f"exited; entry {refusal[0]}: {refusal[1]}",
-                              {"exit_order_id": exit_oid})
-        rep = self._enter(cmd, contract)
-        rep.detail["exit_order_id"] = exit_oid
-        return rep
-
-    def cmd_flatten(self, cmd: OrderCommand) -> OrderReply:
-        ok = self.flatten(cmd.key, "flatten", cmd.reason or "flatten command")
-        return OrderReply(cmd.key, ok, "flat" if ok else "error", "" if ok else "not verified flat; retrying")
-
-    def cmd_cancel_all(self, cmd: OrderCommand) -> OrderReply:
-        left = self.cancel_all()
-        return OrderReply(cmd.key, not left, "cancelled" if not left else "error",
-                          "" if not left else f"{len(left)} orders still working", {"working": left})
-
-    def cmd_halt(self, cmd: OrderCommand) -> OrderReply:
-        self.set_halt(cmd.reason or "operator halt", "manual")
-        self.risk("halt", True, f"halted: {self.halt_reason}")
-        return OrderReply(cmd.key, True, "halted", self.halt_reason)
-
-    def cmd_resume(self, cmd: OrderCommand) -> OrderReply:
-        h = self.journal.get("halt") or {}
-        if h.get("kind") == "daily_loss" and h.get("day") == self.day():
-            return OrderReply(cmd.key, False, "refused", "daily loss halt holds until the next trading day")
-        self.clear_halt()
-        self.risk("halt", False, "resumed")
-        return OrderReply(cmd.key, True, "resumed")
-
-    # ------------------------------------------------------------------
-    # closing
-    # ------------------------------------------------------------------
-    def working_orders(self, contract: str | None = None) -> list[dict]:
-        return [o for o in self.rest.open_orders(self.acct) if contract is None or o.get("contractId") == contract]
-
-    def cancel_all(self, contract: str | None = None) -> list[int]:
-        """Cancel every working order (of a contract) and verify; returns ids still working."""
-        left: list[int] = []
-        for round_ in range(3):
-            try:
-                working = self.working_orders(contract)
-            except TopstepXError as exc:
-                logger.warning(f"ORDER: cannot list working orders: {exc}")
-                time.sleep(0.3)
-                continue
-            left = [int(o["id"]) for o in working]
-            if not left:
-                return []
-            for oid in left:
-                self.cancel(oid)
-            time.sleep(0.05 * (round_ + 1))
-        return left
-
-    def broker_position(self, contract: str) -> L.BrokerPosition | None:
-        for p in self.rest.open_positions(self.acct):
-            self._on_position(p)
-        pos = self.positions.get(contract)
-        return pos if pos and pos.size else None
-
-    def wait_flat(self, contract: str | None) -> bool:
-        deadline = time.monotonic() + self.sect.flat_verify_s
-        while True:
-            try:
-                ps = self.rest.open_positions(self.acct)
-                self.positions = {}
-                for p in ps:
-                    self._on_position(p)
-                if not any(p.size for c, p in self.positions.items() if contract is None or c == contract):
-                    return True
-            except TopstepXError as exc:
-                logger.warning(f"GUARD: position check failed: {exc}")
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-
-    def close_contract(self, contract: str, key: str, leg: str) -> tuple[bool, int | None, str]:
-        """Cancel the protective orders, then close the position with a market order (leg), verified.
-        Returns (ok, close order id or None when already flat, message)."""
-        self.busy_until[contract] = time.monotonic() + 5
-        left = self.cancel_all(contract)
-        if left:
-            return False, None, f"orders {left} still working"
-        try:
-            pos = self.broker_position(contract)
-        except TopstepXError as exc:
-            return False, None, f"cannot read positions: {exc}"
-        oid = None
-        if pos is not None:
-            try:
-                oid = self.send(key, leg, contract, L.MARKET, L.close_side(pos.direction), pos.size)
-            except (BrokerError, Unconfirmed, TopstepXError) as exc:
-                return False, None, f"close order failed: {exc}"
-        if not self.wait_flat(contract):
-            return False, oid, "position not flat after the close"
-        for it in list(self.intents.values()):
-            if it["contract"] == contract:
-                it["state"] = "closed"
-                self.save_intent(it)
-        self.cancel_all(contract)     # a protective order placed meanwhile must not survive
-        return True, oid, "" if pos else "already flat"
-
-    def flatten(self, key: str, leg: str, reason: str, budget_s: float = 30.0) -> bool:
-        """Cancel every working order, close every position, verify flat over REST."""
-        logger.warning(f"GUARD: flatten ({reason})")
-        end = time.monotonic() + budget_s
-        for c in list(self.positions) + [self.contract]:
-            self.busy_until[c] = time.monotonic() + 5
-        for _ in range(3):
-            if time.monotonic() > end:
-                break
-            self.cancel_all()
-            try:
-                ps = self.rest.open_positions(self.acct)
-            except TopstepXError as exc:
-                logger.warning(f"GUARD: flatten cannot read positions: {exc}")
-                time.sleep(0.5)
-                continue
-            for p in ps:
-                if not p.get("size"):
-                    continue
-                direction = 1 if p.get("type") == 1 else -1
-                try:
-                    self.send(key, leg, p["contractId"], L.MARKET, L.close_side(direction), int(p["size"]))
-                except (BrokerError, Unconfirmed, TopstepXError) as exc:
-                    logger.error(f"GUARD: flatten order for {p['contractId']} failed: {exc}")
-            if self.wait_flat(None) and not self.cancel_all():
-                for it in list(self.intents.values()):
-                    it["state"] = "closed"
-                    self.save_intent(it)
-                logger.info(f"GUARD: verified flat with no working orders ({reason})")
-                return True
-        self.risk("flatten_failed", True, f"not verified flat ({reason}); retrying", "ERROR")
-        return False
-
-    # ------------------------------------------------------------------
-    # broker events (hub or REST, same path; idempotent)
-    # ------------------------------------------------------------------
-    def order_event(self, o: dict) -> OrderEvent:
-        inst = instrument_for(o["contract"])
-        pt = o.get("price_ticks")
-        return OrderEvent(o["id"], o["tag"], o["contract"], o["leg"], o.get("side", 0), o.get("type", 0),
-                          o.get("size", 0), o.get("status", 0),
-                          limit_ticks=pt if o.get("type") == L.LIMIT else None,
-                          stop_ticks=pt if o.get("type") == L.STOP else None,
-                          fill_volume=o.get("fill_volume", 0), filled_price=o.get("filled_price", ""),
-                          intent_key=o["key"], signal_id=self._intent_field(o["key"], "signal_id", o["key"]))
-
-    def _intent_field(self, key: str, name: str, default: Any = "") -> Any:
-        it = self.intents.get(key)
-        if it is not None:
-            return it.get(name, default)
-        row = self.journal.intent(key)
-        if row:
-            d = row["data"]
-            return d.get(name) or d.get("cmd", {}).get(name) or default
-        return default
-
-    def on_order(self, raw: dict) -> None:
-        tag = raw.get("customTag") or ""
-        oid = int(raw["id"])
-        row = self.rows.get(tag)
-        if row is None:
-            if oid not in self.orders:
-                return                      # not one of ours
-        elif row["order_id"] is None:
-            self._register(tag, oid, row["data"])
-        o = self.orders.get(oid)
-        if o is None:
-            return
-        if o["leg"] == "entry":
-            it = self.intents.get(o["key"])
-            if it is not None and it["state"] in ("placing", "unknown"):
-                self._adopt_entry(it, oid)
-        inst = instrument_for(raw.get("contractId") or o["contract"])
-        fp = raw.get("filledPrice")
-        new = {"status": int(raw.get("status", o.get("status", 0))), "fill_volume": int(raw.get("fillVolume") or 0),
-               "size": int(raw.get("size") or o.get("size", 0)),
-               "filled_price": str(Decimal(str(fp))) if fp not in (None, 0) else ""}
-        px = raw.get("stopPrice") if o.get("type") == L.STOP else raw.get("limitPrice")
-        if px is not None:
-            new["price_ticks"] = inst.to_ticks_rounded(px)
-        changed = any(o.get(k) != v for k, v in new.items())
-        o.update(new)
-        if not changed:
-            return
-        self.journal.put_order(o["tag"], o["key"], o["leg"], self.rows[o["tag"]]["attempt"],
-                               {k: o.get(k) for k in ("contract", "type", "side", "size", "price_ticks", "status",
-                                                      "fill_volume")}, oid)
-        terminal = o["status"] in L.TERMINAL
-        self.publish(self.order_event(o), key=str(oid), forget=terminal)
-        if o["leg"] == "entry" and terminal and o["fill_volume"] == 0:
-            it = self.intents.get(o["key"])
-            if it is not None and it["state"] in ("working", "unknown") and it.get("entry_oid") == oid:
-                it["state"] = "rejected" if o["status"] == L.REJECTED else "cancelled"
-                logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
-                self.save_intent(it)
-
-    def _adopt_entry(self, it: dict, oid: int) -> None:
-        """An entry whose placement outcome was unknown (timeout, restart) is found at the broker."""
-        key = it["key"]
-        was = it["state"]
-        it["entry_oid"], it["state"] = oid, "working"
-        logger.warning(f"SYNC: entry {key} found at the broker as order {oid} (was {was})")
-        if was == "unknown":
-            self.risk("order_unknown", False, f"entry {key} resolved: order {oid}")
-        rec = self.journal.intent(key)
-        if rec and rec["reply"] is None:
-            self.journal.set_reply(key, asdict(OrderReply(key, True, "accepted", "",
-                                                          {"order_id": oid, "size": it["size"]})))
-        self.save_intent(it)
-
-    def on_trade(self, raw: dict, publish: bool = True) -> None:
-        tid = int(raw["id"])
-        if tid in self.seen_trades:
-            return
-        self.seen_trades.add(tid)
-        if raw.get("voided"):
-            return
-        contract = raw.get("contractId") or self.contract
-        inst = instrument_for(contract)
-        oid = int(raw.get("orderId") or 0)
-        ts = parse_time(raw.get("creationTimestamp"))
-        price = inst.to_ticks_rounded(raw["price"])
-        fees = _cents(raw.get("fees")) + _cents(raw.get("commissions"))
-        pnl = None if raw.get("profitAndLoss") is None else _cents(raw["profitAndLoss"])
-        day = self.calendar.trading_day(ts) if ts else self.day()
-        net = (pnl or 0) - fees
-        o = self.orders.get(oid)
-        leg, key = (o["leg"], o["key"]) if o else ("unknown", "")
-        side, size = int(raw.get("side", 0)), int(raw.get("size", 0))
-        fill = Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
-                    signal_id=str(self._intent_field(key, "signal_id", key)) if key else "",
-                    model_version=str(self._intent_field(key, "model_version", "")) if key else "")
-        self.journal.add_fill(tid, oid, {"day": day, "net": net, "leg": leg, "key": key,
-                                         "fill": asdict(fill) if publish else None})
-        self.day_pnl[day] = self.day_pnl.get(day, 0) + net
-        self.last_fill_day = max(self.last_fill_day, day)
-        if not publish:
-            return
-        self.stats["fills"] += 1
-        logger.info(L.fill_line(contract, side, size, price, leg))
-        self.publish(fill, key=str(tid))
-        if o is None:
-            logger.warning(f"FILL: trade {tid} for order {oid} that is not ours")
-            return
-        it = self.intents.get(key)
-        if leg == "entry" and it is not None:
-            it["filled"] += size
-            if it["filled"] > o.get("size", it["size"]):
-                self.risk("overfill", True, f"entry {o['tag']} filled {it['filled']} > size {o.get('size')}", "ERROR")
-            if it["fill_ticks"] is None:
-                it["fill_ticks"] = price
-                it["protect_t0"] = time.perf_counter_ns()
-            it["state"] = "open"
-            self.save_intent(it)
-            self.protect(it)
-        elif leg in ("stop", "target", "repair") and it is not None:
-            it["closed"] = it.get("closed", 0) + size
-            remaining = it["filled"] - it["closed"]
-            others = [x for x in (it.get("stop_oid"), it.get("target_oid")) if x and x != oid]
-            if remaining <= 0:
-                for x in others:
-                    self.cancel(x)
-                it["state"] = "closed"
-                logger.info(f"ORDER: {o['tag']} filled; OCO sibling(s) {others} cancelled")
-            else:
-                for x in others:
-                    self._modify_size(x, remaining)
-            self.save_intent(it)
-
-    def _modify_size(self, oid: int, size: int) -> None:
-        o = self.orders.get(oid)
-        if o is None or o.get("size") == size or o.get("status") in L.TERMINAL:
-            return
-        try:
-            self.rest.modify_order(self.acct, oid, size=size)
-            o["size"] = size
-            logger.info(f"ORDER: {o['tag']} resized to {size}")
-        except TopstepXError as exc:
-            logger.warning(f"ORDER: resize {o['tag']} to {size} failed: {exc} (the invariant check repairs it)")
-
-    def protect(self, it: dict) -> None:
-        """Stop and target for the filled quantity at the fill price ± the distances; resize on more fills."""
-        c, d, size = it["contract"], it["direction"], it["filled"]
-        stop_px, tgt_px = L.bracket_ticks(it["fill_ticks"], d, it["stop_ticks"], it["target_ticks"])
-        side = L.close_side(d)
-        self.busy_until[c] = time.monotonic() + 3
-        for leg, type_, px, field in (("stop", L.STOP, stop_px, "stop_oid"), ("target", L.LIMIT, tgt_px, "target_oid")):
-            if it.get(field):
-                self._modify_size(it[field], size)
-                continue
-            existing = self._tag_order(it["key"], leg)
-            if existing is not None:
-                it[field] = existing
-                self._modify_size(existing, size)
-                continue
-            try:
-                it[field] = self.send(it["key"], leg, c, type_, side, size, px)
-            except (BrokerError, Unconfirmed, TopstepXError) as exc:
-                self.risk("protection_failed", True, f"{leg} for {it['key']} failed: {exc}", "ERROR")
-                if leg == "stop":
-                    ok, _, msg = self.close_contract(c, it["key"], "exit")
-                    if not ok:
-                        self.risk("unprotected", True, f"{contract_name(c)} unprotected and not closed: {msg}", "ERROR")
-                    return
-            self.save_intent(it)
-        if it.get("protect_t0") and it.get("stop_oid") and it.get("target_oid"):
-            self.bench.append({"protected_ns": time.perf_counter_ns() - it.pop("protect_t0"), "leg": "protect"})
-        self.save_intent(it)
-
-    def _tag_order(self, key: str, leg: str) -> int | None:
-        """A sent order of this key and leg that is still alive (journal + broker view)."""
-        for tag, row in self.rows.items():
-            if row["key"] == key and row["leg"] == leg and row["order_id"]:
-                o = self.orders.get(row["order_id"], {})
-                if o.get("status") not in L.TERMINAL:
-                    return row["order_id"]
-        return None
-
-    def _on_position(self, p: dict) -> None:
-        c = p.get("contractId")
-        size = int(p.get("size") or 0)
-        d = {1: 1, 2: -1}.get(int(p.get("type") or 0), 0)
-        if not size or not d:
-            self.positions.pop(c, None)
-            return
-        inst = instrument_for(c)
-        avg_x4 = int((Decimal(str(p.get("averagePrice") or 0)) / inst.tick_size * 4).to_integral_value())
-        self.positions[c] = L.BrokerPosition(c, d, size, avg_x4)
-
-    # hub handlers (on the loop thread)
-    def on_hub(self, target: str, args: list) -> None:
-        for a in args:
-            items = a if isinstance(a, list) else [a]
-            for item in items:
-                d = unwrap(item)
-                if not isinstance(d, dict) or d.get("accountId", self.acct) != self.acct:
-                    continue
-                try:
-                    if target == "GatewayUserOrder":
-                        self.on_order(d)
-                    elif target == "GatewayUserTrade":
-                        self.on_trade(d)
-                    elif target == "GatewayUserPosition":
-                        self._on_position(d)
-                except Exception as exc:
-                    logger.exception(f"HUB: {target} event failed: {exc}")
-
-    def on_hub_state(self, state: str, detail: str) -> None:
-        was = self.hub_state
-        self.hub_state = state
-        if state != "connected":
-            if self.hub_reconciled and self.sect.user_hub:
-                self.risk("user_hub_down", True, f"user hub {state}: {detail}; entries paused until reconciled")
-            self.hub_reconciled = False
-        elif was != "connected":
-            logger.info("HUB: user hub connected; reconciling over REST")
-            self.reconcile()
-
-    # ------------------------------------------------------------------
-    # reconciliation, invariant, guard (timers)
-    # ------------------------------------------------------------------
-    def reconcile(self, initial: bool = False) -> bool:
-        got: dict[str, list] = {}
-        for name, fn in (("orders", lambda: self.rest.orders(self.acct, self.since())),
-                         ("trades", lambda: self.rest.trades(self.acct, self.since())),
-                         ("positions", lambda: self.rest.open_positions(self.acct))):
-            try:
-                got[name] = fn()
-            except TopstepXError as exc:
-                logger.warning(f"SYNC: reconciliation: {name} failed: {exc}")
-        fresh = initial and not self.journal.get("initialized")
-        # each part on its own: fills still come in while (say) Order/search fails
-        for o in got.get("orders", []):
-            self.on_order(o)
-        if "trades" in got and ("orders" in got or not fresh):
-            for t in sorted(got["trades"], key=lambda t: int(t["id"])):
-                self.on_trade(t, publish=not fresh)
-        if "positions" in got:
-            self.positions = {}
-            for p in got["positions"]:
-                self._on_position(p)
-        if len(got) < 3:
-            self.stats["reconcile_errors"] += 1
-            return False
-        orders = got["orders"]
-        self.drop_vanished(orders)
-        self.stats["reconciles"] += 1
-        if fresh:
-            self.journal.set("initialized", True)
-        self.last_reconcile = time.monotonic()
-        if self.hub_state == "connected" and not self.hub_reconciled:
-            self.hub_reconciled = True
-            self.risk("user_hub_down", False, "user hub up and reconciled; entries allowed")
-        self.resolve_intents(orders, initial)
-        self.check_invariant(orders, initial)
-        return True
-
-    def drop_vanished(self, orders: list[dict]) -> None:
-        """An order the journal holds as working that the broker knows nothing of (not in its
-        order history, not open) is not working: it would otherwise be reported, swept and
-        counted as protection forever. Seen when a simulated broker was started afresh."""
-        seen = {int(o["id"]) for o in orders if o.get("id") is not None}
-        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in L.WORKING and oid not in seen]
-        if not ghosts:
-            return
-        try:
-            open_ids = {int(o["id"]) for o in self.rest.open_orders(self.acct)}
-        except TopstepXError as exc:
-            logger.warning(f"SYNC: cannot confirm {len(ghosts)} journal orders missing at the broker: {exc}")
-            return
-        for oid in ghosts:
-            if oid in open_ids:
-                continue
-            o = self.orders[oid]
-            logger.warning(f"SYNC: order {oid} ({o['tag']}) is working in the journal but unknown to the broker; "
-                           "marked cancelled")
-            self.on_order({"id": oid, "customTag": o["tag"], "contractId": o["contract"], "status": L.CANCELLED,
-                           "fillVolume": o.get("fill_volume", 0), "size": o.get("size", 0)})
-
-    def resolve_intents(self, orders: list[dict], initial: bool) -> None:
-        by_tag = {o.get("customTag"): o for o in orders}
-        for it in list(self.intents.values()):
-            key = it["key"]
-            if it["state"] in ("placing", "unknown"):
-                found = [by_tag[t] for t, r in self.rows.items() if r["key"] == key and r["leg"] == "entry" and t in by_tag]
-                if found:
-                    self._adopt_entry(it, int(found[-1]["id"]))
-                elif initial or time.monotonic() - it.get("since", 0) > self.sect.unknown_flatten_s:
-                    pos = self.positions.get(it["contract"])
-                    if pos is not None:
-                        self.risk("order_unknown", True, f"entry {key} unconfirmed but a position is open: closing", "ERROR")
-                        self.close_contract(it["contract"], key, "exit")
-                    it["state"] = "failed"
-                    rec = self.journal.intent(key)
-                    if rec and rec["reply"] is None:
-                        self.journal.set_reply(key, asdict(OrderReply(key, False, "error", "entry not placed")))
-                    self.save_intent(it)
-                    continue
-                self.save_intent(it)
-            if it["state"] in ("working", "open"):
-                # recompute the filled quantity from the broker's order view (a restart may have missed it)
-                o = self.orders.get(it.get("entry_oid") or -1)
-                if o and o.get("fill_volume", 0) > it["filled"] and it["fill_ticks"] is not None:
-                    it["filled"] = o["fill_volume"]
-                if it["filled"] > 0 and it["fill_ticks"] is not None:
-                    it["state"] = "open"
-                    # at start, protect only what the broker still holds: a position closed while
-                    # the gateway was down (or a broker started afresh) is closed below, not protected
-                    if (initial and it["contract"] in self.positions) or \
-                            (not initial and not (it.get("stop_oid") and it.get("target_oid"))):
-                        self.protect(it)
-                if it["state"] == "open" and it["contract"] not in self.positions \
-                        and time.monotonic() > self.busy_until.get(it["contract"], 0):
-                    logger.info(f"SYNC: {key}: broker shows flat; intent closed")
-                    for x in (it.get("stop_oid"), it.get("target_oid")):
-                        if x and self.orders.get(x, {}).get("status") in L.WORKING:
-                            self.cancel(x)
-                    it["state"] = "closed"
-                    self.save_intent(it)
-
-    def check_invariant(self, orders: list[dict], immediate: bool = False) -> None:
-        now = time.monotonic()
-        busy = {c for c, t in self.busy_until.items() if t > now}
-        busy |= {it["contract"] for it in self.intents.values() if it["state"] in ("placing", "working", "unknown", "closing")}
-        bos = []
-        for o in orders:
-            if int(o.get("status", 0)) not in L.WORKING:
-                continue
-            inst = instrument_for(o["contractId"])
-            bos.append(L.BrokerOrder(int(o["id"]), o["contractId"], int(o["type"]), int(o["side"]), int(o["size"]),
-                                     int(o["status"]), o.get("customTag") or ""))
-        rep = L.check_protection(list(self.positions.values()), bos, busy)
-        if not rep:
-            self.violations.clear()
-            return
-        sig = ";".join(rep.problems)
-        self.violations[sig] = self.violations.get(sig, 0) + 1
-        if not immediate and self.violations[sig] < 2:
-            return                         # must be seen twice: the broker view may be mid-change
-        self.violations.clear()
-        self.stats["repairs"] += 1
-        self.risk("protection_invariant", True, "; ".join(rep.problems), "ERROR")
-        for oid in rep.cancel:
-            self.cancel(oid)
-        for oid, size in rep.resize:
-            try:
-                self.rest.modify_order(self.acct, oid, size=size)
-            except TopstepXError as exc:
-                logger.warning(f"REPAIR: resize {oid} failed: {exc}")
-        repair_key = f"gw-repair-{time.time_ns()}"
-        for pos, leg, type_ in [(p, "stop", L.STOP) for p in rep.place_stop] + \
-                               [(p, "target", L.LIMIT) for p in rep.place_target]:
-            it = self.active_intent(pos.contract)
-            inst = instrument_for(pos.contract)
-            if it is not None and it.get("fill_ticks") is not None:
-                key, base = it["key"], it["fill_ticks"]
-                sd, td = it["stop_ticks"], it["target_ticks"]
-            else:
-                key, base = repair_key, round(pos.avg_ticks_x4 / 4)
-                sd, td = self.sect.repair_stop_ticks, self.sect.repair_target_ticks
-                leg = "repair" if leg == "stop" else leg
-            stop_px, tgt_px = L.bracket_ticks(base, pos.direction, sd, td)
-            px = stop_px if type_ == L.STOP else tgt_px
-            try:
-                oid = self.send(key, leg, pos.contract, type_, L.close_side(pos.direction), pos.size, px)
-                if it is not None:
-                    it["stop_oid" if type_ == L.STOP else "target_oid"] = oid
-                    self.save_intent(it)
-            except TopstepXError as exc:
-                self.risk("protection_failed", True, f"repair {leg} for {contract_name(pos.contract)} failed: {exc}", "ERROR")
-                if type_ == L.STOP:
-                    self.close_contract(pos.contract, key, "exit")
-        self.risk("protection_invariant", False, "repaired")
-
-    def day_pnl_cents(self) -> int:
-        return self.day_pnl.get(self.day(), 0) if self.day() else sum(self.day_pnl.values())
-
-    def unrealized(self) -> int:
-        total = 0
-        for c, p in self.positions.items():
-            mark = self.marks.get(c)
-            if mark is not None:
-                total += L.unrealized_cents(instrument_for(c), p.direction, p.size, p.avg_ticks_x4, mark)
-        return total
-
-    def guard(self) -> None:
-        now = self.now_ns()
-        day = self.day()
-        h = self.journal.get("halt") or {}
-        if self.halted and h.get("kind") == "daily_loss" and day and h.get("day") != day:
-            logger.info(f"GUARD: new trading day {day}: daily loss halt of {h.get('day')} cleared")
-            self.clear_halt()
-            self.risk("halt", False, f"new trading day {day}: daily loss halt cleared")
-        if now > 0 and self.calendar.must_be_flat(now):    # no time rules before the event clock has data
-            exposed = bool(self.positions) or any(it["state"] in ACTIVE for it in self.intents.values()) or \
-                any(o.get("status") in L.WORKING for o in self.orders.values())
-            if exposed or self.eod_done_day != day:
-                if self.flatten(f"gw-eod-{day}", "eod", f"flatten time {self.cfg.trading.flatten_time:%H:%M}"):
-                    self.eod_done_day = day
-            return
-        if not day:
-            return
-        real = self.day_pnl.get(day, 0)
-        unreal = self.unrealized()
-        if not (self.halted and h.get("kind") == "daily_loss") and L.daily_loss_hit(real, unreal, self.max_loss_cents):
-            detail = f"day P&L {real + unreal} cents (realized {real}, open {unreal}) <= -{self.max_loss_cents}"
-            self.set_halt(f"daily loss: {detail}", "daily_loss")
-            self.risk("daily_loss", True, detail, "ERROR")
-            self.flatten(f"gw-dailyloss-{day}", "flatten", "daily loss limit")
-
-    def periodic(self) -> None:
-        busy = any(it["state"] in ("placing", "working", "unknown") for it in self.intents.values())
-        period = self.sect.poll_s if (busy or not self.hub_reconciled) else self.sect.idle_poll_s
-        if time.monotonic() - self.last_reconcile >= period:
-            if self.rest.limiter.free() < self.sect.rate_reserve + 3:
-                self.stats["polls_deferred"] = self.stats.get("polls_deferred", 0) + 1
-                return                      # keep the REST budget for orders; poll when it refills
-            if not self.reconcile():
-                self.last_reconcile = time.monotonic()      # no tight loop against a failing broker
-                self.flatten_unconfirmed()
-
-    def flatten_unconfirmed(self) -> None:
-        """An entry whose outcome is still unknown after unknown_flatten_s while the broker's order
-        search keeps failing: close whatever is open in that contract rather than sit unprotected."""
-        for it in list(self.intents.values()):
-            if it["state"] == "unknown" and time.monotonic() - it.get("since", 0) > self.sect.unknown_flatten_s:
-                self.risk("order_unknown", True, f"entry {it['key']} unconfirmed after "
-                          f"{self.sect.unknown_flatten_s:.0f} s: closing {contract_name(it['contract'])}", "ERROR")
-                ok, _, msg = self.close_contract(it["contract"], it["key"], "exit")
-                if ok:
-                    it["state"] = "failed"
-                    self.save_intent(it)
-                else:
-                    logger.error(f"GUARD: closing after an unknown entry failed: {msg}; retrying")
-
-    def shutdown(self) -> None:
-        logger.warning("SHUTDOWN: cancelling working orders, flattening, verifying")
-        ok = self.flatten(f"gw-shutdown-{time.time_ns()}", "flatten", "shutdown", budget_s=25.0)
-        logger.info(f"SHUTDOWN: {'flat' if ok else 'NOT verified flat'}; state saved")
+    def drop_queued(self, prio: int, why: str) -> int:
+        pool = getattr(self.runner, "pool", None)
+        return pool.drop(prio, why) if pool is not None else 0

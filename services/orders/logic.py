@@ -3,15 +3,16 @@ protection invariant. No sockets, no broker I/O: unit-tested in tests/unit/test_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
+from common.broker_codes import (  # noqa: F401  (the one table of broker codes)
+    BUY, CANCELLED, FILLED, LIMIT, LIVE, MARKET, PENDING_CANCEL, REJECTED, SELL, STOP, STOP_TYPES, SUSPENDED,
+    TERMINAL, WORKING,
+)
 from common.instruments import Instrument, contract_name, instrument_for
+from services.orders.broker_view import PositionUpdate
 
 LEGS = ("entry", "stop", "target", "exit", "flatten", "eod", "repair")
-BUY, SELL = 0, 1
-LIMIT, MARKET, STOP = 1, 2, 4
-WORKING = frozenset({1, 6, 8})
-TERMINAL = frozenset({2, 3, 4, 5})
-FILLED, CANCELLED, REJECTED = 2, 3, 5
 
 # broker Order/place error codes (topstepx_api.md §1.6)
 INSUFFICIENT_FUNDS = 3
@@ -72,6 +73,31 @@ def fill_line(contract: str, side: int, size: int, price_ticks: int, leg: str) -
     word = "BOUGHT" if side == BUY else "SOLD"
     why = EXIT_REASON.get(leg)
     return f"FILL: {word} {size} {inst.symbol} @ {inst.fmt(price_ticks)}" + (f" ({why})" if why else "")
+
+
+def bracket_mode_refusal(code: int, message: str) -> bool:
+    """The documented refusal of a native bracket in the account's Position Brackets mode."""
+    return code == 2 and "position brackets" in (message or "").lower()
+
+
+def tag_in_use(code: int, message: str) -> bool:
+    """The broker's refusal of a customTag it already has (topstepx_api.md: unique per account)."""
+    m = (message or "").lower()
+    return code == 2 and "tag" in m and ("in use" in m or "already" in m or "duplicate" in m)
+
+
+def native_bracket_ticks(direction: int, stop_dist: int, target_dist: int) -> tuple[int, int]:
+    """(stopLossBracket, takeProfitBracket) ticks, signed from the entry as TopstepX wants them:
+    long: stop below (negative), target above; short: the other way round."""
+    return (-stop_dist, target_dist) if direction > 0 else (stop_dist, -target_dist)
+
+
+def bracket_child(tag: str) -> tuple[str, str] | None:
+    """A native bracket child's tag (the entry's tag + -SL / -TP) -> (entry tag, leg)."""
+    for sfx, leg in (("-SL", "stop"), ("-TP", "target")):
+        if tag and tag.endswith(sfx):
+            return tag[:-len(sfx)], leg
+    return None
 
 
 def reduced_size(size: int) -> int:
@@ -140,6 +166,16 @@ class BrokerPosition:
     direction: int
     size: int
     avg_ticks_x4: int = 0
+
+
+def position_of(raw: dict) -> BrokerPosition | None:
+    """A broker position (REST or hub, TopstepX JSON) -> BrokerPosition; None when flat."""
+    u = PositionUpdate.of(raw)                  # the one conversion of the broker's record
+    if not u.size:
+        return None
+    inst = instrument_for(u.contract)
+    avg_x4 = int((u.average_price / inst.tick_size * 4).to_integral_value())
+    return BrokerPosition(u.contract, u.direction, u.size, avg_x4)
 
 
 @dataclass

@@ -104,7 +104,8 @@ class Keeper:
             return 2
         try:
             from common.topstepx.rest import TopstepXClient
-            self.rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share)
+            from common.topstepx.budget import budget_path
+            self.rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share, budget=str(budget_path(cfg)))
         except Exception as exc:  # a client that cannot be built: keep tracking fills, say so
             logger.error(f"RECONCILE: no broker client ({type(exc).__name__}: {exc}); fills only")
         self.orders = Subscriber(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap,

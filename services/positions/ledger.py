@@ -23,11 +23,11 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any, Callable
 
+from common.broker_codes import LIVE, NONE, TERMINAL  # noqa: F401  (the one table of broker codes)
 from common.instruments import instrument_for
 from common.messages import Account, Fill, OrderEvent, Position, RoundTrip
 
-WORKING = frozenset({0, 1, 6, 8})
-TERMINAL = frozenset({2, 3, 4, 5})
+WORKING = LIVE | {NONE}         # a protective order not yet finished (an event without a status counts)
 
 # leg of the order that closed the position -> round trip exit reason (docs/interfaces.md)
 EXIT_REASONS = {"target": "target", "stop": "stop", "exit": "signal", "flatten": "flatten", "eod": "eod",

@@ -30,13 +30,13 @@ import itertools
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from common.broker_codes import (  # noqa: F401  (re-exported to the server and tests)
+    BUY, CANCELLED, EXPIRED, FILLED, JOIN_ASK, JOIN_BID, LIMIT, MARKET, OPEN, PENDING, REJECTED, SELL, STOP,
+    STOP_LIMIT, SUSPENDED, TRAILING_STOP, WORKING,
+)
 from common.instruments import Instrument, instrument_for
 
-LIMIT, MARKET, STOP_LIMIT, STOP, TRAILING_STOP, JOIN_BID, JOIN_ASK = 1, 2, 3, 4, 5, 6, 7
-BUY, SELL = 0, 1
-OPEN, FILLED, CANCELLED, EXPIRED, REJECTED, PENDING = 1, 2, 3, 4, 5, 6
-SUSPENDED = 8                   # a bracket child waiting for its entry to fill (seen live)
-WORKING = {OPEN, PENDING}       # suspended children are not working: REST's searchOpen hides them
+# SUSPENDED: a bracket child waiting for its entry to fill (seen live); not WORKING: searchOpen hides it
 MAX_TRAIL_TICKS = 1000          # topstepx_api.md §1.6: a longer trail is refused
 
 

@@ -13,8 +13,10 @@ from tests.harness.config import write_config
 from tests.harness.procs import ServiceProcess, wait_for
 from tests.harness.sim import SimProcess
 
+# native_brackets off: these tests exercise the client-side bracket and their faults must not be
+# spent on the first entry's native-bracket attempt (test_orders_native_brackets.py covers that)
 FAST = {"poll_s": 0.5, "idle_poll_s": 1.0, "lookup_timeout_s": 3.0, "flat_verify_s": 3.0,
-        "hub_max_backoff_s": 0.5}
+        "hub_max_backoff_s": 0.5, "native_brackets": "off"}
 
 
 class Gw:
@@ -49,8 +51,17 @@ class Gw:
                                  for e in (self.of(object) and self.envs[n:])), 10, what="live heartbeat")
         return self
 
-    def cmd(self, key: str, action: str, **kw):
-        return self.client.request(OrderCommand(key, action, **kw)).msg
+    def cmd(self, key: str, action: str, wait: bool = True, timeout: float = 60.0, **kw):
+        """Send a command. The gateway answers at once: the outcome, or `accepted` with
+        detail.pending when the broker has not answered yet. With `wait`, follow a pending
+        answer as the engine may: resend the same key (idempotent) until the outcome is known."""
+        cmd = OrderCommand(key, action, **kw)
+        rep = self.client.request(cmd).msg
+        end = time.monotonic() + timeout
+        while wait and rep.detail.get("pending") and time.monotonic() < end:
+            time.sleep(0.1)
+            rep = self.client.request(cmd).msg
+        return rep
 
     def status(self) -> dict:
         self.n += 1
@@ -109,12 +120,18 @@ def protected(sim, size: int = 1) -> bool:
         all(o["size"] == size for o in w) and len(w) == 2
 
 
+def closes(sim) -> list[dict]:
+    """The broker's closeContract orders: market orders with no customTag (the gateway's exits,
+    flattens and overfill closes go out this way: reduce-only at the broker)."""
+    return [o for o in sim.state()["orders"] if not o.get("customTag") and o["type"] == 2]
+
+
 def price(sim, ticks_price) -> None:
     p = float(ticks_price)
     sim.control("price", bid=p, ask=p + 0.25, last=p)
 
 
-__all__ = ["Gw", "working", "positions", "by_leg", "protected", "price", "wait_for"]
+__all__ = ["Gw", "closes", "working", "positions", "by_leg", "protected", "price", "wait_for"]
 
 
 # the default fixtures of the gateway tests (import them: `from ...orders_helpers import gw, sim`)

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from tests.integration.orders_helpers import (  # noqa: F401  (gw, sim: fixtures)
-    Gw, by_leg, gw, positions, price, protected, sim, wait_for, working,
+    Gw, closes, by_leg, gw, positions, price, protected, sim, wait_for, working,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,8 +62,10 @@ def test_target_hit_cancels_stop_then_reverse(gw, sim):
     w = working(sim)
     assert all(o["side"] == 0 for o in w)
     assert by_leg(w, "stop")[0]["customTag"] == "RS2002:stop:0"
-    exits = [o for o in sim.state()["orders"] if o["customTag"] == "RS2002:exit:0"]
+    exits = closes(sim)                     # the exit leg: Position/closeContract, untagged at the broker
     assert len(exits) == 1 and exits[0]["status"] == 2
+    wait_for(lambda: [f for f in gw.fills() if f.leg == "exit" and f.intent_key == "RS2002"], 5,
+             what="the exit fill, attributed to the reverse")
 
 
 def test_partial_fill_resizes_protection(gw, sim):
@@ -82,7 +84,7 @@ def test_exit_cancels_both_then_closes(gw, sim):
     assert gw.enter("LE4000", direction=1, size=1).status == "accepted"
     wait_for(lambda: protected(sim), 10, what="bracket")
     rep = gw.cmd("XL4001", "exit", contract=sim.contract_id, signal_id="XL4001", reason="signal")
-    assert rep.ok and rep.status == "accepted", rep
+    assert rep.ok and rep.status == "flat", rep
     st = sim.state()
     assert not st["positions"] and not st["working"]
     assert [f.leg for f in wait_for(lambda: len(gw.fills()) >= 2 and gw.fills(), 5, what="fills")] == ["entry", "exit"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.orders_helpers import (  # noqa: F401  (gw, sim: fixtures)
-    Gw, by_leg, gw, positions, price, protected, sim, wait_for, working,
+    closes, Gw, by_leg, gw, positions, price, protected, sim, wait_for, working,
 )
 
 pytestmark = pytest.mark.integration
@@ -47,8 +47,10 @@ def test_halt_cancel_all_flatten_status(gw, sim):
     assert not positions(sim) and not working(sim)
     # verified flat over REST; the fill itself comes on the user hub, a moment later
     wait_for(lambda: [x.leg for x in gw.fills()][-1:] == ["flatten"], 5, what="the flatten fill")
+    n = len(closes(sim))
+    assert n == 1                                                     # one Position/closeContract
     assert gw.cmd("op-flatten-1", "flatten").status == "flat"      # same key: first answer, nothing sent
-    assert len([o for o in sim.state()["orders"] if o["customTag"].startswith("op-flatten-1:")]) == 1
+    assert len(closes(sim)) == n
     assert gw.cmd("op-resume-1", "resume").ok
     assert gw.enter("LE7102").status == "accepted"
     wait_for(lambda: protected(sim), 10, what="bracket after resume")

@@ -1,0 +1,220 @@
+"""Placing and cancelling orders at the broker: tags journaled before they go out, an
+unknown outcome looked up by tag, fresh views of working orders and positions.
+
+A part of the Gateway (services/orders/gateway.py): methods on its state, run on the loop's thread.
+"""
+from __future__ import annotations
+
+import time
+
+from loguru import logger
+
+from common.instruments import instrument_for
+from common.topstepx.rest import BrokerError, OutcomeUnknown, TopstepXError
+from services.orders import broker_io as IO
+from services.orders import logic as L
+from services.orders.broker_io import Flow, Sleep, call
+from services.orders.errors import Unconfirmed
+from services.orders.states import after_cancel_sent
+
+
+class PlacingMixin:
+    def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
+             price_ticks: int | None = None, extra: dict | None = None, prio: int = IO.ENTRY,
+             bracket: tuple[int, int] | None = None) -> Flow:
+        """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
+        Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
+        attempt = self.next_attempt(key, leg)
+        tag = L.make_tag(key, leg, attempt)
+        inst = instrument_for(contract)
+        data = {"contract": contract, "type": type_, "side": side, "size": size, "price_ticks": price_ticks,
+                "status": 6, "fill_volume": 0, **(extra or {})}
+        row = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data,
+               "t": time.monotonic()}
+        self.rows[tag] = row
+        self.journal.put_order(tag, key, leg, attempt, data)
+        logger.info(L.order_line(contract, type_, side, size, None if type_ == L.MARKET else price_ticks))
+        price = inst.to_price(price_ticks) if price_ticks is not None else None
+        self.stats["orders_sent"] += 1
+        t0 = time.perf_counter_ns()
+        sent_wall = time.time_ns()
+        try:
+            while True:
+                kw = {} if bracket is None else {"stop_loss_ticks": bracket[0], "take_profit_ticks": bracket[1]}
+                try:
+                    oid = (yield call(self.rest.place_order, self.acct, contract, type_, side, size,
+                                      limit_price=price if type_ == L.LIMIT else None,
+                                      stop_price=price if type_ == L.STOP else None, custom_tag=tag, prio=prio,
+                                      **kw))
+                    break
+                except BrokerError as exc:
+                    if bracket is None or not L.bracket_mode_refusal(exc.code, exc.message) or \
+                            exc.payload.get("orderId"):
+                        raise
+                    # the account is in Position Brackets mode: no order was created (no orderId),
+                    # so the same tag goes out again without the bracket; remembered for next time
+                    logger.warning(f"ORDER: native brackets refused ({exc.message}); client-side OCO from now on")
+                    self.set_native_brackets(False)
+                    bracket = None
+                    data.pop("native", None)
+        except BrokerError as exc:
+            self.stats["rejects"] += 1
+            oid = exc.payload.get("orderId")
+            if oid:
+                self._register(tag, int(oid), {**data, "status": L.REJECTED})
+            logger.warning(f"ORDER: {tag} rejected by the broker: errorCode {exc.code} {exc.message}")
+            raise
+        except OutcomeUnknown as exc:
+            self.stats["unknown_outcomes"] += 1
+            if prio <= IO.PROTECT:
+                # protection cannot wait for searches that fail as well: send the same tag again.
+                # The broker refuses a tag it already has, so this can never make a second order
+                got = yield from self._resend_same_tag(tag, row, contract, type_, side, size, price, prio)
+                if got is not None:
+                    self._register(tag, got, data)
+                    return got
+            logger.warning(f"ORDER: {tag}: outcome unknown ({exc}); looking it up by tag")
+            found = (yield from self.lookup_tag(tag, prio))
+            if found is None:
+                raise Unconfirmed(f"{tag}: {exc}; not found at the broker") from None
+            oid = int(found["id"])
+            logger.warning(f"ORDER: {tag} exists at the broker as order {oid} (status {found.get('status')})")
+            self._register(tag, oid, data)
+            self.on_order(found)
+            return oid
+        self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
+        del self.bench[:-1000]
+        if leg == "entry" and self.cmd_hops:
+            self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
+        if bracket is not None:
+            self.set_native_brackets(True)
+        self._register(tag, oid, data)
+        return oid
+
+    def _resend_same_tag(self, tag: str, row: dict, contract: str, type_: int, side: int, size: int, price,
+                         prio: int) -> Flow:
+        """The order id once the broker has the order with this tag (the hub told us, or a resend
+        went through); None when it refuses the tag as used (it exists: look it up) or keeps failing."""
+        end = time.monotonic() + self.sect.protect_resend_s
+        attempt = 0
+        while time.monotonic() < end:
+            attempt += 1
+            if row["order_id"]:
+                return row["order_id"]                  # its order event came on the hub
+            yield Sleep(min(0.5, 0.1 * attempt))
+            if row["order_id"]:
+                return row["order_id"]
+            try:
+                oid = yield call(self.rest.place_order, self.acct, contract, type_, side, size,
+                                 limit_price=price if type_ == L.LIMIT else None,
+                                 stop_price=price if type_ == L.STOP else None, custom_tag=tag, prio=prio)
+                logger.warning(f"ORDER: {tag} placed by a resend of the same tag (the first try's outcome was unknown)")
+                return int(oid)
+            except BrokerError as exc:
+                if L.tag_in_use(exc.code, exc.message):
+                    logger.warning(f"ORDER: {tag}: the broker already has it ({exc.message})")
+                    for _ in range(20):                 # its order event is on the way
+                        if row["order_id"]:
+                            return row["order_id"]
+                        yield Sleep(0.1)
+                    return None                         # look it up by the tag
+                raise
+            except TopstepXError as exc:
+                logger.warning(f"ORDER: {tag}: resend {attempt} failed: {exc}")
+        return None
+
+    def set_native_brackets(self, on: bool) -> None:
+        if self.native_brackets is not on:
+            self.native_brackets = on
+            self.journal.set("native_brackets", on)
+
+    def placing_since(self, t: float) -> bool:
+        """An order of ours sent after monotonic time t whose id we do not know yet."""
+        return any(r["order_id"] is None and r.get("t", 0) > t for r in self.rows.values())
+
+    def _register(self, tag: str, oid: int, data: dict) -> None:
+        row = self.rows[tag]
+        row["order_id"] = oid
+        self.journal.set_order_id(tag, oid)
+        cur = self.orders.get(oid, {})
+        self.orders[oid] = {**data, **cur, "id": oid, "tag": tag, "key": row["key"], "leg": row["leg"]}
+        for raw in self.parked.pop(oid, []):           # its fills came before the broker's ack
+            self.on_trade(raw)
+
+    def lookup_tag(self, tag: str, prio: int = IO.POLL) -> Flow:
+        """The broker's order with this customTag; None if two searches agree it does not exist.
+        Raises Unconfirmed if the broker cannot be asked within lookup_timeout_s."""
+        deadline = time.monotonic() + self.sect.lookup_timeout_s
+        misses = 0
+        while True:
+            try:
+                for o in (yield call(self.rest.orders, self.acct, self.since(), prio=prio)):
+                    if o.get("customTag") == tag:
+                        return o
+                misses += 1
+                if misses >= 2:
+                    return None
+            except TopstepXError as exc:
+                logger.warning(f"ORDER: looking up {tag} failed: {exc}")
+            if time.monotonic() > deadline:
+                raise Unconfirmed(f"{tag}: could not confirm within {self.sect.lookup_timeout_s} s")
+            yield Sleep(0.3)
+
+    def cancel(self, oid: int, prio: int = IO.PROTECT) -> Flow:
+        try:
+            (yield call(self.rest.cancel_order, self.acct, oid, prio=prio))
+            logger.info(f"ORDER: cancel {oid} ({self.orders.get(oid, {}).get('tag', '?')})")
+            if oid in self.orders:
+                o = self.orders[oid]
+                o["status"] = after_cancel_sent(o.get("status", 0))
+            return True
+        except BrokerError as exc:        # not found / already terminal: nothing works any more
+            logger.info(f"ORDER: cancel {oid}: {exc}")
+            return True
+        except TopstepXError as exc:
+            logger.warning(f"ORDER: cancel {oid} failed: {exc}")
+            return False
+
+    def working_orders(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
+        got = yield call(self.rest.open_orders, self.acct, prio=prio)
+        return [o for o in got if contract is None or o.get("contractId") == contract]
+
+    def cancel_all(self, contract: str | None = None, prio: int = IO.EXIT) -> Flow:
+        """Cancel every working order (of a contract) and verify; returns ids still working. The
+        orders we know are cancelled at once, all together; the broker's list then confirms."""
+        left = [oid for oid, o in self.orders.items() if o.get("status") in L.WORKING
+                and (contract is None or o.get("contract") == contract)]
+        yield from self.cancel_each(left, prio)
+        for round_ in range(3):
+            try:
+                working = (yield from self.working_orders(contract, prio))
+            except TopstepXError as exc:
+                logger.warning(f"ORDER: cannot list working orders: {exc}")
+                yield Sleep(0.3)
+                continue
+            left = [int(o["id"]) for o in working]
+            if not left:
+                return []
+            yield from self.cancel_each(left, prio)
+            yield Sleep(0.05 * (round_ + 1))
+        return left
+
+    def cancel_each(self, oids: list[int], prio: int) -> Flow:
+        """Cancel these orders side by side (one broker call each, in parallel on the pool)."""
+        tasks = [self.spawn(self.cancel(oid, prio), f"cancel-{oid}") for oid in oids]
+        while not all(t.done for t in tasks):
+            yield Sleep(0.02)
+
+    def broker_positions(self, prio: int = IO.EXIT) -> Flow:
+        """The broker's positions from a fresh REST answer. It replaces the view wholesale: a
+        contract the broker does not list is flat (a cached position is never an order's basis)."""
+        fresh: dict[str, L.BrokerPosition] = {}
+        for p in (yield call(self.rest.open_positions, self.acct, prio=prio)):
+            bp = L.position_of(p)
+            if bp is not None:
+                fresh[bp.contract] = bp
+        self.positions = fresh
+        return dict(fresh)
+
+    def broker_position(self, contract: str, prio: int = IO.EXIT) -> Flow:
+        return (yield from self.broker_positions(prio)).get(contract)

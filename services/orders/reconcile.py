@@ -1,0 +1,172 @@
+"""Reconciliation with the broker over REST and the protection invariant.
+
+A part of the Gateway (services/orders/gateway.py): methods on its state, run on the loop's thread.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from loguru import logger
+
+from common.instruments import contract_name
+from common.messages import OrderReply
+from common.topstepx.rest import TopstepXError
+from services.orders import broker_io as IO
+from services.orders import logic as L
+from services.orders.broker_io import Flow, call
+from services.orders.states import IntentState as S
+
+
+class ReconcileMixin:
+    def reconcile(self, initial: bool = False, prio: int = IO.POLL) -> Flow:
+        got: dict[str, list] = {}
+        for name, fn, args in (("orders", self.rest.orders, (self.acct, self.since())),
+                               ("trades", self.rest.trades, (self.acct, self.since())),
+                               ("positions", self.rest.open_positions, (self.acct,))):
+            try:
+                got[name] = yield call(fn, *args, prio=prio)
+            except TopstepXError as exc:
+                logger.warning(f"SYNC: reconciliation: {name} failed: {exc}")
+        fresh = initial and not self.journal.get("initialized")
+        # each part on its own: fills still come in while (say) Order/search fails
+        for o in got.get("orders", []):
+            self.on_order(o)
+        if "trades" in got and ("orders" in got or not fresh):
+            for t in sorted(got["trades"], key=lambda t: int(t["id"])):
+                self.on_trade(t, publish=not fresh)
+        if "positions" in got:
+            self.positions = {}
+            for p in got["positions"]:
+                self._on_position(p)
+        if len(got) < 3:
+            self.stats["reconcile_errors"] += 1
+            return False
+        orders = got["orders"]
+        (yield from self.drop_vanished(orders, prio))
+        self.stats["reconciles"] += 1
+        if fresh:
+            self.journal.set("initialized", True)
+        self.last_reconcile = time.monotonic()
+        if self.hub_state == "connected" and not self.hub_reconciled:
+            self.hub_reconciled = True
+            self.risk("user_hub_down", False, "user hub up and reconciled; entries allowed")
+        (yield from self.resolve_intents(orders, initial))
+        (yield from self.check_invariant(orders, initial))
+        return True
+
+    def drop_vanished(self, orders: list[dict], prio: int = IO.POLL) -> Flow:
+        """An order the journal holds as working that the broker knows nothing of (not in its
+        order history, not open) is not working: it would otherwise be reported, swept and
+        counted as protection forever. Seen when a simulated broker was started afresh."""
+        seen = {int(o["id"]) for o in orders if o.get("id") is not None}
+        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in L.LIVE and oid not in seen]
+        if not ghosts:
+            return
+        try:
+            open_ids = {int(o["id"]) for o in (yield call(self.rest.open_orders, self.acct, prio=prio))}
+        except TopstepXError as exc:
+            logger.warning(f"SYNC: cannot confirm {len(ghosts)} journal orders missing at the broker: {exc}")
+            return
+        for oid in ghosts:
+            if oid in open_ids:
+                continue
+            o = self.orders[oid]
+            logger.warning(f"SYNC: order {oid} ({o['tag']}) is working in the journal but unknown to the broker; "
+                           "marked cancelled")
+            self.on_order({"id": oid, "customTag": o["tag"], "contractId": o["contract"], "status": L.CANCELLED,
+                           "fillVolume": o.get("fill_volume", 0), "size": o.get("size", 0)})
+
+    def resolve_intents(self, orders: list[dict], initial: bool) -> Flow:
+        by_tag = {o.get("customTag"): o for o in orders}
+        for it in list(self.intents.values()):
+            key = it.key
+            if it.state in (S.PLACING, S.UNKNOWN):
+                found = [by_tag[t] for t, r in self.rows.items() if r["key"] == key and r["leg"] == "entry" and t in by_tag]
+                if found:
+                    self._adopt_entry(it, int(found[-1]["id"]))
+                elif initial or time.monotonic() - it.since > self.sect.unknown_flatten_s:
+                    pos = self.positions.get(it.contract)
+                    if pos is not None:
+                        self.risk("order_unknown", True, f"entry {key} unconfirmed but a position is open: closing", "ERROR")
+                        (yield from self.close_contract(it.contract, key, "exit"))
+                    if it.active:
+                        it.to(S.FAILED)
+                    rec = self.journal.intent(key)
+                    if rec and rec["reply"] is None:
+                        self.journal.set_reply(key, asdict(OrderReply(key, False, "error", "entry not placed")))
+                    self.save_intent(it)
+                    continue
+                self.save_intent(it)
+            if it.state in (S.WORKING, S.OPEN):
+                # recompute the filled quantity from the broker's order view (a restart may have missed it)
+                o = self.orders.get(it.entry_oid or -1)
+                if o and o.get("fill_volume", 0) > it.filled and it.fill_ticks is not None:
+                    it.filled = o["fill_volume"]
+                if it.filled > 0 and it.fill_ticks is not None:
+                    it.to(S.OPEN)
+                    # at start, protect only what the broker still holds: a position closed while
+                    # the gateway was down (or a broker started afresh) is closed below, not protected
+                    if (initial and it.contract in self.positions) or \
+                            (not initial and not (it.stop_oid and it.target_oid)):
+                        self.spawn_protect(it)
+                if it.state is S.OPEN and it.contract not in self.positions \
+                        and time.monotonic() > self.busy_until.get(it.contract, 0):
+                    logger.info(f"SYNC: {key}: broker shows flat; intent closed")
+                    for x in (it.stop_oid, it.target_oid):
+                        if x and self.orders.get(x, {}).get("status") in L.WORKING:
+                            (yield from self.cancel(x, IO.PROTECT))
+                    self.save_intent(it.to(S.CLOSED))
+
+    def check_invariant(self, orders: list[dict], immediate: bool = False) -> Flow:
+        now = time.monotonic()
+        busy = {c for c, t in self.busy_until.items() if t > now}
+        busy |= {it.contract for it in self.intents.values() if it.in_flight or it.state is S.CLOSING}
+        bos = []
+        for o in orders:
+            if int(o.get("status", 0)) not in L.WORKING:
+                continue
+            bos.append(L.BrokerOrder(int(o["id"]), o["contractId"], int(o["type"]), int(o["side"]), int(o["size"]),
+                                     int(o["status"]), o.get("customTag") or ""))
+        rep = L.check_protection(list(self.positions.values()), bos, busy)
+        if not rep:
+            self.violations.clear()
+            return
+        sig = ";".join(rep.problems)
+        self.violations[sig] = self.violations.get(sig, 0) + 1
+        if not immediate and self.violations[sig] < 2:
+            return                         # must be seen twice: the broker view may be mid-change
+        self.violations.clear()
+        self.stats["repairs"] += 1
+        self.risk("protection_invariant", True, "; ".join(rep.problems), "ERROR")
+        for oid in rep.cancel:
+            (yield from self.cancel(oid, IO.PROTECT))
+        for oid, size in rep.resize:
+            try:
+                (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=IO.PROTECT))
+            except TopstepXError as exc:
+                logger.warning(f"REPAIR: resize {oid} failed: {exc}")
+        repair_key = f"gw-repair-{time.time_ns()}"
+        for pos, leg, type_ in [(p, "stop", L.STOP) for p in rep.place_stop] + \
+                               [(p, "target", L.LIMIT) for p in rep.place_target]:
+            it = self.active_intent(pos.contract)
+            if it is not None and it.fill_ticks is not None:
+                key, base = it.key, it.fill_ticks
+                sd, td = it.stop_ticks, it.target_ticks
+            else:
+                key, base = repair_key, round(pos.avg_ticks_x4 / 4)
+                sd, td = self.sect.repair_stop_ticks, self.sect.repair_target_ticks
+                leg = "repair" if leg == "stop" else leg
+            stop_px, tgt_px = L.bracket_ticks(base, pos.direction, sd, td)
+            px = stop_px if type_ == L.STOP else tgt_px
+            try:
+                oid = (yield from self.send(key, leg, pos.contract, type_, L.close_side(pos.direction), pos.size, px,
+                                            prio=IO.PROTECT))
+                if it is not None:
+                    setattr(it, "stop_oid" if type_ == L.STOP else "target_oid", oid)
+                    self.save_intent(it)
+            except TopstepXError as exc:
+                self.risk("protection_failed", True, f"repair {leg} for {contract_name(pos.contract)} failed: {exc}", "ERROR")
+                if type_ == L.STOP:
+                    (yield from self.close_contract(pos.contract, key, "exit", IO.PROTECT))
+        self.risk("protection_invariant", False, "repaired")

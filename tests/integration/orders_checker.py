@@ -1,0 +1,137 @@
+"""The invariant checker of the order gateway drills: reads the simulator's own state every
+100 ms (its /sim/state, which no fault touches) and records every breach of the gateway's
+promise, with when and how long:
+- a position with no working stop (on the closing side, covering its size) for longer than
+  `grace_s` beyond the broker's own answer time (`broker_s`, set by the drill);
+- a working order while flat for longer than `flat_grace_s`;
+- |position| above max_contracts, or a position that changed sign between two reads without
+  the gateway having been told to reverse (an exit that flipped it);
+- two broker orders sharing a customTag;
+and, from a second thread, an operator `status` command that waits more than 250 ms.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from common.bus import LazyPirateClient, ServiceUnavailable
+from common.messages import OrderCommand
+
+STOP_TYPES = {3, 4, 5}
+
+
+class Checker:
+    def __init__(self, sim, orders_cmd: str, max_contracts: int, grace_s: float = 1.0, flat_grace_s: float = 2.0):
+        self.sim = sim
+        self.orders_cmd = orders_cmd
+        self.max_contracts = max_contracts
+        self.grace_s = grace_s
+        self.flat_grace_s = flat_grace_s
+        self.broker_s = 0.0                   # the broker's own answer time, added to the grace
+        self.flat_broker_s: float | None = None   # the same for working-while-flat (default broker_s)
+        self.violations: list[str] = []
+        self.answers_ms: list[float] = []
+        self.unprotected_s: list[float] = []  # every episode of a position with no working stop
+        self.reads = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._watch, daemon=True),
+                         threading.Thread(target=self._ask, daemon=True)]
+        self.reversals_allowed = 0
+        self.paused_asking = threading.Event()   # set while the gateway is deliberately down (kill -9)
+
+    def __enter__(self) -> "Checker":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+    def _watch(self) -> None:
+        unprotected_since: float | None = None
+        flat_working_since: float | None = None
+        last_sign = 0
+        while not self._stop.is_set():
+            try:
+                st = self.sim.state()
+            except Exception:
+                time.sleep(0.1)
+                continue
+            self.reads += 1
+            now = time.monotonic()
+            net = 0
+            for p in st["positions"]:
+                net += p["size"] if p["type"] == 1 else -p["size"]
+            working = st["working"]
+            if abs(net) > self.max_contracts:
+                self.violations.append(f"|position| {abs(net)} > max_contracts {self.max_contracts}")
+            sign = (net > 0) - (net < 0)
+            if sign and last_sign and sign != last_sign:
+                if self.reversals_allowed > 0:
+                    self.reversals_allowed -= 1
+                else:
+                    self.violations.append(f"position flipped from {last_sign:+d} to {sign:+d} between two reads")
+            last_sign = sign
+            if net:
+                close_side = 1 if net > 0 else 0
+                stop = [o for o in working if o["type"] in STOP_TYPES and o["side"] == close_side
+                        and o["size"] >= abs(net)]
+                if stop:
+                    if unprotected_since is not None:
+                        self.unprotected_s.append(now - unprotected_since)
+                    unprotected_since = None
+                elif unprotected_since is None:
+                    unprotected_since = now
+                elif now - unprotected_since > self.grace_s + self.broker_s:
+                    self.violations.append(f"{net:+d} open with no working stop for {now - unprotected_since:.1f} s "
+                                           f"(allowed {self.grace_s + self.broker_s:.1f} s)")
+                    unprotected_since = now          # one line per allowance, not one per read
+                flat_working_since = None
+            else:
+                if unprotected_since is not None:
+                    self.unprotected_s.append(now - unprotected_since)
+                unprotected_since = None
+                if working:
+                    if flat_working_since is None:
+                        flat_working_since = now
+                    elif now - flat_working_since > self.flat_grace_s + (
+                            self.broker_s if self.flat_broker_s is None else self.flat_broker_s):
+                        self.violations.append(f"flat with {len(working)} working orders for "
+                                               f"{now - flat_working_since:.1f} s: {[o['customTag'] for o in working]}")
+                        flat_working_since = now
+                else:
+                    flat_working_since = None
+            tags = collections.Counter(o.get("customTag") for o in st["orders"] if o.get("customTag"))
+            dup = [t for t, n in tags.items() if n > 1]
+            if dup:
+                self.violations.append(f"customTag used twice: {dup}")
+            time.sleep(0.1)
+
+    def _ask(self) -> None:
+        client = LazyPirateClient("checker", self.orders_cmd, timeout_ms=2000, retries=0)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    client.request(OrderCommand(f"chk-status-{time.time_ns()}", "status"))
+                    ms = (time.perf_counter() - t0) * 1000
+                except ServiceUnavailable:
+                    ms = float("inf")
+                    client.close()
+                    client = LazyPirateClient("checker", self.orders_cmd, timeout_ms=2000, retries=0)
+                if self.paused_asking.is_set():
+                    time.sleep(0.3)
+                    continue
+                self.answers_ms.append(ms)
+                if ms > 250:
+                    self.violations.append(f"status answered in {ms:.0f} ms (> 250)")
+                time.sleep(0.3)
+        finally:
+            client.close()
+
+    def check(self) -> None:
+        assert self.reads > 10, f"the checker read the simulator only {self.reads} times"
+        assert not self.violations, "\n".join(self.violations[:20])
