@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.stop()       # one line naming the file and `scalper recover orders`; exit 3
 
     loop = ServiceLoop(SERVICE)
+    if loop.hot is not None:
+        journal.checkpoint_when_idle(loop.hot)      # WAL checkpoints off the hot path
     try:
         pub = Publisher(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap).attach(loop)
     except OSError as exc:
