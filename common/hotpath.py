@@ -83,6 +83,8 @@ class HotPath:
             return
         self.started = True
         self._trace = _TraceProbe(name) if os.environ.get("SCALPER_TRACEMALLOC") else None
+        if self._trace is not None:       # written every 30 s too: a process killed at stop still reports
+            self.add_idle_task(self._trace.write, 30.0)
         sys.setswitchinterval(self.cfg.switch_interval_ms / 1000)
         gc.collect()
         if self.cfg.gc_freeze:
