@@ -134,14 +134,18 @@ class FloorChain:
         return [int(x) for x in self.out.read_text().split()] if self.out.exists() else []
 
 
-def run(tmp: Path, speed: float, seconds: float, floor_every_s: float) -> dict:
+HOTPATH_OFF = {"gc_freeze": False, "gc_on_idle": False, "warm_before_ms": 0, "switch_interval_ms": 5}
+
+
+def run(tmp: Path, speed: float, seconds: float, floor_every_s: float, hotpath: dict | None = None) -> dict:
     # faster than live the pipeline trades more often per wall minute than it would live, which
     # would spend the account's REST budget: the budget is lifted on both sides, as in bench_orders
     with SimProcess(tmp / "sim", speed=speed, time_mode="start_at", start_at=f"{DAY}T10:00:00", loop=True,
                     rate_limit_per_min=100000) as sim:
         cfg_path = write_config(tmp, sim, model={"min_confidence": 0.38}, api={"rate_limit_per_min": 100000},
                                 risk={"max_consecutive_losses": 1000, "max_daily_loss": 100000},
-                                logging={"dir": str(tmp / "logs"), "level": "INFO", "console": False})
+                                logging={"dir": str(tmp / "logs"), "level": "INFO", "console": False},
+                                **({"hotpath": hotpath} if hotpath else {}))
         cfg = load_config(cfg_path)
         with Pipeline(tmp, cfg_path):
             floor = FloorChain(tmp, sim)
@@ -176,13 +180,14 @@ def main() -> int:
                     help="also run at speed 1 for this long (the features need ~15 min of market time to warm "
                          "up before the first entry, so give it >= 1200 s); 0 = skip")
     ap.add_argument("--fast-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_FAST_S", "75")))
+    ap.add_argument("--hotpath-off", action="store_true", help="CPython's gc, no warm-up, 5 ms GIL switch (A/B)")
     args = ap.parse_args()
-    result = {"bench": "pipeline", "machine": machine(),
+    result = {"bench": "pipeline", "hotpath": "off" if args.hotpath_off else "on (config defaults)", "machine": machine(),
               "what": "tick received by the feed -> entry order acknowledged by the simulator, through feed, "
                       "inference, engine and order gateway processes (loopback, ipc sockets)"}
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     result["fast"] = {"cadence": {"name": "fast", "note": "speed 40, a bar every 25 ms; the floor fires every 200 ms (each fire places and cancels an order on the shared simulator)"},
-                      **run(tmp / "fast", 40.0, args.fast_s, 0.2)}
+                      **run(tmp / "fast", 40.0, args.fast_s, 0.2, HOTPATH_OFF if args.hotpath_off else None)}
     if args.live_s > 0:
         result["live"] = {"cadence": {"name": "live", "note": "speed 1: a bar a second; the floor fires once a second"},
                           **run(tmp / "live", 1.0, args.live_s, 1.0)}
@@ -193,7 +198,7 @@ def main() -> int:
     result["goal"] = {"tick_to_order_ack_p99_us": 5000, "ratio_to_floor_p99": 1.2,
                       "our_part_tick_to_order_on_wire_p99_us": 1500}
     result["spec_limit_order_placement_ms"] = 500
-    write("pipeline", result)
+    write("pipeline_hotpath_off" if args.hotpath_off else "pipeline", result)
     return 0 if result["fast"]["tick_to_order_ack"].get("median") else 1
 
 
