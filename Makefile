@@ -40,8 +40,14 @@ ANYDAY_TESTS ?= tests/unit $(addprefix tests/integration/test_,sim_api.py sim_br
 anyday: install-test
 	for d in $(ANYDAY_DAYS); do tests/anyday/run "$$d" $(ANYDAY_TESTS) || exit 1; done
 
+# Every benchmark, flat out and at the live cadence (one op per 1 s idle; tests/bench/_kit.py), each
+# with its bare floor measured in the same run; JSON under logs/bench/. About 5 minutes on a quiet
+# 2-core box. BENCH_BARS (idle periods per measured op, default 10) buys better p99s for more time.
+BENCHES := bus inference orders feed pipeline sim backtest
 bench: install-test
-	for b in tests/bench/bench_*.py; do $(BIN)/python -m tests.bench.$$(basename $$b .py) || exit 1; done
+	@mkdir -p logs/bench; start=$$(date +%s); for b in $(BENCHES); do echo "== bench_$$b"; \
+	  $(BIN)/python -m tests.bench.bench_$$b > logs/bench/$$b.out 2>&1 || { tail -20 logs/bench/$$b.out; exit 1; }; \
+	  echo "   $$(( $$(date +%s) - start )) s"; done
 
 clean:
 	rm -rf $(VENV) logs/state

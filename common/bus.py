@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 import zmq
 from loguru import logger
 
+from common import hotpath
 from common.messages import (
     DecodeError, Envelope, Heartbeat, Reply, SnapshotReply, SnapshotRequest,
     decode, encode, topic_of,
@@ -550,6 +551,7 @@ class ServiceLoop:
         os.set_blocking(self._wake_w, False)
         self.poller.register(self._wake_r, zmq.POLLIN)
         self._stop_requested = False
+        self.hot = hotpath.current()      # gc + bar-boundary warm-up policy, if the process installed one
         # installed now, not in run(): a SIGTERM during a slow start-up (a broker
         # reconciliation) must still end in the shutdown hooks, not the default action
         if threading.current_thread() is threading.main_thread():
@@ -591,10 +593,14 @@ class ServiceLoop:
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
         self.running = not self._stop_requested     # a stop asked for before run() still counts
+        if self.hot is not None:
+            self.hot.start(self.name)                # started: freeze the heap, take gc over
         try:
             while self.running:
                 self.run_once()
         finally:
+            if self.hot is not None:
+                self.hot.stop()
             logger.info(f"{self.name}: stopping ({self.stop_reason or 'loop ended'})")
             for fn in self.shutdown_hooks:
                 try:
@@ -607,6 +613,8 @@ class ServiceLoop:
         wait = max_wait_ms
         if self.timers:
             wait = max(0, min(wait, int((min(self.timers).due - now) * 1000)))
+        if self.hot is not None:
+            wait = self.hot.wait_ms(wait)            # awake (and warm) around the bar boundary
         try:
             events = dict(self.poller.poll(wait))
         except zmq.ZMQError as exc:
@@ -631,6 +639,8 @@ class ServiceLoop:
             if t.due <= now:
                 t.due = max(t.due + t.interval, now)
                 self._guard(t.fn)
+        if self.hot is not None:
+            self.hot.after_poll(bool(events))        # collect garbage when idle, never mid-bar
 
     def _guard(self, fn: Callable[[], None]) -> None:
         try:

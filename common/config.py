@@ -392,3 +392,16 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
         return Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, str(path))) from None
+
+
+class HotPathConfig(_Section):
+    """`hotpath:` — how every service process keeps its hot path short (common/hotpath.py)."""
+    gc_freeze: bool = True                 # gc.freeze() once started: the start-up heap is never scanned again
+    gc_on_idle: bool = True                # no automatic collections; the loop collects when it is idle
+    gc_young_limit: int = Field(20_000, ge=700)   # collect even when busy past this many new objects
+    gc_full_every_s: float = Field(300.0, gt=0)   # a full collection at most this often, when idle
+    warm_before_ms: float = Field(2.0, ge=0, le=50)   # 0 = off: warm up and busy-poll from this long before
+    warm_after_ms: float = Field(3.0, ge=0, le=50)    # ... each bar boundary until this long after it
+    warm_every_ms: float = Field(0.5, gt=0)   # the warm-up calls again this often inside the window
+    bar_s: float = Field(1.0, gt=0)        # the bar length the boundary is a multiple of (wall clock)
+    switch_interval_ms: float = Field(0.5, gt=0, le=5)  # GIL hand-over between threads (CPython default 5)

@@ -10,8 +10,9 @@ from pydantic import BaseModel
 
 from loguru import logger
 
+from common import hotpath
 from common.clock import EventClock, LiveClock, make_clock, to_ny
-from common.config import Config, ConfigError, load_config
+from common.config import Config, ConfigError, HotPathConfig, load_config
 from common.contracts import ContractError, check_contract, resolve_with_client
 from common.instruments import INSTRUMENTS
 from common.logging import setup_logging
@@ -24,7 +25,7 @@ M = TypeVar("M", bound=BaseModel)
 def boot(service: str, section: type[M], argv: list[str] | None, doc: str | None
          ) -> tuple[Config, M, LiveClock | EventClock]:
     """Parse `--config`, load and validate it (shared sections and this service's own), make
-    the clock and set up logging. Raises SystemExit(2) with one line on a bad config."""
+    the clock, set up logging and the hot-path policy. Raises SystemExit(2) with one line on a bad config."""
     ap = argparse.ArgumentParser(prog=f"python -m services.{service}",
                                  description=(doc or service).strip().splitlines()[0])
     ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
@@ -32,12 +33,14 @@ def boot(service: str, section: type[M], argv: list[str] | None, doc: str | None
     try:
         cfg = load_config(args.config)
         sect = cfg.section(service, section)
+        hot = cfg.section("hotpath", HotPathConfig)
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     clock = make_clock(cfg.trading.clock)
     setup_logging(service, cfg.path(cfg.logging.dir), cfg.logging.level, clock=clock, console=cfg.logging.console)
     cfg = resolve_contract(cfg, clock, service)
+    hotpath.install(hot)            # gc and bar-boundary warm-up, applied by the ServiceLoop (common/hotpath.py)
     return cfg, sect, clock
 
 

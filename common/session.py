@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+import time as time_module
 from functools import lru_cache
 
 from common.clock import NY, from_dt, to_ny
@@ -40,6 +41,12 @@ class SessionCalendar:
         self.no_entries_gap = timedelta(minutes=no_new_entries_before_flatten_min)
         self.calendar = calendar
         self._cache: dict[date, DayTimes] = {}
+        if calendar is not None:
+            # load the exchange calendar (pandas, exchange_calendars) now, at start-up: loaded on
+            # the first question instead, it took 0.6-2 s inside whatever asked first (a fill's
+            # protection) and grew the process by tens of MB after its heap was frozen
+            _calendar(calendar)
+            self.times(date.fromtimestamp(time_module.time()))
 
     @classmethod
     def from_config(cls, trading) -> "SessionCalendar":

@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"for {contract}; feed {cfg.bus.feed_pub} -> {cfg.bus.inference_pub}")
 
     loop = ServiceLoop(SERVICE)
+    if loop.hot is not None:     # before each bar closes: score the last features again (result unused)
+        loop.hot.add_warmer(lambda: model.predict(worker.bf.features.values))
     try:
         pub = Publisher(SERVICE, cfg.bus.inference_pub, cfg.bus.inference_snap).attach(loop)
     except OSError as exc:
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     max_feature_us = cfg.model.max_feature_ms * 1000
     max_inference_us = cfg.model.max_inference_ms * 1000
     counts = {"feed_msgs": 0, "ignored": 0}
+    debug = cfg.logging.level.upper() in ("DEBUG", "TRACE")
 
     def emit(outputs: list, upstream: dict[str, int]) -> None:
         """Publish bars and predictions. A prediction carries the hops of the tick that closed
@@ -126,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                 hops = {**upstream, "bar_closed": features_done - int(m.feature_us * 1000),
                         "features_done": features_done, "model_scored": scored}
                 pub.publish(m, key=m.contract, ts_ns=worker.exch_ns, hops=hops)
-                logger.debug(f"PREDICTION: {m.direction:+d} conf {m.confidence:.3f} probs "
-                             f"{[round(p, 3) for p in m.probs]} close {m.close_ticks} atr {m.atr_ticks:.2f} "
-                             f"in_range {m.features_in_range}{' ' + ','.join(m.out_of_range) if m.out_of_range else ''} "
-                             f"feat {m.feature_us:.0f}us inf {m.inference_us:.0f}us")
+                if debug:     # formatting this line costs tens of us a bar: only when it is written
+                    logger.debug(f"PREDICTION: {m.direction:+d} conf {m.confidence:.3f} probs "
+                                 f"{[round(p, 3) for p in m.probs]} close {m.close_ticks} atr {m.atr_ticks:.2f} "
+                                 f"in_range {m.features_in_range}{' ' + ','.join(m.out_of_range) if m.out_of_range else ''} "
+                                 f"feat {m.feature_us:.0f}us inf {m.inference_us:.0f}us")
                 if m.feature_us > max_feature_us or m.inference_us > max_inference_us:
                     logger.warning(f"MODEL: slow bar: features {m.feature_us:.0f} us, inference "
                                    f"{m.inference_us:.0f} us (limits {max_feature_us:.0f}/{max_inference_us:.0f})")

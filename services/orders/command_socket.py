@@ -1,4 +1,4 @@
-"""The gateway's command socket: a REP socket whose answer never waits on the broker.
+"""The gateway's command socket: an answering (ROUTER) socket whose answer never waits on the broker.
 
 A command the gateway can settle without the broker (status, halt, resume, a refusal) is
 answered at once. One that needs the broker runs as a flow; the socket waits for it at most

@@ -4,19 +4,22 @@
 
 The payload is a Quote. The bare side sends the same encoded frame bytes with bare pyzmq and does no
 encoding, decoding or sequence checks, so the ratio is what common.messages + common.bus add.
-Reports median / p99 (microseconds) over N messages each and writes logs/bench/bus.json:
+Runs every operation flat out (BENCH_N each, back to back) and at the live cadence (one operation per
+1 s idle period, helpers and bare taking turns; tests/bench/_kit.py). Reports median / p99
+(microseconds), the ratio to the bare floor of the same run, and writes logs/bench/bus.json:
 - pubsub_helpers: Publisher.publish(quote) -> poll -> Subscriber.drain() (encode, number, send, receive,
   decode, gap check), as a ServiceLoop runs it; both ends in this process over ipc://
 - pubsub_bare: PUB.send_multipart((topic, frame)) -> poll -> SUB.recv_multipart()
 - reqrep_helpers: LazyPirateClient.request(quote) -> ReplyServer in another process, which decodes,
   calls an echo handler and encodes the reply; the client decodes it
 - reqrep_bare: REQ.send(frame) -> REP echo in another process -> REQ.recv()
-- codec: encode(quote) + decode(frame) alone
+- codec: encode(quote) + decode(frame) alone, against raw msgpack packb + unpackb of the same map
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
-import json
+import os
 import select
 import subprocess
 import sys
@@ -25,15 +28,14 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
+import msgpack
 import zmq
 
 from common.bus import LazyPirateClient, Publisher, Subscriber
 from common.messages import Quote, decode, encode, topic_of
+from tests.bench._kit import ROOT, back_to_back, cadence, machine, ratio, stats, take_turns, write
 
-ROOT = Path(__file__).resolve().parents[2]
-N = 20_000
-WARMUP = 1_000
+N = int(os.environ.get("BENCH_N", "3000"))
 QUOTE = Quote("CON.F.US.MES.H26", 24201, 24202, 24201, 1_764_081_000_123_456_789, 1_764_081_000_123_901_000)
 
 SERVER = textwrap.dedent("""
@@ -54,72 +56,61 @@ SERVER = textwrap.dedent("""
 """)
 
 
-def stats(ns: list[int]) -> dict:
-    a = np.array(ns, dtype=np.float64) / 1000.0
-    return {"messages": len(a), "median_us": round(float(np.median(a)), 2), "p99_us": round(float(np.percentile(a, 99)), 2),
-            "max_us": round(float(a.max()), 1)}
+class PubSub:
+    """One PUB/SUB pair over ipc://, helpers (Publisher/Subscriber with the codec) or bare pyzmq
+    sending the same encoded frame. hop() = send -> poll -> receive, in ns."""
 
+    def __init__(self, d: Path, helpers: bool):
+        ep = f"ipc://{d}/{'helpers' if helpers else 'bare'}.sock"
+        self.helpers = helpers
+        if helpers:
+            self.pub = Publisher("bench", ep)
+            self.sub = Subscriber("bench", ep, None, topics=[Quote])
+            while not self.sub.recv(20):          # slow joiner: publish until the subscription is live
+                self.pub.publish(QUOTE)
+            time.sleep(0.05)
+            self.sub.drain()
+        else:
+            ctx = zmq.Context.instance()
+            self.pub, self.sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+            self.pub.bind(ep)
+            self.sub.setsockopt(zmq.SUBSCRIBE, b"Quote")
+            self.sub.connect(ep)
+            self.topic, self.frame = topic_of(QUOTE), encode(QUOTE, seq=1, ts_ns=time.time_ns(), src="bench", epoch=1)
+            while True:
+                self.pub.send_multipart((self.topic, self.frame))
+                if self.sub.poll(20):
+                    break
+            time.sleep(0.05)
+            while self.sub.poll(0):
+                self.sub.recv_multipart()
 
-def ratio(helpers: dict, bare: dict) -> dict:
-    return {"median": round(helpers["median_us"] / bare["median_us"], 3),
-            "p99": round(helpers["p99_us"] / bare["p99_us"], 3),
-            "added_median_us": round(helpers["median_us"] - bare["median_us"], 2)}
+    def hop(self) -> int:
+        clock = time.perf_counter_ns
+        if self.helpers:
+            t0 = clock()
+            self.pub.publish(QUOTE)
+            self.sub.sock.poll(1000)          # what a ServiceLoop does: poll, then drain the readable socket
+            got = self.sub.drain()
+            t1 = clock()
+            assert len(got) == 1 and got[0].msg == QUOTE
+        else:
+            t0 = clock()
+            self.pub.send_multipart((self.topic, self.frame))
+            self.sub.poll(1000)
+            got = self.sub.recv_multipart()
+            t1 = clock()
+            assert got[1] == self.frame
+        return t1 - t0
 
-
-def pubsub_helpers(d: Path) -> list[int]:
-    ep = f"ipc://{d}/helpers.sock"
-    pub = Publisher("bench", ep)
-    sub = Subscriber("bench", ep, None, topics=[Quote])
-    clock = time.perf_counter_ns
-    while not sub.recv(20):          # slow joiner: publish until the subscription is live
-        pub.publish(QUOTE)
-    time.sleep(0.05)
-    sub.drain()
-    out = []
-    for i in range(WARMUP + N):
-        t0 = clock()
-        pub.publish(QUOTE)
-        sub.sock.poll(1000)          # what a ServiceLoop does: poll, then drain the readable socket
-        got = sub.drain()
-        t1 = clock()
-        assert len(got) == 1 and got[0].msg == QUOTE
-        if i >= WARMUP:
-            out.append(t1 - t0)
-    assert sub.stats.gaps == 0 and sub.stats.malformed == 0
-    sub.close()
-    pub.close()
-    return out
-
-
-def pubsub_bare(d: Path) -> list[int]:
-    ep = f"ipc://{d}/bare.sock"
-    ctx = zmq.Context.instance()
-    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
-    pub.bind(ep)
-    sub.setsockopt(zmq.SUBSCRIBE, b"Quote")
-    sub.connect(ep)
-    topic, frame = topic_of(QUOTE), encode(QUOTE, seq=1, ts_ns=time.time_ns(), src="bench", epoch=1)
-    while True:
-        pub.send_multipart((topic, frame))
-        if sub.poll(20):
-            break
-    time.sleep(0.05)
-    while sub.poll(0):
-        sub.recv_multipart()
-    clock = time.perf_counter_ns
-    out = []
-    for i in range(WARMUP + N):
-        t0 = clock()
-        pub.send_multipart((topic, frame))
-        sub.poll(1000)
-        got = sub.recv_multipart()
-        t1 = clock()
-        assert got[1] == frame
-        if i >= WARMUP:
-            out.append(t1 - t0)
-    pub.close(0)
-    sub.close(0)
-    return out
+    def close(self) -> None:
+        if self.helpers:
+            assert self.sub.stats.gaps == 0 and self.sub.stats.malformed == 0
+            self.sub.close()
+            self.pub.close()
+        else:
+            self.pub.close(0)
+            self.sub.close(0)
 
 
 def start_server(mode: str, ep: str) -> subprocess.Popen:
@@ -129,91 +120,100 @@ def start_server(mode: str, ep: str) -> subprocess.Popen:
     return p
 
 
-def reqrep_helpers(d: Path) -> list[int]:
-    ep = f"ipc://{d}/rep-helpers.sock"
-    server = start_server("helpers", ep)
-    try:
-        client = LazyPirateClient("bench", ep, timeout_ms=5000, retries=0)
+class ReqRep:
+    """A REQ client and a REP server in another process: helpers (LazyPirateClient ->
+    ReplyServer, decode + echo handler + encode) or bare pyzmq echoing the same frame."""
+
+    def __init__(self, d: Path, helpers: bool):
+        mode = "helpers" if helpers else "bare"
+        ep = f"ipc://{d}/rep-{mode}.sock"
+        self.helpers = helpers
+        self.server = start_server(mode, ep)
+        if helpers:
+            self.client = LazyPirateClient("bench", ep, timeout_ms=5000, retries=0)
+        else:
+            self.sock = zmq.Context.instance().socket(zmq.REQ)
+            self.sock.connect(ep)
+            self.frame = encode(QUOTE, seq=1, ts_ns=time.time_ns(), src="bench")
+
+    def hop(self) -> int:
         clock = time.perf_counter_ns
-        out = []
-        for i in range(WARMUP + N):
+        if self.helpers:
             t0 = clock()
-            env = client.request(QUOTE)
+            env = self.client.request(QUOTE)
             t1 = clock()
             assert env.msg == QUOTE
-            if i >= WARMUP:
-                out.append(t1 - t0)
-        client.close()
-        return out
-    finally:
-        server.kill()
-        server.wait()
-        server.stdout.close()
-
-
-def reqrep_bare(d: Path) -> list[int]:
-    ep = f"ipc://{d}/rep-bare.sock"
-    server = start_server("bare", ep)
-    try:
-        sock = zmq.Context.instance().socket(zmq.REQ)
-        sock.connect(ep)
-        frame = encode(QUOTE, seq=1, ts_ns=time.time_ns(), src="bench")
-        clock = time.perf_counter_ns
-        out = []
-        for i in range(WARMUP + N):
+        else:
             t0 = clock()
-            sock.send(frame)
-            got = sock.recv()
+            self.sock.send(self.frame)
+            got = self.sock.recv()
             t1 = clock()
-            assert got == frame
-            if i >= WARMUP:
-                out.append(t1 - t0)
-        sock.close(0)
-        return out
-    finally:
-        server.kill()
-        server.wait()
-        server.stdout.close()
+            assert got == self.frame
+        return t1 - t0
+
+    def close(self) -> None:
+        if self.helpers:
+            self.client.close()
+        else:
+            self.sock.close(0)
+        self.server.kill()
+        self.server.wait()
+        self.server.stdout.close()
 
 
-def codec() -> list[int]:
+def codec_once() -> int:
     clock = time.perf_counter_ns
-    out = []
-    for i in range(WARMUP + N):
-        t0 = clock()
-        decode(encode(QUOTE, seq=i, ts_ns=i, src="bench", epoch=1))
-        t1 = clock()
-        if i >= WARMUP:
-            out.append(t1 - t0)
-    return out
+    t0 = clock()
+    decode(encode(QUOTE, seq=1, ts_ns=2, src="bench", epoch=1))
+    return clock() - t0
+
+
+def raw_msgpack_once() -> int:
+    """The floor of the codec: msgpack alone over the same map, no checks."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    msgpack.unpackb(msgpack.packb(RAW_MAP, use_bin_type=True), raw=False)
+    return clock() - t0
+
+
+RAW_MAP = {"type": "Quote", "v": 1, "seq": 1, "ts": 2, "src": "bench", "ep": 1, "hops": {},
+           "body": {f.name: getattr(QUOTE, f.name) for f in dataclasses.fields(Quote)}}
+
+
+def summarise(samples: dict[str, list[int]], live: bool) -> dict:
+    s = {k: stats(v) for k, v in samples.items()}
+    return {"cadence": cadence(live), "unit": "us",
+            "pubsub_helpers": s["pubsub_helpers"], "pubsub_bare": s["pubsub_bare"],
+            "pubsub_ratio_to_bare": ratio(s["pubsub_helpers"], s["pubsub_bare"]),
+            "reqrep_helpers": s["reqrep_helpers"], "reqrep_bare": s["reqrep_bare"],
+            "reqrep_ratio_to_bare": ratio(s["reqrep_helpers"], s["reqrep_bare"]),
+            "codec_encode_decode": s["codec"], "codec_raw_msgpack": s["raw_msgpack"],
+            "codec_ratio_to_raw_msgpack": ratio(s["codec"], s["raw_msgpack"])}
 
 
 def main() -> dict:
     from loguru import logger
     logger.remove()                  # the helpers log nothing on the happy path; keep stderr quiet anyway
+    result = {"bench": "bus", "machine": machine(), "payload": "Quote", "transport": "ipc://"}
     with tempfile.TemporaryDirectory(prefix="bench-bus-") as tmp:
         d = Path(tmp)
+        ends = {"pubsub_helpers": PubSub(d, True), "pubsub_bare": PubSub(d, False),
+                "reqrep_helpers": ReqRep(d, True), "reqrep_bare": ReqRep(d, False)}
+        ops = {name: e.hop for name, e in ends.items()} | {"codec": codec_once, "raw_msgpack": raw_msgpack_once}
         gc.disable()
         try:
-            ps_h, ps_b = stats(pubsub_helpers(d)), stats(pubsub_bare(d))
-            rr_h, rr_b = stats(reqrep_helpers(d)), stats(reqrep_bare(d))
-            cod = stats(codec())
+            result["flat"] = summarise(back_to_back(ops, N), live=False)
+            result["live"] = summarise(take_turns(ops), live=True)
         finally:
             gc.enable()
-    frame = encode(QUOTE, seq=1, ts_ns=time.time_ns(), src="bench", epoch=1)
-    result = {
-        "payload": "Quote", "frame_bytes": len(frame), "transport": "ipc://",
-        "pubsub_helpers": ps_h, "pubsub_bare": ps_b, "pubsub_overhead_ratio": ratio(ps_h, ps_b),
-        "reqrep_helpers": rr_h, "reqrep_bare": rr_b, "reqrep_overhead_ratio": ratio(rr_h, rr_b),
-        "codec_encode_decode": cod,
-        "note": ("bare pyzmq sends the same encoded frame and does no encode/decode; helpers = common.messages codec "
-                 "+ common.bus Publisher/Subscriber and LazyPirateClient/ReplyServer; one hop measured "
-                 "send-to-receive in one process, the REP server in its own process"),
-    }
-    out = ROOT / "logs" / "bench" / "bus.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+            for e in ends.values():
+                e.close()
+    result["frame_bytes"] = len(encode(QUOTE, seq=1, ts_ns=time.time_ns(), src="bench", epoch=1))
+    result["note"] = ("bare pyzmq sends the same encoded frame and does no encode/decode; helpers = "
+                      "common.messages codec + common.bus Publisher/Subscriber and LazyPirateClient/ReplyServer; "
+                      "PUB/SUB measured send-to-receive in one process, the REP servers in their own processes. "
+                      "Live: one hop per idle period, helpers and bare taking turns.")
+    write("bus", result)
     return result
 
 

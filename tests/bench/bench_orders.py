@@ -1,78 +1,146 @@
 """Order gateway benchmark -> logs/bench/orders.json
 
-Real simulator + real gateway process on loopback; N entry/exit round trips. Measured inside the
-gateway with perf_counter (samples read back through the status command):
+Real simulator + real gateway process on loopback, reconciliation polls ON (the gateway's default
+poll_s / idle_poll_s). Entry/exit round trips, flat out and at the live cadence (one entry per
+1 s idle period; tests/bench/_kit.py). Measured inside the gateway with perf_counter (samples
+read back through the status command):
   - command received -> REST request sent (Order/place handed to the HTTP session)
   - command received -> simulator acknowledgement (Order/place answered)
   - entry fill event received -> stop and target both acknowledged ("entry to protected")
 and, outside, the engine's view: REQ send -> OrderReply received.
-The rate limits of both the simulator and the gateway are raised for the run (latency, not
-budget, is measured here; the 200/min budget is exercised by the integration tests).
 
-    .venv/bin/python -m tests.bench.bench_orders [N]
+The floor, in the same run against the same simulator at the same cadence, before the gateway
+starts (so its reconciliation never meets orders that are not its own): a bare keep-alive
+`requests` POST of the same market entry to /api/Order/place (floor of "command -> ack"), and a
+stop then a limit POSTed in series (floor of "entry to protected", two REST calls).
+The floor and the gateway take turns by phase (floor first), not per bar: on a loaded machine
+compare medians, and re-run on a quiet one. The rate limits of both sides are raised for the run (latency, not budget, is measured).
+
+    .venv/bin/python -m tests.bench.bench_orders [N_FLAT]
 """
 from __future__ import annotations
 
-import json
-import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from common.messages import OrderCommand
-from tests.harness.procs import ROOT, wait_for
+import requests
+
+from common.messages import Heartbeat, OrderCommand
+from tests.bench._kit import BARS, IDLE_S, cadence, machine, ratio, stats, write
+from tests.harness.procs import wait_for
 from tests.harness.sim import SimProcess
-from tests.integration.orders_helpers import Gw, price, protected, working
+from tests.integration.orders_helpers import Gw, positions, price, protected, working
 
 
-def pct(xs: list[float]) -> dict:
-    s = sorted(xs)
-    if not s:
-        return {"n": 0}
-    return {"median": round(statistics.median(s), 3), "p99": round(s[max(0, int(0.99 * len(s)) - 1)], 3),
-            "max": round(s[-1], 3), "n": len(s)}
+class BarePost:
+    """The floor: the simulator's Order/place over one keep-alive requests.Session, no gateway."""
+
+    def __init__(self, sim: SimProcess):
+        self.sim = sim
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {sim.token()}"
+        self.base = {"accountId": sim.account_id, "contractId": sim.contract_id}
+        self.n = 0
+
+    def post(self, path: str, body: dict) -> dict:
+        j = self.http.post(f"{self.sim.base_url}{path}", json=body, timeout=10).json()
+        assert j.get("success"), j
+        return j
+
+    def round_trip(self) -> tuple[int, int]:
+        """A market entry (timed), then a stop and a limit in series (timed together), then
+        cancel and close (untimed). Returns (entry ns, protection ns)."""
+        self.n += 1
+        clock = time.perf_counter_ns
+        t0 = clock()
+        self.post("/api/Order/place", {**self.base, "type": 2, "side": 0, "size": 1, "customTag": f"bare:{self.n}"})
+        t1 = clock()
+        a = self.post("/api/Order/place", {**self.base, "type": 4, "side": 1, "size": 1, "stopPrice": 6048.0,
+                                           "customTag": f"bare:{self.n}:stop"})
+        b = self.post("/api/Order/place", {**self.base, "type": 1, "side": 1, "size": 1, "limitPrice": 6054.0,
+                                           "customTag": f"bare:{self.n}:target"})
+        t2 = clock()
+        for oid in (a["orderId"], b["orderId"]):
+            self.post("/api/Order/cancel", {"accountId": self.sim.account_id, "orderId": oid})
+        self.post("/api/Position/closeContract", self.base)
+        return t1 - t0, t2 - t1
 
 
-def main(n: int = 40) -> dict:
+def floor(sim: SimProcess, n_flat: int) -> dict:
+    bare = BarePost(sim)
+    for _ in range(3):
+        bare.round_trip()
+    flat = [bare.round_trip() for _ in range(n_flat)]
+    live = []
+    for _ in range(BARS):
+        time.sleep(IDLE_S)
+        live.append(bare.round_trip())
+    assert not working(sim) and not positions(sim), "the floor left orders or a position behind"
+    return {"flat": flat, "live": live}
+
+
+def gateway_runs(gw: Gw, sim: SimProcess, n: int, idle_s: float, start: int) -> list[float]:
+    rtt = []
+    for i in range(start, start + n):
+        if idle_s:
+            time.sleep(idle_s)
+        t0 = time.perf_counter()
+        rep = gw.enter(f"LE{9000 + i}", direction=1 if i % 2 == 0 else -1)
+        rtt.append((time.perf_counter() - t0) * 1e9)
+        assert rep.status == "accepted", rep
+        wait_for(lambda: protected(sim), 10, 0.005, "bracket")
+        gw.cmd(f"XL{9000 + i}", "exit", contract=sim.contract_id)
+        wait_for(lambda: not working(sim), 10, 0.005, "flat")
+    return rtt
+
+
+def samples(gw: Gw) -> list[dict]:
+    return gw.client.request(OrderCommand(f"op-status-{time.time_ns()}", "status", reason="bench")).msg.detail[
+        "latency_samples"]
+
+
+def summarise(rtt: list[float], got: list[dict], bare: list[tuple[int, int]], live: bool) -> dict:
+    entries = [s for s in got if s.get("leg") == "entry"]
+    ack = stats([s["ack_ns"] - s["recv_ns"] for s in entries], 1e6)
+    prot = stats([s["protected_ns"] for s in got if s.get("leg") == "protect"], 1e6)
+    bare_ack, bare_prot = stats([a for a, _ in bare], 1e6), stats([b for _, b in bare], 1e6)
+    return {"cadence": cadence(live), "unit": "ms", "round_trips": len(rtt),
+            "cmd_to_rest_sent": stats([s["sent_ns"] - s["recv_ns"] for s in entries], 1e6),
+            "cmd_to_sim_ack": ack, "floor_bare_post_order_place": bare_ack, "cmd_to_sim_ack_ratio_to_floor": ratio(
+                ack, bare_ack),
+            "entry_fill_to_protected": prot, "floor_two_bare_posts_in_series": bare_prot,
+            "entry_fill_to_protected_ratio_to_floor": ratio(prot, bare_prot),
+            "engine_req_to_reply": stats(rtt, 1e6)}
+
+
+def main(n: int = 20) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-orders-"))
+    result = {"bench": "orders", "machine": machine()}
     with SimProcess(tmp / "sim", speed=1.0, rate_limit_per_min=100000) as sim:
+        price(sim, "6050.00")
+        bare = floor(sim, n)
         gw = Gw(tmp, sim, api={"rate_limit_per_min": 100000}, risk={"max_daily_loss": 100000},
-                orders={"idle_poll_s": 30.0, "poll_s": 30.0})
+                orders={"poll_s": 2.0, "idle_poll_s": 5.0})       # the defaults: reconciliation on
         gw.start()
         try:
-            price(sim, "6050.00")
-            rtt = []
-            for i in range(n):
-                t0 = time.perf_counter()
-                rep = gw.enter(f"LE{9000 + i}", direction=1 if i % 2 == 0 else -1)
-                rtt.append((time.perf_counter() - t0) * 1000)
-                assert rep.status == "accepted", rep
-                wait_for(lambda: protected(sim), 10, 0.005, "bracket")
-                gw.cmd(f"XL{9000 + i}", "exit", contract=sim.contract_id)
-                wait_for(lambda: not working(sim), 10, 0.005, "flat")
-            samples = gw.client.request(OrderCommand(f"op-status-{time.time_ns()}", "status", reason="bench")).msg.detail[
-                "latency_samples"]
+            rtt_flat = gateway_runs(gw, sim, n, 0.0, 0)
+            got_flat = samples(gw)
+            rtt_live = gateway_runs(gw, sim, BARS, IDLE_S, n)
+            got_all = samples(gw)
+            hbs = [h for h in gw.of(Heartbeat) if h.service == "orders"]
+            polls = {k: v for k, v in (hbs[-1].stats if hbs else {}).items() if "reconcile" in k or "poll" in k}
         finally:
             gw.stop()
-    entries = [s for s in samples if s.get("leg") == "entry"]
-    prot = [s["protected_ns"] / 1e6 for s in samples if s.get("leg") == "protect"]
-    out = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "round_trips": n,
-        "cmd_to_rest_sent_ms": pct([(s["sent_ns"] - s["recv_ns"]) / 1e6 for s in entries]),
-        "cmd_to_sim_ack_ms": pct([(s["ack_ns"] - s["recv_ns"]) / 1e6 for s in entries]),
-        "entry_fill_to_protected_ms": pct(prot),
-        "engine_req_to_reply_ms": pct(rtt),
-        "budget": {"placement_ms": 500, "aim_ms": 5},
-    }
-    path = ROOT / "logs" / "bench" / "orders.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
-    return out
+    result["flat"] = summarise(rtt_flat, got_flat, bare["flat"], live=False)
+    result["live"] = summarise(rtt_live, got_all[len(got_flat):], bare["live"], live=True)
+    result["reconciliation"] = {"poll_s": 2.0, "idle_poll_s": 5.0, "gateway_stats_at_end": polls}
+    result["goal_ms"] = {"entry_fill_to_protected_p99_live": 5}
+    result["budget"] = {"placement_ms": 500, "aim_ms": 5}
+    write("orders", result)
+    return result
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
