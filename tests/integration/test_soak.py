@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180
 
 DAY = "2026-11-23"
 SPEED = 120                 # 8 h of market time in 4 minutes of wall time
-GROWTH_LIMIT_MB = 3         # per process, warm-up end to session end (issue 16's goal; it was 64)
+GROWTH_LIMIT_MB = 3         # per process, warm-up end to session end (the goal; it was 64)
 
 
 def test_eight_hour_session_memory_is_stable(tmp_path):
