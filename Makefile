@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-test run test test-all soak anyday bench clean
+.PHONY: install install-test run test test-all slow soak anyday bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,8 +27,13 @@ test: install-test
 test-all: install-test
 	$(BIN)/pytest -q --runslow
 
-soak: install-test
+# The long drills (whole pipeline under supervisord: kill -9, crash loops, the browser, TLS, faults,
+# ten minutes of strict keep-alive) and the soak; CI runs them after the default suite.
+slow: install-test
 	$(BIN)/pytest -q --runslow -m slow
+
+soak: install-test
+	$(BIN)/pytest -q --runslow tests/integration/test_soak.py
 
 # The suite on other days: a Saturday, a CME holiday, the spring DST change (tests/anyday/run,
 # libfaketime). The date-sensitive tests: every unit test, and the integration tests that read

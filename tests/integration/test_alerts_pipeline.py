@@ -20,7 +20,8 @@ from tests.harness.receivers import HttpReceiver
 from tests.harness.sim import SimProcess, free_port
 from tests.integration.test_alerts_process import scrape
 
-pytestmark = pytest.mark.integration
+# whole-pipeline drills: slow (make slow, CI runs them after the default suite)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAY = "2026-11-23"          # a Monday, a normal CME session
 

@@ -27,7 +27,8 @@ from tests.harness.receivers import HttpReceiver
 from tests.harness.sim import SimProcess
 from tests.integration.orders_helpers import FAST, price, protected
 
-pytestmark = pytest.mark.integration
+# whole-pipeline drills: slow (make slow, CI runs them after the default suite)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAX_EXITS = 3
 # as supervisord.conf runs the gateway: exit 3 (bad state file) is final, anything else restarts

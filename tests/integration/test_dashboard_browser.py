@@ -25,7 +25,7 @@ from tests.harness.pipeline import PIPELINE, Pipeline
 from tests.harness.procs import ROOT, wait_for
 from tests.harness.sim import SimProcess, free_port
 
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (apt-get install chromium)")]
 
 DAY = "2026-11-23"          # a Monday, a normal CME session; the simulator starts at 15:20 New York

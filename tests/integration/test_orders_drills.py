@@ -94,6 +94,7 @@ def test_drill_429_storm_in_the_middle_of_a_flatten(gw, sim):
     verdict(chk, gw)
 
 
+@pytest.mark.slow
 def test_drill_rest_4s_late(tmp_path, sim):
     # a deployment that waits for a slow broker: its timeouts are longer than the 4 s delay
     gw = Gw(tmp_path, sim, api={"order_timeout_s": 6.0, "request_timeout_s": 8.0},
@@ -125,6 +126,7 @@ def _drill_rest_4s_late(gw, sim):
     verdict(chk, gw)
 
 
+@pytest.mark.slow
 def test_drill_20s_freeze_heartbeats_and_commands(gw, sim):
     price(sim, "6050.00")
     assert gw.enter("LE1").status == "accepted"

@@ -23,7 +23,8 @@ from tests.harness.pipeline import Pipeline
 from tests.harness.procs import wait_for
 from tests.harness.sim import SimProcess
 
-pytestmark = pytest.mark.integration
+# whole-pipeline drills: slow (make slow, CI runs them after the default suite)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAY = "2026-11-23"          # a Monday, a normal CME session
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[(INFO|WARNING|ERROR|DEBUG)\] ")

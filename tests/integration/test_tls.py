@@ -66,6 +66,7 @@ def test_hub_and_rest_clients_over_tls_check_the_certificate(tmp_path, ca):
         rest.close()
 
 
+@pytest.mark.slow
 def test_the_whole_pipeline_runs_over_tls(tmp_path, ca):
     """Every process under supervisord, every connection to the broker over TLS (the simulator
     listens on https/wss only): the feed streams quotes, the gateway's user hub is up and
