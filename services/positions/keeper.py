@@ -66,7 +66,7 @@ class Keeper:
             if data is not None:
                 self.ledger.load_json(data)
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise BadStateFile(SERVICE, path, f"{type(exc).__name__}: {exc}") from None
+            raise BadStateFile("positions", path, f"{type(exc).__name__}: {exc}") from None
         if data is None:
             logger.info(f"STATE: no saved state ({path}); starting empty, rebuilding from the broker")
             return

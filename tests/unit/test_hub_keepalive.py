@@ -175,7 +175,9 @@ def test_a_silent_server_with_tcp_open_is_rebuilt_within_the_server_timeout(raw_
         raw_hub.silent = True                          # no pings, no data; the socket stays open
         went_silent = time.monotonic()
         wait_for(lambda: hub.stats["silent_reconnects"] == 1, timeout=5, what="the watchdog")
-        noticed = next(t for t, s, d in states if s == "reconnecting" and t > went_silent)
+        # the watchdog counts first, then reports the state (on its own thread): wait for both
+        noticed = wait_for(lambda: next((t for t, s, d in states if s == "reconnecting" and t > went_silent), None),
+                           timeout=5, what="the reconnecting state")
         assert noticed - went_silent <= 1.0 + 0.2 + 0.5, "noticed within the server timeout (+ a ping gap)"
         raw_hub.silent = False
         wait_for(lambda: hub.state == CONNECTED and len(subs) == 2, what="rebuilt and re-subscribed")
