@@ -100,6 +100,7 @@ def test_strict_server_no_involuntary_disconnects(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)      # ten minutes of wall time, above the suite's 300 s
 def test_ten_minutes_at_the_real_defaults(tmp_path):
     """ASP.NET Core's real values (KeepAliveInterval 15 s, ClientTimeoutInterval 30 s, WebSocket
     keep-alive 2 min) and the clients' real ones (ping 10 s, watchdog 30 s): ten minutes of wall
