@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import xmlrpc.client
 from typing import Mapping
 
 from loguru import logger
@@ -32,6 +33,11 @@ def stop_kind(policy: str = "auto", env: Mapping[str, str] | None = None, rpc=No
             from supervisor import childutils
             rpc = childutils.getRPCInterface(dict(env))
         state = rpc.supervisor.getState().get("statename")
+    except xmlrpc.client.Fault as exc:
+        if exc.faultString == "SHUTDOWN_STATE":  # supervisord refuses calls while it shuts down: that is the answer
+            return SHUTDOWN
+        logger.warning(f"SHUTDOWN: cannot ask supervisord whether it is shutting down ({exc}); flattening")
+        return SHUTDOWN
     except Exception as exc:                 # cannot tell: the safe side is flat
         logger.warning(f"SHUTDOWN: cannot ask supervisord whether it is shutting down ({exc}); flattening")
         return SHUTDOWN

@@ -27,6 +27,9 @@ def test_stop_kind():
     assert stop_kind("auto", env={}, rpc=FakeRpc("SHUTDOWN")) == SHUTDOWN
     assert stop_kind("auto", env={}, rpc=FakeRpc("RUNNING")) == RESTART
     assert stop_kind("auto", env={}, rpc=FakeRpc(OSError("no socket"))) == SHUTDOWN   # cannot tell: flat
+    # supervisord refuses every call while it shuts down (Fault 6 SHUTDOWN_STATE): that is the answer
+    import xmlrpc.client
+    assert stop_kind("auto", env={}, rpc=FakeRpc(xmlrpc.client.Fault(6, "SHUTDOWN_STATE"))) == SHUTDOWN
     assert stop_kind("flatten", env={}, rpc=FakeRpc("RUNNING")) == SHUTDOWN
     assert stop_kind("keep", env={}) == RESTART
 
