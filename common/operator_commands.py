@@ -29,9 +29,10 @@ class Answer:
                 f"{' (key ' + self.pending_key + '; see scalper status)' if self.pending_key else ''}")
 
 
-def _request(endpoint: str, msg, timeout_ms: int):
+def request(endpoint: str, msg, timeout_ms: int = 1500, name: str = "operator"):
+    """One REQ with a timeout and no resend: the answer's message, or None when nobody answered."""
     from common.bus import LazyPirateClient, ServiceUnavailable
-    client = LazyPirateClient("operator", endpoint, timeout_ms=timeout_ms, retries=0)
+    client = LazyPirateClient(name, endpoint, timeout_ms=timeout_ms, retries=0)
     try:
         return client.request(msg).msg
     except ServiceUnavailable:
@@ -47,10 +48,10 @@ def send(cfg: Config, action: str, reason: str = "", timeout_ms: int = 5000) -> 
         raise ValueError(f"unknown operator action {action!r}; known: {', '.join(ACTIONS)}")
     reason = reason or f"operator {action}"
     out = []
-    eng = _request(cfg.bus.engine_cmd, OperatorCommand(action, reason=reason, key=f"op-{time.time_ns()}"),
+    eng = request(cfg.bus.engine_cmd, OperatorCommand(action, reason=reason, key=f"op-{time.time_ns()}"),
                    min(timeout_ms, 1500))
     out.append(Answer("engine", eng is not None, bool(eng is not None and eng.ok), getattr(eng, "message", "") or ""))
-    gw = _request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
+    gw = request(cfg.bus.orders_cmd, OrderCommand(key=f"op-{action}-{time.time_ns()}", action=action, reason=reason),
                   timeout_ms)
     pending = gw is not None and gw.status == "accepted" and gw.detail.get("pending")
     out.append(Answer("gateway", gw is not None, bool(gw is not None and gw.ok), getattr(gw, "message", "") or "",

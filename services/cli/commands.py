@@ -44,14 +44,8 @@ def _cfg(args) -> Config:
 # --------------------------------------------------------------------------
 
 def _request(endpoint: str, msg: Any, timeout_ms: int = 1500):
-    from common.bus import LazyPirateClient, ServiceUnavailable
-    client = LazyPirateClient("cli", endpoint, timeout_ms=timeout_ms, retries=0)
-    try:
-        return client.request(msg).msg
-    except ServiceUnavailable:
-        return None
-    finally:
-        client.close()
+    from common.operator_commands import request
+    return request(endpoint, msg, timeout_ms, name="cli")
 
 
 def _run_module(module: str, cfg: Config, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
