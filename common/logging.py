@@ -104,8 +104,9 @@ class _AppendFile:
 
     def _session_day(self) -> str:
         """The day of the session this process belongs to when its own clock never started: the
-        day file another service of the session wrote last (within the last 12 hours), else the
-        wall clock's New York date."""
+        day file another service of the session wrote last, else the wall clock's New York date.
+        (Only an event clock holds lines, so this is a simulation or replay session; file times
+        are compared with each other, never with the wall clock.)"""
         recent = []
         for path in self.directory.glob(self.name_for_day("*")):
             try:
@@ -116,7 +117,7 @@ class _AppendFile:
             mtime, path = max(recent)
             prefix, suffix = self.name_for_day("\0").split("\0")
             day = path.name[len(prefix):len(path.name) - len(suffix)]
-            if time.time() - mtime < 12 * 3600 and len(day) == 10:
+            if len(day) == 10:
                 return day
         return fmt_ny(time.time_ns())[:10]
 
