@@ -97,7 +97,7 @@ def test_keeper_discovers_broker_positions_and_survives_kill9(tmp_path, sim):
         broker_pos = sim.api("/api/Position/searchOpen", {"accountId": sim.account_id})["positions"]
         assert [(p["type"], p["size"]) for p in broker_pos] == [(1, 2)]
         wait_for(lambda: any(isinstance(m, RiskEvent) and m.kind == "position_mismatch" and m.active
-                             for m in collect()), timeout=10, what="position_mismatch RiskEvent active")
+                             for m in collect()), timeout=20, what="position_mismatch RiskEvent active")
         assert "ALERT: position mismatch" in keeper.output()
         wait_for(lambda: any(isinstance(m, RiskEvent) and m.kind == "position_mismatch" and not m.active
                              for m in collect()), timeout=10, what="position_mismatch cleared")
