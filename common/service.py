@@ -71,3 +71,20 @@ def resolve_contract(cfg: Config, clock: LiveClock | EventClock, service: str) -
     if warning:
         logger.warning(warning)
     return cfg.model_copy(update={"trading": cfg.trading.model_copy(update={"contract": cid})})
+
+
+def tool_config(prog: str, description: str, argv: list[str] | None = None,
+                add_args=None) -> tuple[Config, argparse.Namespace]:
+    """Start-up of a one-shot program run by `scalper` (report, check, recover, shadow): parse
+    `--config` and the program's own arguments (`add_args(parser)`), load the config. A bad config
+    is one line on stderr and exit 2, as for a service."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
+    if add_args is not None:
+        add_args(ap)
+    args = ap.parse_args(argv)
+    try:
+        return load_config(args.config), args
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None

@@ -9,7 +9,6 @@ rebuilds its state from the broker, which is the truth.
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -77,17 +76,8 @@ def recover(service: str, files: list[Path], why_unreadable, force: bool = False
 
 def recover_main(service: str, files_for, why_unreadable, argv: list[str] | None = None) -> int:
     """The `python -m services.<service>.recover --config C [--force]` program."""
-    import argparse
-
-    from common.config import ConfigError, load_config
-    p = argparse.ArgumentParser(prog=f"python -m services.{service}.recover",
-                                description=f"move an unreadable {service} state file aside")
-    p.add_argument("--config", default=None)
-    p.add_argument("--force", action="store_true", help="move the files aside even if they read fine")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    from common.service import tool_config
+    cfg, args = tool_config(f"python -m services.{service}.recover", f"move an unreadable {service} state file aside",
+                            argv, lambda ap: ap.add_argument("--force", action="store_true",
+                                                             help="move the files aside even if they read fine"))
     return recover(service, files_for(cfg), why_unreadable, args.force)

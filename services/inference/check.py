@@ -11,23 +11,15 @@ Exit 2 (one line on stderr) on a bad config. Opens no socket and places nothing.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from common.config import ConfigError, load_config
+from common.service import tool_config
 from services.inference.features import FEATURE_NAMES
 from services.inference.model import ModelError, live_gate, load_model
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.inference.check", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    cfg, _ = tool_config("python -m services.inference.check", __doc__.splitlines()[0], argv)
     try:
         model = load_model(cfg.path(cfg.model.path), cfg.path(cfg.model.config), list(FEATURE_NAMES))
     except ModelError as exc:

@@ -87,20 +87,11 @@ def summarize(cfg, log_dir: Path, day: str) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m services.modelctl.shadow [--config C] [--day D]`: write shadow_DAY.json when the
     day had a shadow model, and print its path (`scalper report` runs this before the report)."""
-    import argparse
-    import sys
     import time
 
-    from common.config import ConfigError, load_config
-    ap = argparse.ArgumentParser(prog="python -m services.modelctl.shadow", description="summarise the shadow model")
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    ap.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    from common.service import tool_config
+    cfg, args = tool_config("python -m services.modelctl.shadow", "summarise the shadow model", argv,
+                            lambda ap: ap.add_argument("--day", default=None, help="YYYY-MM-DD (default today)"))
     path = summarize(cfg, cfg.path(cfg.logging.dir), args.day or time.strftime("%Y-%m-%d"))
     if path is not None:
         print(path)

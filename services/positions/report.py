@@ -483,20 +483,11 @@ def shadow_section(s: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """`python -m services.positions.report [--config C] [--day D]`: write the report from the
     day's trades CSV and metrics JSON and print its path (`scalper report` runs this)."""
-    import argparse
-    import sys
     import time
 
-    from common.config import ConfigError, load_config
-    ap = argparse.ArgumentParser(prog="python -m services.positions.report", description="write the session report")
-    ap.add_argument("--config", default=None, help="YAML config (default: $SCALPER_CONFIG or config/live_trading.yaml)")
-    ap.add_argument("--day", default=None, help="YYYY-MM-DD (default today)")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    from common.service import tool_config
+    cfg, args = tool_config("python -m services.positions.report", "write the session report", argv,
+                            lambda ap: ap.add_argument("--day", default=None, help="YYYY-MM-DD (default today)"))
     print(build_report(cfg.path(cfg.logging.dir), args.day or time.strftime("%Y-%m-%d")))
     return 0
 
