@@ -172,7 +172,8 @@ class Watcher:
         st = self.router.stats
         held = CounterMetricFamily("scalper_alerts_suppressed", "alerts deduplicated or held for a digest",
                                    labels=["reason"])
-        for reason, n in (("duplicate", st.deduplicated), ("rate_limit", st.rate_held), ("quiet_hours", st.quiet_held)):
+        for reason, n in (("duplicate", st.deduplicated), ("same_fact", self.rules.corroborated),
+                          ("rate_limit", st.rate_held), ("quiet_hours", st.quiet_held)):
             held.add_metric([reason], float(n))
         return [raised, sent, lost, fails, queued, held]
 
