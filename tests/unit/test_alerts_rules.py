@@ -336,6 +336,19 @@ def test_the_same_fact_from_a_second_service_is_one_alert_and_resolved_when_the_
     assert not again.resolved and again.key != a.key
 
 
+def test_sent_alerts_survive_a_restart_and_once_a_day_alerts_are_never_repeated(tmp_path):
+    from services.alerts.dedup import Dedup
+    path = tmp_path / "state" / "alerts_sent.json"
+    first = Dedup(300, path)
+    assert first.fresh("summary:2026-11-23", T0) and first.fresh("risk:orders:halt:on#1", T0)
+    again = Dedup(300, path)                           # the alerts process restarted
+    assert not again.fresh("summary:2026-11-23", T0 + 3600 * S)   # the day's summary, an hour later
+    assert not again.fresh("risk:orders:halt:on#1", T0 + 10 * S)
+    assert again.fresh("risk:orders:halt:on#1", T0 + 400 * S)      # outside the window: news again
+    path.write_text("{not json")
+    assert Dedup(300, path).fresh("summary:2026-11-23", T0)       # unreadable: starts empty, alerts
+
+
 def test_a_second_outage_episode_is_a_new_alert():
     r = rules(services=[], hub_outage_s=1)
     keys = []
