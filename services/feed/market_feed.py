@@ -49,11 +49,13 @@ class MarketFeed:
                              max_backoff_s=fcfg.max_backoff_s, **hub_timing(cfg.api))
 
     # -- hub threads -> loop -------------------------------------------
+    # run on the hub's receive thread under the loop's lock when the loop is idle: handing each
+    # quote to the loop thread cost a second wake-up, the feed's p99 (ServiceLoop.run_threadsafe)
     def _on_raw_thread(self, target: str, args: list, recv_ns: int) -> None:
-        self.loop.call_soon_threadsafe(lambda: self.on_event(target, args, recv_ns))
+        self.loop.run_threadsafe(lambda: self.on_event(target, args, recv_ns))
 
     def _on_state_thread(self, state: str, detail: str) -> None:
-        self.loop.call_soon_threadsafe(lambda: self.on_state(FEED_STATE.get(state, state), detail))
+        self.loop.run_threadsafe(lambda: self.on_state(FEED_STATE.get(state, state), detail))
 
     def _token(self) -> str:
         """Called by the hub thread before every connect: a token valid for a while."""
