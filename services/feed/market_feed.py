@@ -74,6 +74,9 @@ class MarketFeed:
         self.pub.publish(msg, **kw)
 
     def on_event(self, target: str, args: list, recv_ns: int) -> None:
+        """Publish first, then record: a tick in a burst waits for everything done before it."""
+        if self.core.on_event(target, args, recv_ns):
+            self.watchdog.fresh(time.monotonic())
         if self.recorder is not None:
             try:
                 self.recorder.write(recv_ns, target, args)
@@ -82,8 +85,6 @@ class MarketFeed:
                 if self.recorder.errors == 1 or self.recorder.errors % 1000 == 0:
                     logger.error(f"FEED: cannot record to {self.recorder.directory}: {exc} "
                                  f"({self.recorder.errors} records lost)")
-        if self.core.on_event(target, args, recv_ns):
-            self.watchdog.fresh(time.monotonic())
 
     def on_state(self, state: str, detail: str) -> None:
         if state == self.state and state != "reconnecting":
