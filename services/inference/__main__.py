@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"for {contract}; feed {cfg.bus.feed_pub} -> {cfg.bus.inference_pub}")
 
     loop = ServiceLoop(SERVICE)
-    if loop.hot is not None:     # before each bar closes: score the last features again (result unused)
-        loop.hot.add_warmer(lambda: model.predict(worker.bf.features.values))
+    if loop.hot is not None:     # before each bar closes: the per-bar path again on scratch state (result unused)
+        loop.hot.add_warmer(worker.warm_up)
     try:
         pub = Publisher(SERVICE, cfg.bus.inference_pub, cfg.bus.inference_snap).attach(loop)
     except OSError as exc:
