@@ -556,6 +556,7 @@ class ServiceLoop:
         # held by the loop thread except while it waits in its poll (re-entrant: a callback may
         # call run_threadsafe itself)
         self.lock = threading.RLock()
+        self._ran_direct = False                    # a run_threadsafe call ran since the last poll
         self.hot = hotpath.current()      # gc + bar-boundary warm-up policy, if the process installed one
         # installed now, not in run(): a SIGTERM during a slow start-up (a broker
         # reconciliation) must still end in the shutdown hooks, not the default action
@@ -598,6 +599,7 @@ class ServiceLoop:
             while self._calls:                      # what was queued earlier runs first
                 self._guard(self._calls.popleft())
             self._guard(fn)
+            self._ran_direct = True                 # not idle: the hot path must not collect now
         finally:
             self.lock.release()
 
@@ -670,8 +672,9 @@ class ServiceLoop:
             if t.due <= now:
                 t.due = max(t.due + t.interval, now)
                 self._guard(t.fn)
+        busy, self._ran_direct = bool(events) or self._ran_direct, False
         if self.hot is not None:
-            self.hot.after_poll(bool(events))        # collect garbage when idle, never mid-bar
+            self.hot.after_poll(busy)                # collect garbage when idle, never mid-bar
 
     def _guard(self, fn: Callable[[], None]) -> None:
         try:
