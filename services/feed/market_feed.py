@@ -122,6 +122,8 @@ class MarketFeed:
         stats.update({"feed_state": self.state, "hub": dict(self.hub.stats),
                       "stale_reconnects": self.watchdog.trips, "token_reconnects": self.tokens.refreshes,
                       "recorded": self.recorder.writer.records if self.recorder and self.recorder.writer else 0})
+        if self.loop.hot is not None:       # the longest gc pause so far (bench_feed reports it)
+            stats["hotpath"] = dict(self.loop.hot.stats)
         self.pub.heartbeat("ok" if self.state == "subscribed" else "degraded", exch_ns=exch, stats=stats)
 
     def shutdown(self) -> None:
