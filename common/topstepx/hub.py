@@ -17,7 +17,8 @@ Usage (feed, order gateway)::
 
 THREADS: every callback (handlers, on_raw, on_state, subscriptions) runs on a
 signalrcore or HubClient thread, never on the caller's ServiceLoop. Callers must
-hand work over with `loop.call_soon_threadsafe(...)` and keep callbacks short.
+hand work over with `loop.call_soon_threadsafe(...)`, or run it under the loop's lock
+with `loop.run_threadsafe(...)` (the feed), and keep callbacks short.
 
 Why we do not use signalrcore's own reconnect: its RawReconnectionHandler reuses
 the URL (and so the token) it first connected with, never re-runs the Subscribe*
