@@ -30,7 +30,6 @@ from services.orders.command_socket import CommandSocket
 from services.orders.config import OrdersConfig
 from services.orders.gateway import Gateway
 from services.orders.journal import Journal
-from services.orders.logic import WORKING
 from services.orders.stop_kind import SHUTDOWN, stop_kind
 
 SERVICE = "orders"
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if journal.created:
         logger.warning(f"SYNC: new journal {journal.path}: state rebuilt from the broker: "
                        f"{len(gw.positions)} open positions, "
-                       f"{sum(1 for o in gw.orders.values() if o.get('status') in WORKING)} working orders")
+                       f"{len(gw.book.working())} working orders")
     # from here on, broker calls run on worker threads and their results come back as loop events
     pool = BrokerPool(sect.broker_workers, name="broker")
     gw.runner = LoopRunner(pool, loop.call_soon_threadsafe)
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
                                                "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat(),
                                                # for the Prometheus exporter (services/alerts)
-                                               "working_orders": sum(o.get("status") in WORKING for o in gw.orders.values()),
+                                               "working_orders": len(gw.book.working()),
                                                "rest_free": rest.limiter.free(), "http_429": rest.stats["http_429"],
                                                "hops_recent": gw.hops.recent_list(),
                                                "broker_queue": pool.queued(), "broker_busy": pool.busy,

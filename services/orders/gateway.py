@@ -28,6 +28,7 @@ from services.orders.config import OrdersConfig
 from services.orders.errors import Unconfirmed  # noqa: F401  (re-exported)
 from services.orders.events import EventsMixin
 from services.orders.guard import GuardMixin
+from services.orders.book import OrderBook
 from services.orders.journal import Journal
 from services.orders.placing import PlacingMixin
 from services.orders.reconcile import ReconcileMixin
@@ -54,8 +55,7 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         self.max_contracts = cfg.risk.max_contracts
         self.max_loss_cents = cfg.risk.max_daily_loss_cents
         self.intents: dict[str, Intent] = {}
-        self.orders: dict[int, dict] = {}          # order id -> our view of the order
-        self.rows: dict[str, dict] = {}            # tag -> journal row {key, leg, attempt, order_id}
+        self.book = OrderBook()                    # every order we sent or adopted, by tag and id
         self.seen_trades: set[int] = journal.fill_ids()
         self.day_pnl: dict[str, int] = {}          # trading day -> realized net cents (all trades)
         self.positions: dict[str, logic.BrokerPosition] = {}
@@ -88,11 +88,7 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         self.cmd_t0 = 0
         self.cmd_hops: dict[str, int] = {}           # the current command's hop timestamps (wall ns)
         self.hops = HopStats()                       # tick -> order ack, per stage, for every entry
-        for r in journal.orders():
-            self.rows[r["tag"]] = r
-            if r["order_id"]:
-                self.orders[r["order_id"]] = {"id": r["order_id"], "tag": r["tag"], "key": r["key"], "leg": r["leg"],
-                                              **r["data"], "status": r["data"].get("status", 6)}
+        self.book.restore(journal.orders(), time.monotonic())
         for it in journal.intents(ACTIVE):
             if it["action"] in ("enter", "reverse"):
                 self.intents[it["key"]] = Intent.from_dict(it["data"])
@@ -156,9 +152,12 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
             self.intents.pop(it.key, None)
 
     def next_attempt(self, key: str, leg: str) -> int:
-        n = 0
-        while logic.make_tag(key, leg, n) in self.rows:
-            n += 1
+        """The book holds all of a key's orders or none; a key it does not hold may have been
+        pruned, so the journal says which attempts are taken (a tag is never sent twice)."""
+        n = self.book.next_attempt(key, leg)
+        if not self.book.has_key(key):
+            while self.journal.order(logic.make_tag(key, leg, n)) is not None:
+                n += 1
         return n
 
     def set_halt(self, reason: str, kind: str) -> None:
