@@ -10,7 +10,6 @@ Pure: no I/O; tested in tests/unit/test_orders_book.py.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -79,13 +78,13 @@ class OrderBook:
     """Orders by tag and by id; pruning of finished ones. `keep_s`: how long a finished order of
     an intent that is over stays in memory; `remember`: how many pruned ids are noted."""
 
-    def __init__(self, keep_s: float = 60.0, remember: int = 4096):
+    def __init__(self, keep_s: float = 60.0, remember: int = 2048):
         self.keep_s = keep_s
         self.remember = remember
         self._by_tag: dict[str, BookOrder] = {}
         self._by_id: dict[int, BookOrder] = {}
         self._by_key: dict[str, list[BookOrder]] = {}
-        self._pruned: OrderedDict[int, int] = OrderedDict()     # order id -> its final status
+        self._pruned: dict[int, int] = {}       # order id -> its final status, oldest first
         self.pruned_total = 0
 
     # -- lookups -----------------------------------------------------------
@@ -218,4 +217,4 @@ class OrderBook:
             del self._by_id[order.id]
             self._pruned[order.id] = order.status
             while len(self._pruned) > self.remember:
-                self._pruned.popitem(last=False)
+                del self._pruned[next(iter(self._pruned))]

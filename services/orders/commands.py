@@ -85,7 +85,7 @@ class CommandsMixin:
             "in_flight": [k for k, it in self.intents.items() if it.in_flight],
             "hub": self.hub_state, "day_pnl_cents": self.day_pnl_cents(),
             "entries_ok": self.hub_reconciled,
-            "latency_samples": self.bench[-1000:] if cmd.reason == "bench" else []})
+            "latency_samples": list(self.bench) if cmd.reason == "bench" else []})
 
     def entry_check(self, contract: str, size: int) -> tuple[str, str] | None:
         now = self.now_ns()

@@ -4,6 +4,7 @@ A part of the Gateway (services/orders/gateway.py): methods on its state, run on
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from typing import Any
@@ -141,7 +142,7 @@ class EventsMixin:
                                                           {"order_id": oid, "size": it.size})))
         self.save_intent(it)
 
-    def on_trade(self, raw: dict, publish: bool = True) -> None:
+    def on_trade(self, raw: dict, publish: bool = True, park: bool = True) -> None:
         try:
             t = TradeUpdate.of(raw)              # the one conversion of the broker's record
         except BadBrokerRecord as exc:
@@ -150,7 +151,9 @@ class EventsMixin:
         tid = t.id
         if tid in self.seen_trades:
             return
-        self.seen_trades.add(tid)
+        if self.journal.has_fill(tid):          # a trade of a day trimmed from memory, reported again
+            return
+        self.seen_trades[tid] = ""
         if t.voided:
             return
         contract = t.contract or self.contract
@@ -164,11 +167,13 @@ class EventsMixin:
         net = (pnl or 0) - fees
         o = self.book.get(oid) or self._recall(self.journal.order_by_id(oid)) or \
             self._adopt_close_order(oid, contract, t.side, t.size)
-        if o is None and publish and self.placing_since(time.monotonic() - 30):
+        if o is None and publish and park and self.placing_since(time.monotonic() - 30):
             # a fill of an order whose placement has not returned yet: keep it until the ack
-            self.seen_trades.discard(tid)
+            self.seen_trades.pop(tid, None)
             self.parked.setdefault(oid, []).append(raw)
+            self.parked_at.setdefault(oid, time.monotonic())
             return
+        self.seen_trades[tid] = day = sys.intern(day)      # one string per day, not per trade
         leg, key = (o.leg, o.key) if o else ("unknown", "")
         if o is not None and o.status in (logic.PENDING_CANCEL, logic.CANCELLED):
             self.stats["fills_after_cancel"] = self.stats.get("fills_after_cancel", 0) + 1

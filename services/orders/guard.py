@@ -52,6 +52,7 @@ class GuardMixin:
             (yield from self.flatten(f"gw-dailyloss-{day}", "flatten", "daily loss limit"))
 
     def periodic(self) -> Flow:
+        self.trim_memory()
         if self.flatten_pending:
             key, leg, reason = self.flatten_pending
             (yield from self.flatten(key, leg, reason, budget_s=2.0))

@@ -132,6 +132,9 @@ class Journal:
                               (trade_id, order_id, json.dumps(data)))
         return cur.rowcount == 1
 
+    def has_fill(self, trade_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM fills WHERE trade_id=?", (trade_id,)).fetchone() is not None
+
     def fill_ids(self) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT trade_id FROM fills")}
 

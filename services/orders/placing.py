@@ -82,7 +82,6 @@ class PlacingMixin:
             self.on_order(found)
             return oid
         self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
-        del self.bench[:-1000]
         if leg == "entry" and self.cmd_hops:
             self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
         logger.info(logic.order_line(contract, type_, side, size, None if type_ == logic.MARKET else price_ticks))
@@ -135,6 +134,7 @@ class PlacingMixin:
     def _register(self, tag: str, oid: int) -> None:
         self.book.register(tag, oid)
         self.journal.set_order_id(tag, oid)
+        self.parked_at.pop(oid, None)
         for raw in self.parked.pop(oid, []):           # its fills came before the broker's ack
             self.on_trade(raw)
 
