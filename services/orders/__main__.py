@@ -2,7 +2,11 @@
 
     python -m services.orders --config config/live_trading.yaml
 
-Refuses to start (exit 2, one line) on a bad config, an unreachable broker or a socket in use.
+Refuses to start (exit 2, one line) on a bad config, credentials the broker refuses (401, a
+refused login), an account that is not found, or a socket in use. A broker that is not reachable
+yet (connection refused, timeouts, 5xx, 429) is waited for, with one WARNING line per attempt and
+a doubling pause, at login, account lookup and the first reconciliation
+(common/topstepx/startup.py): supervisord does not restart a gateway that was only early.
 SIGTERM/SIGINT: when the session ends (supervisord shutting down, or no supervisord), cancel
 working orders, flatten, verify, save state, exit 0; when only this program is restarted, keep
 a protected position for the next gateway (services/orders/stop_kind.py).
@@ -24,7 +28,8 @@ from common.session import SessionCalendar
 from common.statefile import BadStateFile
 from common.topstepx.budget import budget_path
 from common.topstepx.hub import HubClient, hub_timing
-from common.topstepx.rest import TopstepXClient, TopstepXError
+from common.topstepx.rest import OutcomeUnknown, TopstepXClient, TopstepXError
+from common.topstepx.startup import until_reachable
 from services.orders.broker_io import BrokerPool, InlineRunner, LoopRunner
 from services.orders.command_socket import CommandSocket
 from services.orders.config import OrdersConfig
@@ -52,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share, reserve=sect.rate_reserve,
                                       budget=str(budget_path(cfg)) if sect.shared_budget else None)
     try:
-        rest.login()
-        account_id = find_account(rest, cfg)
+        until_reachable("login", rest.login)
+        account_id = until_reachable("account lookup", lambda: find_account(rest, cfg))
     except TopstepXError as exc:
         logger.error(f"API: refusing to start: {exc}")
         return 2
@@ -90,13 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # state at start: what did we send, what does the broker hold (kill -9 recovery)
-    for attempt in range(20):
-        if gw.spawn(gw.reconcile(initial=True), "initial reconcile").result:
-            break
-        time.sleep(min(2.0, 0.2 * (attempt + 1)))
-    else:
-        logger.error("SYNC: cannot reconcile with the broker at start; refusing to start")
-        return 2
+    def initial_reconcile() -> None:
+        task = gw.spawn(gw.reconcile(initial=True), "initial reconcile")
+        if task.error is not None or not task.result:
+            raise OutcomeUnknown(f"{task.error or 'a search failed'}")
+    until_reachable("initial reconciliation", initial_reconcile, prefix="SYNC")
     if journal.created:
         logger.warning(f"SYNC: new journal {journal.path}: state rebuilt from the broker: "
                        f"{len(gw.positions)} open positions, "
