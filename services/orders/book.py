@@ -86,6 +86,7 @@ class OrderBook:
         self._by_key: dict[str, list[BookOrder]] = {}
         self._pruned: dict[int, int] = {}       # order id -> its final status, oldest first
         self.pruned_total = 0
+        self.high_id = 0                        # the highest order id ever held (pruned ones too)
 
     # -- lookups -----------------------------------------------------------
     def __len__(self) -> int:
@@ -126,7 +127,8 @@ class OrderBook:
         return any(o.id is None and o.sent_at > t for o in self._by_tag.values())
 
     def max_id(self) -> int:
-        return max(self._by_id, default=0)
+        """The highest order id ever held: an order newer than this is newer than all of ours."""
+        return self.high_id
 
     def pruned_status(self, oid: int) -> int | None:
         """The final status of a recently pruned order (None: not noted)."""
@@ -143,6 +145,7 @@ class OrderBook:
         if order.id is not None:
             self._by_id[order.id] = order
             self._pruned.pop(order.id, None)
+            self.high_id = max(self.high_id, order.id)
         return order
 
     def restore(self, rows: Iterable[dict], now: float = 0.0) -> None:
@@ -155,6 +158,7 @@ class OrderBook:
         order.id = oid
         self._by_id[oid] = order
         self._pruned.pop(oid, None)
+        self.high_id = max(self.high_id, oid)
         return order
 
     def update(self, order: BookOrder, now: float, *, status: int | None = None, fill_volume: int | None = None,

@@ -50,10 +50,11 @@ class EventsMixin:
             return
         tag, oid = u.tag, u.id
         row = self.book.by_tag(tag) if tag else None
-        if row is None and tag:
+        if row is None and oid not in self.book:
             if self._pruned_unchanged(oid, u):
                 return                      # a finished order we have forgotten, reported again as it was
-            row = self._recall(self.journal.order(tag))
+            # (an untagged one may be a closeContract order of ours: by id, never adopted twice)
+            row = self._recall(self.journal.order(tag) if tag else self.journal.order_by_id(oid))
         if row is None and logic.bracket_child(tag) is not None:
             row = self._adopt_bracket_child(tag, u)
         if row is None:

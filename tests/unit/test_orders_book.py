@@ -72,6 +72,7 @@ def test_prune_forgets_a_finished_key_whole_after_the_window():
     assert len(book) == 0 and book.get(1) is None and book.by_tag("K1:stop:0") is None
     assert book.pruned_status(1) == codes.FILLED and book.pruned_status(2) == codes.CANCELLED
     assert not book.has_key("K1") and book.pruned_total == 2
+    assert book.max_id() == 2                                  # newer-than checks still see the pruned ids
 
 
 def test_prune_drops_an_order_never_acked_and_bounds_its_notes():
