@@ -22,7 +22,7 @@ from loguru import logger
 
 from common.bus import LATEST_ONLY_HWM, Publisher, ServiceLoop, Subscriber
 from common.clock import EventClock
-from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
+from common.messages import Fill, Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent, topic_of
 from common.service import boot
 from common.session import SessionCalendar
 from common.statefile import BadStateFile
@@ -38,6 +38,7 @@ from services.orders.journal import Journal
 from services.orders.stop_kind import SHUTDOWN, stop_kind
 
 SERVICE = "orders"
+FILL_TOPIC = topic_of(Fill)
 
 
 def find_account(rest: TopstepXClient, cfg) -> int:
@@ -164,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
                                   "state reconciled with the broker"))
     loop.every(1.0, announce, first_in=1.0)
     loop.every(0.25, lambda: gw.spawn_once("periodic", gw.periodic))
+
+    def forget_old_fills() -> None:
+        """The snapshot carries the latest trading day's fills, as after a restart (republish_fills);
+        fills of earlier days leave the retained state, which would otherwise grow day after day."""
+        for rk in [rk for rk in pub.retained if rk[0] == FILL_TOPIC and rk[1].isdigit()
+                   and gw.seen_trades.get(int(rk[1])) != gw.last_fill_day]:
+            pub.retained.pop(rk, None)
+    loop.every(60.0, forget_old_fills, first_in=60.0)
     loop.every(sect.guard_s, lambda: gw.spawn_once("guard", gw.guard))
 
     def close() -> None:

@@ -21,6 +21,7 @@ from common.hops import HopStats
 from common.messages import Fill, RiskEvent
 from common.topstepx.rest import TopstepXClient
 from services.orders import logic
+from services.orders.book import OrderBook
 from services.orders.brackets import BracketsMixin
 from services.orders.broker_io import Flow, InlineRunner, Task
 from services.orders.closing import ClosingMixin
@@ -29,7 +30,6 @@ from services.orders.config import OrdersConfig
 from services.orders.errors import Unconfirmed  # noqa: F401  (re-exported)
 from services.orders.events import EventsMixin
 from services.orders.guard import GuardMixin
-from services.orders.book import OrderBook
 from services.orders.journal import Journal
 from services.orders.placing import PlacingMixin
 from services.orders.reconcile import ReconcileMixin
@@ -182,7 +182,7 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         finished orders of intents that are over leave the book after its window, trade ids of
         days before the latest two leave seen_trades (a repeat is still caught in the journal),
         fills parked for an ack that never came are handled as not ours, and the day P&L keeps
-        the last few days. Run from the periodic flow, every trim_every_s."""
+        the last few days. Run from the periodic flow, every TRIM_EVERY_S."""
         now = time.monotonic() if now is None else now
         if not force and now - self.trimmed_at < TRIM_EVERY_S:
             return

@@ -37,10 +37,17 @@ def ours() -> int:
     return sum(s.size for s in snap.statistics("filename"))
 
 
+def rss() -> int:
+    """Resident set size in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trips", type=int, default=600)
     ap.add_argument("--warm", type=int, default=100)
+    ap.add_argument("--no-trace", action="store_true", help="RSS only, no tracemalloc")
     args = ap.parse_args()
     logger.remove()
     tmp = Path(tempfile.mkdtemp(prefix="probe-gwbook-"))
@@ -62,7 +69,8 @@ def main() -> None:
         assert task.done and task.error is None, task.error
 
     flow(gw.reconcile(initial=True))
-    tracemalloc.start(1)
+    if not args.no_trace:
+        tracemalloc.start(1)
     at = {}
     t0 = time.perf_counter()
     for n in range(args.warm + args.trips):
@@ -80,12 +88,13 @@ def main() -> None:
             if trim is not None:
                 trim(time.monotonic() + 3600, force=True)      # as if the pruning window had passed
         if n + 1 == args.warm:
-            at["warm"] = ours()
-    at["end"] = ours()
+            at["warm"], at["rss_warm"] = ours() if not args.no_trace else 0, rss()
+    at["end"], at["rss_end"] = ours() if not args.no_trace else 0, rss()
     grew = at["end"] - at["warm"]
     print(json.dumps({"probe": "gateway_book", "trips_measured": args.trips, "warm_trips": args.warm,
                       "bytes_after_warmup": at["warm"], "bytes_at_end": at["end"], "grew_bytes": grew,
-                      "bytes_per_trip": round(grew / args.trips), "book_orders": len(getattr(gw, "book", ())),
+                      "bytes_per_trip": round(grew / args.trips),
+                      "rss_grew_kb": (at["rss_end"] - at["rss_warm"]) // 1024, "book_orders": len(getattr(gw, "book", ())),
                       "seconds": round(time.perf_counter() - t0, 1)}))
     journal.close()
 
