@@ -78,7 +78,7 @@ class OrderBook:
     """Orders by tag and by id; pruning of finished ones. `keep_s`: how long a finished order of
     an intent that is over stays in memory; `remember`: how many pruned ids are noted."""
 
-    def __init__(self, keep_s: float = 60.0, remember: int = 2048):
+    def __init__(self, keep_s: float = 60.0, remember: int = 4096):
         self.keep_s = keep_s
         self.remember = remember
         self._by_tag: dict[str, BookOrder] = {}
@@ -133,6 +133,13 @@ class OrderBook:
     def pruned_status(self, oid: int) -> int | None:
         """The final status of a recently pruned order (None: not noted)."""
         return self._pruned.get(oid)
+
+    def note_pruned(self, oid: int, status: int) -> None:
+        """Note a finished order that is not held (read back from the journal), oldest out first."""
+        self._pruned.pop(oid, None)
+        self._pruned[oid] = status
+        while len(self._pruned) > self.remember:
+            del self._pruned[next(iter(self._pruned))]
 
     # -- changes -----------------------------------------------------------
     def add(self, order: BookOrder) -> BookOrder:
@@ -219,6 +226,4 @@ class OrderBook:
                 del self._by_key[order.key]
         if order.id is not None and self._by_id.get(order.id) is order:
             del self._by_id[order.id]
-            self._pruned[order.id] = order.status
-            while len(self._pruned) > self.remember:
-                del self._pruned[next(iter(self._pruned))]
+            self.note_pruned(order.id, order.status)

@@ -54,7 +54,10 @@ class EventsMixin:
             if self._pruned_unchanged(oid, u):
                 return                      # a finished order we have forgotten, reported again as it was
             # (an untagged one may be a closeContract order of ours: by id, never adopted twice)
-            row = self._recall(self.journal.order(tag) if tag else self.journal.order_by_id(oid))
+            found = self.journal.order(tag) if tag else self.journal.order_by_id(oid)
+            if found is not None and self._journal_unchanged(found, u):
+                return
+            row = self._recall(found)
         if row is None and logic.bracket_child(tag) is not None:
             row = self._adopt_bracket_child(tag, u)
         if row is None:
@@ -93,6 +96,15 @@ class EventsMixin:
         no journal read (reconciliation lists the whole session's orders every few seconds)."""
         was = self.book.pruned_status(oid)
         return was is not None and (u.status is None or next_status(was, u.status) == was)
+
+    def _journal_unchanged(self, found: dict, u: OrderUpdate) -> bool:
+        """A finished order of ours the book no longer holds (its note evicted), reported as it
+        ended: noted again, not brought back (a session's whole order list comes every poll)."""
+        old = BookOrder.from_journal(found)
+        if old.id is None or not old.finished or (u.status is not None and next_status(old.status, u.status) != old.status):
+            return False
+        self.book.note_pruned(old.id, old.status)
+        return True
 
     def _recall(self, row: dict | None) -> BookOrder | None:
         """An order pruned from the book (or not yet in it) read back from the journal, so a late

@@ -68,3 +68,14 @@ def test_seen_trades_keep_the_latest_two_days(kit):  # noqa: F811
     kit.gw.trim_memory(force=True)
     assert kit.gw.seen_trades == {2: "2026-11-23", 3: "2026-11-24", 4: "2026-11-24"}
     assert sorted(kit.gw.day_pnl) == ["2026-11-20", "2026-11-23", "2026-11-24"]
+
+
+def test_a_pruned_order_past_the_note_is_read_from_the_journal_not_brought_back(kit):  # noqa: F811
+    kit.gw.book.remember = 0                                            # every note evicted at once
+    stop = round_trip(kit)
+    kit.published.clear()
+    kit.flow(kit.gw.reconcile())                                        # the session's orders again
+    assert [m for m in kit.published if isinstance(m, OrderEvent)] == [] and len(kit.gw.book) == 0
+    kit.gw.on_order({**kit.broker.book[stop["id"]], "status": codes.FILLED, "fillVolume": 1})
+    [ev] = [m for m in kit.published if isinstance(m, OrderEvent)]
+    assert (ev.order_id, ev.leg, ev.status) == (stop["id"], "stop", codes.FILLED)
