@@ -3,6 +3,7 @@ order the gateway sends (written BEFORE it is sent, keyed by its customTag), eve
 published (by trade id) and the latched halt, so a restarted gateway knows what it sent."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -62,6 +63,22 @@ class Journal:
                 self.db.close()
             raise BadStateFile("orders", self.path, f"{type(exc).__name__}: {exc}") from None
 
+    @contextlib.contextmanager
+    def transaction(self):
+        """The writes of one step (a fill and its intent; the stop's and target's rows) in one
+        commit instead of one each. Nested: joins the open one. Commit before any broker call
+        that depends on them: a row must be on disk before its order is sent."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # -- intents ---------------------------------------------------------
     def put_intent(self, key: str, action: str, state: str, data: dict) -> None:
         self.db.execute("INSERT INTO intents(key, action, state, data, reply, created_ns) VALUES (?,?,?,?,NULL,?) "
@@ -69,6 +86,9 @@ class Journal:
                         (key, action, state, json.dumps(data), time.time_ns()))
 
     def set_intent(self, key: str, *, state: str | None = None, data: dict | None = None) -> None:
+        if state is not None and data is not None:      # one statement, one commit
+            self.db.execute("UPDATE intents SET state=?, data=? WHERE key=?", (state, json.dumps(data), key))
+            return
         if state is not None:
             self.db.execute("UPDATE intents SET state=? WHERE key=?", (state, key))
         if data is not None:

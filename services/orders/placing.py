@@ -19,20 +19,31 @@ from services.orders.states import after_cancel_sent
 
 
 class PlacingMixin:
-    def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
-             price_ticks: int | None = None, extra: dict | None = None, prio: int = broker_io.ENTRY,
-             bracket: tuple[int, int] | None = None) -> Flow:
-        """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
-        Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
+    def record_order(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
+                     price_ticks: int | None = None, extra: dict | None = None) -> dict:
+        """Journal the next attempt of key:leg (its tag) before it is sent; returns its row. A
+        caller with several orders to send records them in one journal transaction first."""
         attempt = self.next_attempt(key, leg)
         tag = logic.make_tag(key, leg, attempt)
-        inst = instrument_for(contract)
         data = {"contract": contract, "type": type_, "side": side, "size": size, "price_ticks": price_ticks,
                 "status": 6, "fill_volume": 0, **(extra or {})}
         row = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data,
                "t": time.monotonic()}
         self.rows[tag] = row
         self.journal.put_order(tag, key, leg, attempt, data)
+        return row
+
+    def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
+             price_ticks: int | None = None, extra: dict | None = None, prio: int = broker_io.ENTRY,
+             bracket: tuple[int, int] | None = None, row: dict | None = None) -> Flow:
+        """Place one order with tag key:leg:attempt, journaled before it goes out (here, or by the
+        caller: `row` from record_order, committed). Returns the order id.
+        Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
+        if row is None:
+            row = self.record_order(key, leg, contract, type_, side, size, price_ticks, extra)
+        tag, data = row["tag"], row["data"]
+        inst = instrument_for(contract)
+        recv_ns, hops = self.cmd_t0, self.cmd_hops        # the command being run now (later ones overwrite them)
         # the order line is written after the send (below): ~30 us of logging never delays the request
         price = inst.to_price(price_ticks) if price_ticks is not None else None
         self.stats["orders_sent"] += 1
@@ -83,10 +94,10 @@ class PlacingMixin:
             self._register(tag, oid, data)
             self.on_order(found)
             return oid
-        self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
+        self.bench.append({"leg": leg, "recv_ns": recv_ns, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
         del self.bench[:-1000]
-        if leg == "entry" and self.cmd_hops:
-            self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
+        if leg == "entry" and hops:
+            self.hops.add({**hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
         logger.info(logic.order_line(contract, type_, side, size, None if type_ == logic.MARKET else price_ticks))
         if bracket is not None:
             self.set_native_brackets(True)
