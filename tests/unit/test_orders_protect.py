@@ -160,3 +160,24 @@ def test_join_resumes_on_the_loop_thread(tmp_path):
         assert task.done and where == [threading.main_thread()]
     finally:
         pool.stop(1.0)
+
+
+def test_the_stop_goes_out_before_the_fill_is_logged_and_published(tmp_path):
+    """Fill and intent are journaled together, then protection starts; the fill's log line and
+    its publish come after (inline, the stop is even acknowledged before the Fill is published)."""
+    from common.messages import Fill
+    k = Kit(tmp_path)
+    try:
+        k.broker.market_fills = False
+        k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+        published_at_stop: list[int] = []
+        k.broker.before("place_order", lambda: published_at_stop.append(
+            sum(isinstance(m, Fill) for m in k.published)))
+        k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
+        k.settle()
+        assert published_at_stop == [0]
+        assert [m.leg for m in k.published if isinstance(m, Fill)] == ["entry"]
+        it = k.journal.intent("LE1")
+        assert it["state"] == "open" and it["data"]["filled"] == 1 and k.journal.fill_ids()
+    finally:
+        k.journal.close()
