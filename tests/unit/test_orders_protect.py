@@ -181,3 +181,24 @@ def test_the_stop_goes_out_before_the_fill_is_logged_and_published(tmp_path):
         assert it["state"] == "open" and it["data"]["filled"] == 1 and k.journal.fill_ids()
     finally:
         k.journal.close()
+
+
+def test_no_wal_checkpoint_while_a_flow_waits_on_the_broker(tmp_path):
+    """The loop polls as idle while a stop is in flight; the checkpoint waits for a real idle."""
+    class Hot:
+        def add_idle_task(self, fn, every_s):
+            self.fn = fn
+    j = Journal(tmp_path / "j.sqlite")
+    hot, busy = Hot(), [True]
+    done: list = []
+    j.checkpoint = lambda: done.append(1)
+    try:
+        j.checkpoint_when_idle(hot, busy=lambda: busy[0])
+        hot.fn()
+        assert done == []
+        busy[0] = False
+        hot.fn()
+        assert done == [1]
+    finally:
+        del j.checkpoint
+        j.close()
