@@ -48,6 +48,7 @@ class BracketsMixin:
         if o is None or o.get("size") == size or o.get("status") in logic.TERMINAL or o.get("status") == logic.SUSPENDED:
             return                       # (a suspended bracket child follows its entry at the broker)
         try:
+            self.count_protect_call()
             (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=prio))
             o["size"] = size
             logger.info(f"ORDER: {o['tag']} resized to {size}")
@@ -83,6 +84,7 @@ class BracketsMixin:
                 yield Sleep(0.1)
             if not (it.stop_oid and it.target_oid):
                 try:
+                    self.count_protect_call()
                     for o in (yield call(self.rest.orders, self.acct, self.since(), prio=broker_io.PROTECT)):
                         if logic.bracket_child(o.get("customTag") or "") is not None:
                             self.on_order(o)
@@ -131,6 +133,7 @@ class BracketsMixin:
         err: Exception | None = None
         for attempt in range(self.sect.protect_attempts):
             try:
+                self.count_protect_call()
                 setattr(it, field, (yield from self.send(it.key, leg, it.contract, type_, side, size, px,
                                                          prio=broker_io.PROTECT, row=row)))
                 if leg == "stop" and it.protect_t0:
@@ -143,6 +146,10 @@ class BracketsMixin:
                 logger.warning(f"ORDER: {leg} for {it.key} attempt {attempt + 1} failed: {exc}")
                 yield Sleep(0.2 * (attempt + 1))
         return err
+
+    def count_protect_call(self) -> None:
+        """REST calls made to place or resize protection (none after a fill with native brackets)."""
+        self.stats["protect_calls"] = self.stats.get("protect_calls", 0) + 1
 
     def _tag_order(self, key: str, leg: str) -> int | None:
         """A sent order of this key and leg that is still alive (journal + broker view)."""
