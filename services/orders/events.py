@@ -5,7 +5,6 @@ A part of the Gateway (services/orders/gateway.py): methods on its state, run on
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Any
 
 from loguru import logger
@@ -17,6 +16,7 @@ from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_view import BadBrokerRecord, OrderUpdate, TradeUpdate
 from services.orders.errors import cents
+from services.orders.journal import as_record
 from services.orders.states import Intent, IntentState
 from services.orders.states import next_status
 
@@ -119,7 +119,7 @@ class EventsMixin:
             self.risk("order_unknown", False, f"entry {key} resolved: order {oid}")
         rec = self.journal.intent(key)
         if rec and rec["reply"] is None:
-            self.journal.set_reply(key, asdict(OrderReply(key, True, "accepted", "",
+            self.journal.set_reply(key, as_record(OrderReply(key, True, "accepted", "",
                                                           {"order_id": oid, "size": it.size})))
         self.save_intent(it)
 
@@ -164,7 +164,7 @@ class EventsMixin:
         overfill = None
         with self.journal.transaction():             # the fill and what it does to its entry: one commit
             self.journal.add_fill(tid, oid, {"day": day, "net": net, "leg": leg, "key": key,
-                                             "fill": asdict(fill) if publish else None})
+                                             "fill": as_record(fill) if publish else None})
             if entry:
                 overfill = self._entry_filled(it, o, size, price, t_rx)
         self.day_pnl[day] = self.day_pnl.get(day, 0) + net

@@ -47,6 +47,7 @@ class PlacingMixin:
         # the order line is written after the send (below): ~30 us of logging never delays the request
         price = inst.to_price(price_ticks) if price_ticks is not None else None
         self.stats["orders_sent"] += 1
+        self.journal.flush()             # a caller's open transaction (the command, its intent) is on disk first
         t0 = time.perf_counter_ns()
         sent_wall = time.time_ns()
         try:

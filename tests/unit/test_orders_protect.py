@@ -202,3 +202,96 @@ def test_no_wal_checkpoint_while_a_flow_waits_on_the_broker(tmp_path):
     finally:
         del j.checkpoint
         j.close()
+
+
+class Commits:
+    """Counts the journal's write transactions (an explicit BEGIN..COMMIT, or one autocommitted
+    write) from the gateway's own connection, until `stop()`."""
+
+    def __init__(self, journal: Journal):
+        self.n, self.open, self.on = 0, False, True
+        self.journal = journal
+        journal.db.set_trace_callback(self.saw)
+
+    def saw(self, sql: str) -> None:
+        word = sql.strip().split(None, 1)[0].upper()
+        if not self.on:
+            return
+        if word == "BEGIN":
+            self.n, self.open = self.n + 1, True
+        elif word in ("COMMIT", "ROLLBACK"):
+            self.open = False
+        elif word in ("INSERT", "UPDATE", "DELETE") and not self.open:
+            self.n += 1
+
+    def stop(self) -> None:
+        self.on = False
+
+
+def test_an_entry_command_is_one_commit_before_its_order_goes_out(tmp_path):
+    k = Kit(tmp_path)
+    try:
+        k.gw.native_brackets = False                         # (no native-bracket try first)
+        commits = Commits(k.journal)
+        seen: list = []
+
+        def at_send():
+            commits.stop()
+            with sqlite3.connect(str(tmp_path / "orders.sqlite")) as db:
+                seen.append((db.execute("SELECT state FROM intents WHERE key='LE1'").fetchone(),
+                             [r[0] for r in db.execute("SELECT tag FROM orders")]))
+        k.broker.before("place_order", at_send)
+        rep = k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+        assert rep.ok and rep.status == "accepted"
+        assert commits.n == 1, commits.n
+        assert seen == [(("placing",), ["LE1:entry:0"])]
+        assert k.journal.intent("LE1")["reply"]["status"] == "accepted"
+    finally:
+        k.journal.close()
+
+
+def test_a_refused_entry_is_answered_and_journaled(tmp_path):
+    k = Kit(tmp_path)
+    try:
+        k.cmd("op-halt", "halt", reason="test")
+        rep = k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+        assert not rep.ok and rep.status == "halted"
+        assert k.journal.intent("LE1")["reply"]["status"] == "halted" and not k.journal.db.in_transaction
+        assert k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16) == rep    # idempotent
+        assert k.broker.count("place_order") == 0
+        assert k.journal.intent("op-halt")["state"] == "done"
+    finally:
+        k.journal.close()
+
+
+def test_a_fill_is_two_commits_before_its_stop_goes_out(tmp_path):
+    """The fill with its intent, then the stop's and the target's rows."""
+    k = Kit(tmp_path)
+    try:
+        k.gw.native_brackets = False
+        k.broker.market_fills = False
+        k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+        k.settle()
+        commits = Commits(k.journal)
+        k.broker.before("place_order", commits.stop)
+        k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
+        k.settle()
+        assert commits.n == 2, commits.n
+        assert {o["type"] for o in k.broker.working()} == {STOP, LIMIT}
+    finally:
+        k.journal.close()
+
+
+def test_as_record_is_asdict_for_the_journal_s_plain_dataclasses():
+    import dataclasses
+
+    from common.messages import Fill, OrderCommand, OrderReply
+    from services.orders.journal import as_record
+    from services.orders.states import Intent, IntentState
+    for obj in (OrderCommand("LE1", "enter", "C", 1, 2, 8, 16, "LE1", "m1"),
+                OrderReply("LE1", True, "accepted", "", {"order_id": 5}),
+                Fill(1, 2, "C", "entry", 0, 1, 24200, 37, None, 123, intent_key="LE1")):
+        assert as_record(obj) == dataclasses.asdict(obj)
+    it = Intent("LE1", "C", 1, 2, 8, 16, state=IntentState.OPEN, filled=2, stop_oid=7)
+    assert it.as_dict() == {**dataclasses.asdict(it), "state": "open"}
+    assert Intent.from_dict(it.as_dict()) == it
