@@ -295,3 +295,46 @@ def test_as_record_is_asdict_for_the_journal_s_plain_dataclasses():
     it = Intent("LE1", "C", 1, 2, 8, 16, state=IntentState.OPEN, filled=2, stop_oid=7)
     assert it.as_dict() == {**dataclasses.asdict(it), "state": "open"}
     assert Intent.from_dict(it.as_dict()) == it
+
+
+def test_the_pool_wakes_one_suitable_worker_per_call_and_never_loses_one():
+    """Calls woken one worker at a time all run at once (none waits for the 0.5 s look-around),
+    the urgent-only worker never takes an entry, and a stop finds it while the others are busy."""
+    pool = BrokerPool(workers=3, urgent_workers=1)
+    ran: list[tuple[str, str]] = []
+    done = threading.Event()
+    left = [12]
+
+    def job(kind):
+        time.sleep(0.01)
+        ran.append((kind, threading.current_thread().name))
+
+    def finished(_r, _e):
+        left[0] -= 1
+        if left[0] == 0:
+            done.set()
+    try:
+        time.sleep(0.05)                                    # every worker idle
+        t0 = time.monotonic()
+        for _ in range(10):
+            pool.submit(IO.call(job, "entry", prio=IO.ENTRY), finished)
+        gate = threading.Event()
+        pool.submit(IO.call(gate.wait, 2, prio=IO.POLL), lambda r, e: None)       # the general workers busy
+        pool.submit(IO.call(gate.wait, 2, prio=IO.POLL), lambda r, e: None)
+        time.sleep(0.25)
+        t1 = time.monotonic()
+        pool.submit(IO.call(job, "stop", prio=IO.PROTECT), finished)
+        pool.submit(IO.call(job, "target", prio=IO.PROTECT), finished)
+        assert done.wait(2), ran
+        assert time.monotonic() - t1 < 0.2 and t1 - t0 < 0.6
+        gate.set()
+        time.sleep(0.1)
+        for prio in (IO.ENTRY, IO.PROTECT, IO.POLL, IO.EXIT, IO.ENTRY):     # one at a time, all idle
+            one = threading.Event()
+            t2 = time.monotonic()
+            pool.submit(IO.call(lambda: None, prio=prio), lambda r, e, one=one: one.set())
+            assert one.wait(1) and time.monotonic() - t2 < 0.1
+        assert {name for kind, name in ran if kind == "entry"} <= {"broker-1", "broker-2"}
+        assert {name for kind, name in ran if kind in ("stop", "target")} == {"broker-0"}
+    finally:
+        pool.stop(1.0)
