@@ -93,14 +93,11 @@ class _Job:
 class BrokerPool:
     """Worker threads over one priority queue. `urgent_workers` of them take only PROTECT and EXIT
     calls. `done(result, exc)` is called from the worker thread; the LoopRunner hands it to the
-    loop with call_soon_threadsafe. A call wakes one idle worker that may take it, not all of
-    them: the others would only contend for the GIL with the one sending the stop."""
+    loop with call_soon_threadsafe."""
 
     def __init__(self, workers: int = 3, urgent_workers: int = 1, name: str = "broker"):
         self.q: list[_Job] = []
-        self.lock = threading.Lock()
-        self.cv = threading.Condition(self.lock)
-        self.idle: list[tuple[bool, threading.Condition]] = []    # waiting workers: (urgent only, its wake-up)
+        self.cv = threading.Condition()
         self.seq = itertools.count()
         self.stopping = False
         self.busy = 0
@@ -114,17 +111,7 @@ class BrokerPool:
         deadline = c.deadline_s if c.deadline_s is not None else DEADLINE_S.get(c.prio, 10.0)
         with self.cv:
             heapq.heappush(self.q, _Job(c.prio, next(self.seq), time.monotonic() + deadline, c, done))
-            self._wake_one(c.prio)
-
-    def _wake_one(self, prio: int) -> None:
-        """With the lock held: wake the most recently idle worker that may take a call of `prio`
-        (none idle: a busy one takes it when it is done; every worker also looks every 0.5 s)."""
-        for i in range(len(self.idle) - 1, -1, -1):
-            urgent_only, wake = self.idle[i]
-            if not urgent_only or prio <= EXIT:
-                del self.idle[i]
-                wake.notify()
-                return
+            self.cv.notify_all()
 
     def drop(self, prio: int, why: str) -> int:
         """Drop every queued call of this class (not the ones already running)."""
@@ -145,22 +132,18 @@ class BrokerPool:
                 out[CLASS_NAMES.get(j.prio, str(j.prio))] = out.get(CLASS_NAMES.get(j.prio, str(j.prio)), 0) + 1
             return out
 
-    def _take(self, urgent_only: bool, wake: threading.Condition) -> _Job | None:
+    def _take(self, urgent_only: bool) -> _Job | None:
         with self.cv:
             while not self.stopping:
                 if self.q and (not urgent_only or self.q[0].prio <= EXIT):
                     self.busy += 1
                     return heapq.heappop(self.q)
-                me = (urgent_only, wake)
-                self.idle.append(me)
-                wake.wait(0.5)
-                self.idle = [w for w in self.idle if w is not me]     # (still listed after a timeout)
+                self.cv.wait(0.5)
             return None
 
     def _work(self, urgent_only: bool) -> None:
-        wake = threading.Condition(self.lock)            # shares the queue's lock
         while True:
-            job = self._take(urgent_only, wake)
+            job = self._take(urgent_only)
             if job is None:
                 return
             try:
@@ -185,8 +168,7 @@ class BrokerPool:
     def stop(self, timeout_s: float = 2.0) -> None:
         with self.cv:
             self.stopping = True
-            for _, wake in self.idle:
-                wake.notify()
+            self.cv.notify_all()
         for t in self.threads:
             t.join(timeout_s)
 
