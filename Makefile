@@ -46,9 +46,10 @@ anyday: install-test
 	for d in $(ANYDAY_DAYS); do tests/anyday/run "$$d" $(ANYDAY_TESTS) || exit 1; done
 
 # Every benchmark, flat out and at the live cadence (one op per 1 s idle; tests/bench/_kit.py), each
-# with its bare floor measured in the same run; JSON under logs/bench/. About 5 minutes on a quiet
-# 2-core box. BENCH_BARS (idle periods per measured op, default 10) buys better p99s for more time.
-BENCHES := bus inference orders feed pipeline sim backtest
+# with its bare floor measured in the same run; JSON under logs/bench/. About 7 minutes on a quiet
+# 2-core box (orders_faults: 80 s, a 20 s broker freeze and 2.5 s REST delays). BENCH_BARS (idle
+# periods per measured op, default 10) buys better p99s for more time.
+BENCHES := bus inference orders orders_faults feed pipeline sim backtest
 bench: install-test
 	@mkdir -p logs/bench; start=$$(date +%s); for b in $(BENCHES); do echo "== bench_$$b"; \
 	  $(BIN)/python -m tests.bench.bench_$$b > logs/bench/$$b.out 2>&1 || { tail -20 logs/bench/$$b.out; exit 1; }; \

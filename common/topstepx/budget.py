@@ -51,6 +51,9 @@ class SharedBudget:
         self.reserve = min(reserve, max(0, limit - 1))
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # no fsync per call (it cost 0.5 to 4.7 ms before every order under load): WAL stays
+        # consistent, and what a power loss could drop is a minute of history a reboot outlives
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS calls (t REAL)")
         self.db.execute("CREATE INDEX IF NOT EXISTS calls_t ON calls(t)")
         self.lock = threading.Lock()

@@ -70,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         return exc.stop()       # one line naming the file and `scalper recover orders`; exit 3
 
     loop = ServiceLoop(SERVICE)
-    if loop.hot is not None:
-        journal.checkpoint_when_idle(loop.hot)      # WAL checkpoints off the hot path
     try:
         pub = Publisher(SERVICE, cfg.bus.orders_pub, cfg.bus.orders_snap).attach(loop)
     except OSError as exc:
         logger.error(f"BUS: refusing to start: {exc}")
         return 2
     gw = Gateway(cfg, sect, rest, journal, account_id, pub.publish, clock, calendar)
+    if loop.hot is not None:        # WAL checkpoints off the hot path, never while a flow waits on the broker
+        journal.checkpoint_when_idle(loop.hot, busy=lambda: not gw.runner.idle())
     if gw.republish_fills():
         logger.info(f"ORDERS: {len(pub.retained)} fills of {gw.last_fill_day} from the journal retained again")
     logger.info(f"ORDERS: account {account_id}, contract {cfg.trading.contract}, journal {journal.path}, "

@@ -13,7 +13,8 @@ from common.instruments import contract_name
 from common.topstepx.rest import BrokerError, TopstepXError
 from services.orders import broker_io
 from services.orders import logic
-from services.orders.broker_io import Flow, Sleep, call
+from services.orders.book import BookOrder
+from services.orders.broker_io import Flow, Join, Sleep, call
 from services.orders.states import Intent
 
 
@@ -48,6 +49,7 @@ class BracketsMixin:
         if o is None or o.size == size or o.finished or o.status == logic.SUSPENDED:
             return                       # (a suspended bracket child follows its entry at the broker)
         try:
+            self.count_protect_call()
             (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=prio))
             o.size = size
             logger.info(f"ORDER: {o.tag} resized to {size}")
@@ -83,49 +85,72 @@ class BracketsMixin:
                 yield Sleep(0.1)
             if not (it.stop_oid and it.target_oid):
                 try:
+                    self.count_protect_call()
                     for o in (yield call(self.rest.orders, self.acct, self.since(), prio=broker_io.PROTECT)):
                         if logic.bracket_child(o.get("customTag") or "") is not None:
                             self.on_order(o)
                 except TopstepXError as exc:
                     logger.warning(f"ORDER: bracket children of {it.key} not confirmed: {exc}")
+        placing, resizing = [], []
         for leg, type_, px, field in (("stop", logic.STOP, stop_px, "stop_oid"), ("target", logic.LIMIT, tgt_px, "target_oid")):
-            if getattr(it, field):
-                (yield from self._modify_size(getattr(it, field), size))
+            oid = getattr(it, field) or self._tag_order(it.key, leg)
+            if oid:
+                setattr(it, field, oid)
+                resizing.append((leg, self._modify_size(oid, size)))
+            else:
+                placing.append((leg, type_, px, field))
+        rows = []
+        if placing:
+            with self.journal.transaction():            # both rows in one commit, before either is sent
+                rows = [self.record_order(it.key, leg, c, type_, side, size, px) for leg, type_, px, _ in placing]
+        flows = resizing + [(leg, self._place_leg(it, leg, type_, side, size, px, field, row))
+                            for (leg, type_, px, field), row in zip(placing, rows)]
+        # side by side: the stop and the target are on the wire at once (the stop is queued first)
+        tasks = {leg: self.spawn(flow, f"{leg} {it.key}") for leg, flow in flows}
+        yield Join(list(tasks.values()))
+        for leg in ("stop", "target"):
+            task = tasks.get(leg)
+            err = None if task is None else (task.error or task.result)
+            if err is None:
                 continue
-            existing = self._tag_order(it.key, leg)
-            if existing is not None:
-                setattr(it, field, existing)
-                (yield from self._modify_size(existing, size))
-                continue
-            err: Exception | None = None
-            for attempt in range(self.sect.protect_attempts):
-                try:
-                    setattr(it, field, (yield from self.send(it.key, leg, c, type_, side, size, px, prio=broker_io.PROTECT)))
-                    if leg == "stop" and it.protect_t0:
-                        self.bench.append({"leg": "stop_ack", "fill_to_stop_ack_ns": time.perf_counter_ns() - it.protect_t0})
-                    err = None
-                    break
-                except BrokerError as exc:
-                    err = exc
-                    break
-                except TopstepXError as exc:             # 5xx, 429, timeout: the broker did not take it
-                    err = exc
-                    logger.warning(f"ORDER: {leg} for {it.key} attempt {attempt + 1} failed: {exc}")
-                    yield Sleep(0.2 * (attempt + 1))
-            if err is not None:
-                self.risk("protection_failed", True, f"{leg} for {it.key} failed: {err}", "ERROR")
-                if leg == "stop":
-                    ok, _, msg = (yield from self.close_contract(c, it.key, "exit", broker_io.PROTECT))
-                    if not ok:
-                        self.risk("unprotected", True, f"{contract_name(c)} unprotected and not closed: {msg}", "ERROR")
-                        self.flatten_pending = self.flatten_pending or (f"gw-unprotected-{time.time_ns()}", "flatten",
-                                                                        "a position without a stop")
-                    return
-            self.save_intent(it)
+            self.risk("protection_failed", True, f"{leg} for {it.key} failed: {err}", "ERROR")
+            if leg == "stop":
+                # (a target placed meanwhile is cancelled by the close once flat)
+                ok, _, msg = (yield from self.close_contract(c, it.key, "exit", broker_io.PROTECT))
+                if not ok:
+                    self.risk("unprotected", True, f"{contract_name(c)} unprotected and not closed: {msg}", "ERROR")
+                    self.flatten_pending = self.flatten_pending or (f"gw-unprotected-{time.time_ns()}", "flatten",
+                                                                    "a position without a stop")
+                return
         if it.protect_t0 and it.stop_oid and it.target_oid:
             self.bench.append({"protected_ns": time.perf_counter_ns() - it.protect_t0, "leg": "protect"})
             it.protect_t0 = None
         self.save_intent(it)
+
+    def _place_leg(self, it: Intent, leg: str, type_: int, side: int, size: int, px: int, field: str,
+                   row: BookOrder | None) -> Flow:
+        """One protective order, tried protect_attempts times (a 5xx burst); the first try's row was
+        journaled by the caller. Returns the error that stopped it, or None once it is placed."""
+        err: Exception | None = None
+        for attempt in range(self.sect.protect_attempts):
+            try:
+                self.count_protect_call()
+                setattr(it, field, (yield from self.send(it.key, leg, it.contract, type_, side, size, px,
+                                                         prio=broker_io.PROTECT, row=row)))
+                if leg == "stop" and it.protect_t0:
+                    self.bench.append({"leg": "stop_ack", "fill_to_stop_ack_ns": time.perf_counter_ns() - it.protect_t0})
+                return None
+            except BrokerError as exc:
+                return exc
+            except TopstepXError as exc:             # 5xx, 429, timeout: the broker did not take it
+                err, row = exc, None                 # (the next try is a new attempt, journaled by send)
+                logger.warning(f"ORDER: {leg} for {it.key} attempt {attempt + 1} failed: {exc}")
+                yield Sleep(0.2 * (attempt + 1))
+        return err
+
+    def count_protect_call(self) -> None:
+        """REST calls made to place or resize protection (none after a fill with native brackets)."""
+        self.stats["protect_calls"] = self.stats.get("protect_calls", 0) + 1
 
     def _tag_order(self, key: str, leg: str) -> int | None:
         """A sent order of this key and leg that is still alive (journal + broker view)."""

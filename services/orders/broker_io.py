@@ -1,8 +1,9 @@
 """Broker I/O off the gateway's loop.
 
 The gateway's work is written as flows: generators that yield a `Call` (one REST call, with a
-priority class and a deadline) or a `Sleep`, and get the call's result (or its exception) sent
-back in. A `Runner` drives them:
+priority class and a deadline), a `Sleep`, or a `Join` (wait for flows spawned side by side, so
+two calls are on the wire at once), and get the call's result (or its exception) sent back in.
+A `Runner` drives them:
 - `InlineRunner` runs a flow to its end at once, in the caller's thread (unit tests against a
   scripted broker, start-up, shutdown);
 - `LoopRunner` hands each call to a `BrokerPool` of worker threads and resumes the flow on the
@@ -57,6 +58,16 @@ class Call:
 @dataclass
 class Sleep:
     seconds: float
+
+
+@dataclass
+class Join:
+    """Resume when every one of these tasks is done (their results are read from the tasks)."""
+    tasks: list
+
+
+def pending(tasks: list) -> list:
+    return [t for t in tasks if not t.done]
 
 
 Flow = Generator[Any, Any, Any]
@@ -217,6 +228,9 @@ class InlineRunner:
             value, exc = None, None
             if isinstance(step, Sleep):
                 time.sleep(step.seconds * self.sleep_scale)
+            elif isinstance(step, Join):
+                if pending(step.tasks):       # inline, a spawned flow is done before spawn returns
+                    exc = RuntimeError("a flow joined tasks that are still running under the InlineRunner")
             elif isinstance(step, Call):
                 try:
                     with urgent(step.prio <= PROTECT):
@@ -224,7 +238,7 @@ class InlineRunner:
                 except Exception as err:
                     exc = err
             else:
-                exc = TypeError(f"a flow yielded {type(step).__name__}, expected Call or Sleep")
+                exc = TypeError(f"a flow yielded {type(step).__name__}, expected Call, Sleep or Join")
 
     def tick(self) -> None:
         pass
@@ -270,7 +284,21 @@ class LoopRunner:
                     self.call_soon(lambda: self._step(task, res, err))
                 self.pool.submit(step, done)
                 return
-            value, exc = None, TypeError(f"a flow yielded {type(step).__name__}, expected Call or Sleep")
+            if isinstance(step, Join):
+                waiting = pending(step.tasks)
+                if not waiting:
+                    value, exc = None, None
+                    continue
+                left = [len(waiting)]
+
+                def joined(_t, task=task, left=left):
+                    left[0] -= 1
+                    if left[0] == 0:          # on the loop's thread: the last one resumes the flow
+                        self._step(task, None, None)
+                for t in waiting:
+                    t.on_done(joined)
+                return
+            value, exc = None, TypeError(f"a flow yielded {type(step).__name__}, expected Call, Sleep or Join")
 
     def tick(self) -> None:
         now = time.monotonic()

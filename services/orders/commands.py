@@ -6,7 +6,6 @@ A part of the Gateway (services/orders/gateway.py): methods on its state, run on
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from loguru import logger
 
@@ -16,6 +15,7 @@ from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, Task
 from services.orders.errors import Unconfirmed
+from services.orders.journal import as_record
 from services.orders.states import Intent
 from services.orders.states import IntentState
 
@@ -40,12 +40,21 @@ class CommandsMixin:
             if cmd.key in self.commands:
                 return self.commands[cmd.key]
             return OrderReply(cmd.key, False, "error", "command with this key is still being processed")
-        self.journal.put_intent(cmd.key, cmd.action, "new", {"cmd": asdict(cmd)})
+        if cmd.action == "enter":
+            # the command, its intent and its entry's row in one commit: send() commits it just
+            # before the order goes out (journal before send); a refusal commits at the block's end
+            with self.journal.transaction():
+                self.journal.put_intent(cmd.key, cmd.action, "new", {"cmd": as_record(cmd)})
+                task = self.spawn(self.run_command(cmd), f"{cmd.action} {cmd.key}")
+            return self._pending(cmd, task)
+        self.journal.put_intent(cmd.key, cmd.action, "new", {"cmd": as_record(cmd)})
         if cmd.action in ("halt", "resume"):           # no broker call: answered at once
             return self.finish_command(cmd, getattr(self, f"cmd_{cmd.action}")(cmd))
         if cmd.action == "flatten":
             self.drop_queued(broker_io.ENTRY, "flatten")      # queued entries would only be closed again
-        task = self.spawn(self.run_command(cmd), f"{cmd.action} {cmd.key}")
+        return self._pending(cmd, self.spawn(self.run_command(cmd), f"{cmd.action} {cmd.key}"))
+
+    def _pending(self, cmd: OrderCommand, task: Task) -> OrderReply | Task:
         if task.done:
             return task.result
         self.commands[cmd.key] = task
@@ -61,9 +70,7 @@ class CommandsMixin:
         return self.finish_command(cmd, reply)
 
     def finish_command(self, cmd: OrderCommand, reply: OrderReply) -> OrderReply:
-        self.journal.set_reply(cmd.key, asdict(reply))
-        if self.journal.intent(cmd.key)["state"] == "new":
-            self.journal.set_intent(cmd.key, state="done")
+        self.journal.set_reply(cmd.key, as_record(reply), done_if_new=True)
         return reply
 
     def command_answered_early(self, task: Task) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
 from loguru import logger
@@ -19,7 +18,8 @@ from services.orders import logic
 from services.orders.book import BookOrder
 from services.orders.broker_view import BadBrokerRecord, OrderUpdate, TradeUpdate
 from services.orders.errors import cents
-from services.orders.states import IntentState
+from services.orders.journal import as_record
+from services.orders.states import Intent, IntentState
 from services.orders.states import next_status
 
 
@@ -151,11 +151,12 @@ class EventsMixin:
             self.risk("order_unknown", False, f"entry {key} resolved: order {oid}")
         rec = self.journal.intent(key)
         if rec and rec["reply"] is None:
-            self.journal.set_reply(key, asdict(OrderReply(key, True, "accepted", "",
+            self.journal.set_reply(key, as_record(OrderReply(key, True, "accepted", "",
                                                           {"order_id": oid, "size": it.size})))
         self.save_intent(it)
 
     def on_trade(self, raw: dict, publish: bool = True, park: bool = True) -> None:
+        t_rx = time.perf_counter_ns()
         try:
             t = TradeUpdate.of(raw)              # the one conversion of the broker's record
         except BadBrokerRecord as exc:
@@ -195,34 +196,31 @@ class EventsMixin:
         fill = Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
                     signal_id=str(self._intent_field(key, "signal_id", key)) if key else "",
                     model_version=str(self._intent_field(key, "model_version", "")) if key else "")
-        self.journal.add_fill(tid, oid, {"day": day, "net": net, "leg": leg, "key": key,
-                                         "fill": asdict(fill) if publish else None})
+        it = self.intents.get(key) if o is not None else None
+        entry = publish and leg == "entry" and it is not None
+        overfill = None
+        with self.journal.transaction():             # the fill and what it does to its entry: one commit
+            self.journal.add_fill(tid, oid, {"day": day, "net": net, "leg": leg, "key": key,
+                                             "fill": as_record(fill) if publish else None})
+            if entry:
+                overfill = self._entry_filled(it, o, size, price, t_rx)
         self.day_pnl[day] = self.day_pnl.get(day, 0) + net
         self.last_fill_day = max(self.last_fill_day, day)
         if not publish:
             return
+        if entry:
+            if overfill is not None:
+                self.spawn(self.on_overfill(contract, *overfill), "overfill")
+            self.spawn_protect(it)        # before the fill's log line and publish: the stop goes out first
         self.stats["fills"] += 1
         logger.info(logic.fill_line(contract, side, size, price, leg))
         self.publish(fill, key=str(tid))
         if o is None:
             logger.warning(f"FILL: trade {tid} for order {oid} that is not ours")
             return
-        it = self.intents.get(key)
-        if leg == "entry" and it is not None:
-            it.filled += size
-            if it.filled > (o.size or it.size):
-                meant = o.size or it.size
-                it.filled = meant
-                self.spawn(self.on_overfill(contract, it.direction * meant,
-                                            f"entry {o.tag} filled {it.filled + size} > size {meant}"), "overfill")
-            if it.fill_ticks is None:
-                it.fill_ticks = price
-                it.protect_t0 = time.perf_counter_ns()
-            if it.state is not IntentState.CLOSING:
-                it.to(IntentState.OPEN)
-            self.save_intent(it)
-            self.spawn_protect(it)
-        elif leg in ("stop", "target", "repair") and it is not None and it.active:
+        if entry:
+            return
+        if leg in ("stop", "target", "repair") and it is not None and it.active:
             it.closed += size
             remaining = it.filled - it.closed
             others = [x for x in (it.stop_oid, it.target_oid) if x and x != oid]
@@ -242,6 +240,23 @@ class EventsMixin:
             # a protective leg filled after its position was closed (a fill after the cancel was sent)
             self.spawn(self.on_overfill(contract, 0, f"{o.tag} filled {size} after its position was closed"),
                        "overfill")
+
+    def _entry_filled(self, it: Intent, o: BookOrder, size: int, price: int, t_rx: int) -> tuple[int, str] | None:
+        """An entry's fill on its intent (journaled by the caller with the fill). Returns the
+        (intended signed size, detail) of an overfill to close, else None."""
+        overfill = None
+        it.filled += size
+        meant = o.size or it.size
+        if it.filled > meant:
+            it.filled = meant
+            overfill = (it.direction * meant, f"entry {o.tag} filled {it.filled + size} > size {meant}")
+        if it.fill_ticks is None:
+            it.fill_ticks = price
+            it.protect_t0 = t_rx
+        if it.state is not IntentState.CLOSING:
+            it.to(IntentState.OPEN)
+        self.save_intent(it)
+        return overfill
 
     def _on_position(self, p: dict) -> None:
         bp = logic.position_of(p)

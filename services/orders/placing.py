@@ -19,30 +19,42 @@ from services.orders.book import BookOrder
 
 
 class PlacingMixin:
-    def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
-             price_ticks: int | None = None, extra: dict | None = None, prio: int = broker_io.ENTRY,
-             bracket: tuple[int, int] | None = None) -> Flow:
-        """Place one order with tag key:leg:attempt, journaled before it goes out. Returns the order id.
-        Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
+    def record_order(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
+                     price_ticks: int | None = None, extra: dict | None = None) -> BookOrder:
+        """Journal the next attempt of key:leg (its tag) before it is sent; returns its record. A
+        caller with several orders to send records them in one journal transaction first."""
         attempt = self.next_attempt(key, leg)
         tag = logic.make_tag(key, leg, attempt)
-        inst = instrument_for(contract)
         row = self.book.add(BookOrder(tag, key, leg, attempt, contract, type_, side, size, price_ticks,
                                       native=bool((extra or {}).get("native")), sent_at=time.monotonic()))
         self.journal.put_order(tag, key, leg, attempt, row.journal_data())
+        return row
+
+    def send(self, key: str, leg: str, contract: str, type_: int, side: int, size: int,
+             price_ticks: int | None = None, extra: dict | None = None, prio: int = broker_io.ENTRY,
+             bracket: tuple[int, int] | None = None, row: BookOrder | None = None) -> Flow:
+        """Place one order with tag key:leg:attempt, journaled before it goes out (here, or by the
+        caller: `row` from record_order, committed). Returns the order id.
+        Raises BrokerError (refused), RateLimited, Unconfirmed (outcome unknown and not found by tag)."""
+        if row is None:
+            row = self.record_order(key, leg, contract, type_, side, size, price_ticks, extra)
+        tag = row.tag
+        inst = instrument_for(contract)
+        recv_ns, hops = self.cmd_t0, self.cmd_hops        # the command being run now (later ones overwrite them)
         # the order line is written after the send (below): ~30 us of logging never delays the request
         price = inst.to_price(price_ticks) if price_ticks is not None else None
         self.stats["orders_sent"] += 1
+        self.journal.flush()             # a caller's open transaction (the command, its intent) is on disk first
         t0 = time.perf_counter_ns()
         sent_wall = time.time_ns()
         try:
             while True:
                 kw = {} if bracket is None else {"stop_loss_ticks": bracket[0], "take_profit_ticks": bracket[1]}
                 try:
-                    oid = (yield call(self.rest.place_order, self.acct, contract, type_, side, size,
-                                      limit_price=price if type_ == logic.LIMIT else None,
-                                      stop_price=price if type_ == logic.STOP else None, custom_tag=tag, prio=prio,
-                                      **kw))
+                    oid, wire_ns = (yield call(self.place_order_timed, self.acct, contract, type_, side, size,
+                                               limit_price=price if type_ == logic.LIMIT else None,
+                                               stop_price=price if type_ == logic.STOP else None, custom_tag=tag,
+                                               prio=prio, **kw))
                     break
                 except BrokerError as exc:
                     if bracket is None or not logic.bracket_mode_refusal(exc.code, exc.message) or \
@@ -81,14 +93,21 @@ class PlacingMixin:
             self._register(tag, oid)
             self.on_order(found)
             return oid
-        self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
-        if leg == "entry" and self.cmd_hops:
-            self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
+        self.bench.append({"leg": leg, "recv_ns": recv_ns, "sent_ns": wire_ns or t0, "ack_ns": time.perf_counter_ns()})
+        if leg == "entry" and hops:
+            self.hops.add({**hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
         logger.info(logic.order_line(contract, type_, side, size, None if type_ == logic.MARKET else price_ticks))
         if bracket is not None:
             self.set_native_brackets(True)
         self._register(tag, oid)
         return oid
+
+    def place_order_timed(self, *args, **kwargs) -> tuple[int, int]:
+        """rest.place_order, run on a broker worker, and when its request went out (perf_counter_ns;
+        0 from a client that does not say): "command received -> request on the wire" is ours."""
+        oid = self.rest.place_order(*args, **kwargs)
+        sent = getattr(self.rest, "sent_ns", None)
+        return oid, sent() if callable(sent) else 0
 
     def _resend_same_tag(self, tag: str, row: BookOrder, contract: str, type_: int, side: int, size: int, price,
                          prio: int) -> Flow:

@@ -5,7 +5,6 @@ A part of the Gateway (services/orders/gateway.py): methods on its state, run on
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from loguru import logger
 
@@ -15,6 +14,7 @@ from common.topstepx.rest import TopstepXError
 from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, call
+from services.orders.journal import as_record
 from services.orders.states import IntentState
 
 
@@ -96,7 +96,7 @@ class ReconcileMixin:
                         it.to(IntentState.FAILED)
                     rec = self.journal.intent(key)
                     if rec and rec["reply"] is None:
-                        self.journal.set_reply(key, asdict(OrderReply(key, False, "error", "entry not placed")))
+                        self.journal.set_reply(key, as_record(OrderReply(key, False, "error", "entry not placed")))
                     self.save_intent(it)
                     continue
                 self.save_intent(it)

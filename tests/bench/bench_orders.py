@@ -4,10 +4,18 @@ Real simulator + real gateway process on loopback, reconciliation polls ON (the 
 poll_s / idle_poll_s). Entry/exit round trips, flat out and at the live cadence (one entry per
 1 s idle period; tests/bench/_kit.py). Measured inside the gateway with perf_counter (samples
 read back through the status command):
-  - command received -> REST request sent (Order/place handed to the HTTP session)
+  - command received -> REST request on the wire (Order/place handed to the connection)
   - command received -> simulator acknowledgement (Order/place answered)
   - entry fill event received -> stop and target both acknowledged ("entry to protected")
 and, outside, the engine's view: REQ send -> OrderReply received.
+
+Two bracket modes, each against its own simulator:
+  - "client_side" (orders.native_brackets off, an account in Position Brackets mode): the gateway
+    places the stop and the target after the fill (two REST calls, sent side by side);
+  - "native" (Auto-OCO account, native_brackets auto): the stop and target are the broker's bracket
+    children, created with the entry and working at the fill. Protection needs no REST call after
+    the fill (counted: the gateway's protect_calls, and no client-side leg at the broker); the
+    figure is the gateway's own view, fill received -> both children known and sized.
 
 The floor, in the same run against the same simulator at the same cadence, before the gateway
 starts (so its reconciliation never meets orders that are not its own): a bare keep-alive
@@ -81,8 +89,15 @@ def floor(sim: SimProcess, n_flat: int) -> dict:
     return {"flat": flat, "live": live}
 
 
-def gateway_runs(gw: Gw, sim: SimProcess, n: int, idle_s: float, start: int) -> list[float]:
+def native_protected(sim: SimProcess) -> bool:
+    """Both bracket children of the entry working at the broker, and nothing else."""
+    w = working(sim)
+    return len(w) == 2 and sorted((o.get("customTag") or "")[-3:] for o in w) == ["-SL", "-TP"]
+
+
+def gateway_runs(gw: Gw, sim: SimProcess, n: int, idle_s: float, start: int, native: bool = False) -> list[float]:
     rtt = []
+    ready = native_protected if native else protected
     for i in range(start, start + n):
         if idle_s:
             time.sleep(idle_s)
@@ -90,7 +105,7 @@ def gateway_runs(gw: Gw, sim: SimProcess, n: int, idle_s: float, start: int) -> 
         rep = gw.enter(f"LE{9000 + i}", direction=1 if i % 2 == 0 else -1)
         rtt.append((time.perf_counter() - t0) * 1e9)
         assert rep.status == "accepted", rep
-        wait_for(lambda: protected(sim), 10, 0.005, "bracket")
+        wait_for(lambda: ready(sim), 10, 0.005, "bracket")
         gw.cmd(f"XL{9000 + i}", "exit", contract=sim.contract_id)
         wait_for(lambda: not working(sim), 10, 0.005, "flat")
     return rtt
@@ -115,28 +130,44 @@ def summarise(rtt: list[float], got: list[dict], bare: list[tuple[int, int]], li
             "engine_req_to_reply": stats(rtt, 1e6)}
 
 
-def main(n: int = 20) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-orders-"))
-    result = {"bench": "orders", "machine": machine()}
-    with SimProcess(tmp / "sim", speed=1.0, rate_limit_per_min=100000) as sim:
+def run_mode(tmp: Path, n: int, native: bool) -> dict:
+    """One simulator, its floor first, then one gateway: n round trips flat, BARS at the live cadence."""
+    with SimProcess(tmp / "sim", speed=1.0, rate_limit_per_min=100000, auto_oco_brackets=native) as sim:
         price(sim, "6050.00")
         bare = floor(sim, n)
         gw = Gw(tmp, sim, api={"rate_limit_per_min": 100000}, risk={"max_daily_loss": 100000},
-                orders={"poll_s": 2.0, "idle_poll_s": 5.0})       # the defaults: reconciliation on
+                orders={"poll_s": 2.0, "idle_poll_s": 5.0,              # the defaults: reconciliation on
+                        "native_brackets": "auto" if native else "off"})
         gw.start()
         try:
-            rtt_flat = gateway_runs(gw, sim, n, 0.0, 0)
+            rtt_flat = gateway_runs(gw, sim, n, 0.0, 0, native)
             got_flat = samples(gw)
-            rtt_live = gateway_runs(gw, sim, BARS, IDLE_S, n)
+            rtt_live = gateway_runs(gw, sim, BARS, IDLE_S, n, native)
             got_all = samples(gw)
+            time.sleep(1.2)                                   # the next heartbeat carries the last counts
             hbs = [h for h in gw.of(Heartbeat) if h.service == "orders"]
-            polls = {k: v for k, v in (hbs[-1].stats if hbs else {}).items() if "reconcile" in k or "poll" in k}
+            stats_end = hbs[-1].stats if hbs else {}
+            legs = [o for o in sim.state()["orders"] if ":stop:" in (o.get("customTag") or "")
+                    or ":target:" in (o.get("customTag") or "")]
         finally:
             gw.stop()
-    result["flat"] = summarise(rtt_flat, got_flat, bare["flat"], live=False)
-    result["live"] = summarise(rtt_live, got_all[len(got_flat):], bare["live"], live=True)
-    result["reconciliation"] = {"poll_s": 2.0, "idle_poll_s": 5.0, "gateway_stats_at_end": polls}
-    result["goal_ms"] = {"entry_fill_to_protected_p99_live": 5}
+    out = {"flat": summarise(rtt_flat, got_flat, bare["flat"], live=False),
+           "live": summarise(rtt_live, got_all[len(got_flat):], bare["live"], live=True),
+           "reconciliation": {"poll_s": 2.0, "idle_poll_s": 5.0, "gateway_stats_at_end": {
+               k: v for k, v in stats_end.items() if "reconcile" in k or "poll" in k}},
+           "protection_rest_calls": {"gateway_protect_calls": stats_end.get("protect_calls", 0),
+                                     "client_side_legs_at_the_broker": len(legs), "entries": n + BARS}}
+    if native:
+        assert out["protection_rest_calls"]["gateway_protect_calls"] == 0 and not legs, out["protection_rest_calls"]
+    return out
+
+
+def main(n: int = 20) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-orders-"))
+    result = {"bench": "orders", "machine": machine()}
+    result.update(run_mode(tmp / "client", n, native=False))     # client-side: at the top level, as before
+    result["native"] = run_mode(tmp / "native", n, native=True)
+    result["goal_ms"] = {"entry_fill_to_protected_p99_live": 5, "cmd_to_sim_ack_ratio_to_floor": 1.2}
     result["budget"] = {"placement_ms": 500, "aim_ms": 5}
     write("orders", result)
     return result

@@ -1,6 +1,7 @@
 """Order gateway under a slow or frozen broker -> logs/bench/orders_faults.json
 
-Real simulator + real gateway process on loopback, the simulator's own fault injection:
+Real simulator + real gateway process on loopback, reconciliation polls on (the defaults), the
+simulator's own fault injection:
   - entry fill event received -> stop acknowledged by the broker, with REST answering at once
     and with 2.5 s added to every REST call (measured inside the gateway, perf_counter; read
     back through the status command);
@@ -12,18 +13,21 @@ The figures are only meaningful next to the machine's load; say so when quoting 
 """
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from common.messages import OrderCommand
-from tests.bench.bench_orders import pct
-from tests.harness.procs import ROOT, wait_for
+from tests.bench._kit import machine, stats, write
+from tests.harness.procs import wait_for
 from tests.harness.sim import SimProcess
 from tests.integration.orders_helpers import Gw, positions, price, protected, working
+
+
+def pct(values_ms: list[float]) -> dict:
+    """median / p99 / max of values already in ms."""
+    return stats(values_ms, 1.0)
 
 
 def samples(gw: Gw) -> list[dict]:
@@ -47,7 +51,7 @@ def main(n: int = 10, freeze_s: float = 20.0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-orders-faults-"))
     with SimProcess(tmp / "sim", speed=1.0, rate_limit_per_min=100000) as sim:
         gw = Gw(tmp, sim, api={"rate_limit_per_min": 100000}, risk={"max_daily_loss": 100000},
-                orders={"idle_poll_s": 30.0, "poll_s": 30.0, "flat_verify_s": 15.0})
+                orders={"poll_s": 2.0, "idle_poll_s": 5.0, "flat_verify_s": 15.0})   # polls on: the defaults
         gw.start()
         try:
             price(sim, "6050.00")
@@ -75,18 +79,15 @@ def main(n: int = 10, freeze_s: float = 20.0) -> dict:
         finally:
             gw.stop()
     out = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "note": "real simulator and gateway processes; a shared, loaded 2-core machine",
+        "bench": "orders_faults", "machine": machine(), "unit": "ms",
+        "note": "real simulator and gateway processes; quote next to the machine's load",
         "fill_to_stop_ack_ms": {"rest_delay_0ms": pct(fast), "rest_delay_2500ms": pct(slow)},
         "command_answer_ms_during_broker_freeze": {"freeze_s": freeze_s,
                                                    "all": pct([x for v in answers.values() for x in v]),
                                                    **{k: pct(v) for k, v in answers.items()}},
         "budget": {"command_answer_ms": 250},
     }
-    path = ROOT / "logs" / "bench" / "orders_faults.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
+    write("orders_faults", out)
     return out
 
 
