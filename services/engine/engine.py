@@ -69,6 +69,7 @@ class Engine:
         self.pending: Pending | None = None
         self.synced = False                   # the gateway's status was read since start
         self.need_status = True
+        self.gateway_stale = ""               # why the last known gateway status is stale ("" = fresh)
         self.day_halt: dict[str, str] = {}    # trading day -> reason (daily loss, trailing drawdown)
         self.eod_day = ""                     # trading day the end-of-day flatten was sent
         self.last_flatten_ns = 0
@@ -141,6 +142,8 @@ class Engine:
             out["gateway_halt"] = self.gateway_halt
         if not self.synced:
             out["gateway_status_unknown"] = "the gateway's status has not been read since start"
+        if self.gateway_stale:
+            out["gateway_stale"] = self.gateway_stale
         return out
 
     # ------------------------------------------------------------------ inputs
@@ -301,6 +304,12 @@ class Engine:
         return self._send(cmd, kind, target, hops)
 
     def _send(self, cmd: OrderCommand, kind: str, target: int, hops: dict | None = None) -> OrderReply | None:
+        if cmd.action in ("enter", "reverse") and (self.gateway_stale or not self.synced):
+            # the last line: never an entry against a gateway view that is not fresh
+            self.counts["blocked"] += 1
+            logger.error(f"ENGINE: {cmd.action} {cmd.key} not sent: the gateway's status is "
+                         f"{self.gateway_stale or 'unknown'}")
+            return None
         self.counts["commands"] += 1
         hops = dict(hops or {})
         hops["engine"] = time.time_ns()
@@ -311,7 +320,7 @@ class Engine:
             logger.error(f"ENGINE: the order gateway did not answer {cmd.action} {cmd.key}; "
                          "no new entry until its status is read")
             self.pending = Pending(cmd.key, kind, target, now, unknown=True)
-            self.need_status = True
+            self.gateway_unanswered(f"no answer to {cmd.action} {cmd.key}")
             return None
         self.on_reply(reply)
         if reply.ok and reply.status == "accepted":
@@ -392,11 +401,27 @@ class Engine:
                 and (now - self.pos_entry_ns) / NS > self.sp.max_holding_s and phase in TRADING_PHASES):
             kind = "EXIT_LONG" if self.pos_dir > 0 else "EXIT_SHORT"
             self.act(kind, signal_id(kind, now), None, f"max holding {self.sp.max_holding_s:g} s")
+        # the gateway's heartbeats stopped: what the engine knows of it is stale before any
+        # command has to find out the slow way (a blocking request to a dead socket)
+        seen = self.breakers.last_seen.get("orders")
+        if seen is not None and not self.gateway_stale:
+            wall_now = self.breakers.wall() if self.breakers.wall is not None else now
+            if wall_now - seen > self.sect.gateway_silent_s * NS:
+                self.gateway_unanswered(f"no heartbeat from the order gateway for {(wall_now - seen) / NS:.1f} s")
         # the account rules again (a new day, an unrealized swing)
         self.evaluate_account()
         if self.pending is not None and (self.pending.unknown
                                          or now - self.pending.sent_ns > self.sect.pending_timeout_s * NS):
             self.need_status = True
+
+    def gateway_unanswered(self, why: str) -> None:
+        """The gateway did not answer (a status question or a command): what the engine knows of
+        it is stale until a status answer comes. No entry goes out meanwhile; its status is asked
+        again (without blocking the loop: __main__ asks on its own socket)."""
+        if not self.gateway_stale:
+            logger.warning(f"ENGINE: the order gateway's status is stale ({why}); no entry until it answers")
+        self.gateway_stale = f"gateway status stale: {why}"
+        self.need_status = True
 
     def sync_status(self, detail: dict) -> None:
         """The gateway's `status` reply: what is in flight and what it holds."""
@@ -420,9 +445,10 @@ class Engine:
                 self.pending = Pending(k, "in_flight", d, self.now())
                 logger.warning(f"ENGINE: entry {k} is in flight at the gateway; no new entry until it settles")
         self.gateway_halt = (detail.get("halt_reason") or "order gateway halted") if detail.get("halted") else ""
-        if not self.synced:
+        if not self.synced or self.gateway_stale:
             logger.info(f"ENGINE: gateway status read: in flight {in_flight}, position {pos}, "
                         f"halted {detail.get('halted')}")
+        self.gateway_stale = ""
         self.synced = True
         self.need_status = False
 
@@ -452,6 +478,7 @@ class Engine:
             if self.pos_dir else None,
             "pending": {"key": self.pending.key, "kind": self.pending.kind} if self.pending else None,
             "synced": self.synced,
+            "gateway_stale": self.gateway_stale,
             "gateway_halt": self.gateway_halt,
             "phase": self.session.phase(self.now()) if self.now() > 0 else "unknown",
         }
@@ -459,4 +486,4 @@ class Engine:
     def stats(self) -> dict:
         return {**self.counts, "breakers": self.breakers.names(), "rules": sorted(self.rules.active),
                 "signal_latency_us": dict(self.latency_us), "position": self.pos_dir,
-                "pending": self.pending.key if self.pending else ""}
+                "pending": self.pending.key if self.pending else "", "gateway_stale": bool(self.gateway_stale)}
