@@ -12,6 +12,7 @@ import time
 
 import zmq
 from loguru import logger
+from zmq.utils.monitor import recv_monitor_message
 
 from common.bus import (
     LATEST_ONLY_HWM, LazyPirateClient, Publisher, ReplyServer, ServiceLoop, ServiceUnavailable, Subscriber, context,
@@ -41,6 +42,9 @@ class StatusAsker:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)     # no queue for a gateway that is not there
         self.sock.setsockopt(zmq.SNDHWM, 4)
+        # the gateway's connection itself: a kill -9 closes it at once, so the view is stale
+        # before any question times out (and before a command would wait on a dead socket)
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.sock.connect(endpoint)
         self.timeout_s = timeout_s
         self.retry_s = retry_s
@@ -74,6 +78,20 @@ class StatusAsker:
             return
         self.key = key
 
+    def on_connection(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self.key = None
+                self.silent = True
+                self.on_silence("the order gateway disconnected")
+            elif event["event"] == zmq.EVENT_CONNECTED:
+                self.silent = False          # (re)connected: ask at once, not a retry later
+                self.sent = 0.0
+
     def on_readable(self) -> None:
         while True:
             try:
@@ -96,6 +114,8 @@ class StatusAsker:
                 logger.warning(f"ENGINE: gateway status refused: {msg}")
 
     def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close()
         self.sock.close()
 
 
@@ -211,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     asker = StatusAsker(cfg.bus.orders_cmd, sect.status_timeout_s, sect.status_retry_s,
                         engine.sync_status, engine.gateway_unanswered)
     loop.add_reader(asker.sock, asker.on_readable)
+    loop.add_reader(asker.monitor, asker.on_connection)
 
     def heartbeat() -> None:
         state = "halted" if engine.breakers.active or engine.day_halt.get(engine.trading_day()) else "ok"

@@ -67,7 +67,7 @@ def test_operator_commands_answer_with_a_stale_view():
 def test_config_defaults_keep_the_status_question_short():
     sect = EngineConfig()
     assert sect.status_timeout_s <= 1.0 < sect.heartbeat_s * 2
-    assert sect.stale_command_timeout_ms <= 500
+    assert sect.stale_command_timeout_ms <= 250
 
 
 def test_a_silent_gateway_makes_the_view_stale_without_any_request():
