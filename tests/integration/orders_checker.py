@@ -8,6 +8,10 @@ promise, with when and how long:
   the gateway having been told to reverse (an exit that flipped it);
 - two broker orders sharing a customTag;
 and, from a second thread, an operator `status` command that waits more than 250 ms.
+
+`check_keeper_pnl` compares the position keeper's realized P&L of the day (its `status` answer)
+with the broker's own (the simulator's trades of the account: P&L minus fees), allowing the keeper
+a short lag to see the last fill.
 """
 from __future__ import annotations
 
