@@ -29,6 +29,7 @@ REJECTED_STATUS = broker_codes.REJECTED
 FAILED_ENTRY_STATUS = {broker_codes.CANCELLED, broker_codes.EXPIRED, broker_codes.REJECTED}
 TRADING_PHASES = ("open", "no_new_entries")
 IN_SESSION = ("open", "no_new_entries", "flatten")
+MAX_EXIT_RESENDS = 3          # an exit or flatten lost by the gateway is sent again at most this often
 CODE_DIRECTION = {"LE": 1, "SE": -1, "RL": 1, "RS": -1, "XL": 0, "XS": 0, "FL": 0}
 
 
@@ -39,6 +40,8 @@ class Pending:
     target: int          # position direction expected once it is done
     sent_ns: int
     unknown: bool = False   # the gateway did not answer: ask its status before anything else
+    cmd: OrderCommand | None = None   # what was sent (an exit or flatten may be sent again, same key)
+    resends: int = 0
 
 
 class Engine:
@@ -319,7 +322,7 @@ class Engine:
             self.counts["unanswered"] += 1
             logger.error(f"ENGINE: the order gateway did not answer {cmd.action} {cmd.key}; "
                          "no new entry until its status is read")
-            self.pending = Pending(cmd.key, kind, target, now, unknown=True)
+            self.pending = Pending(cmd.key, kind, target, now, unknown=True, cmd=cmd)
             self.gateway_unanswered(f"no answer to {cmd.action} {cmd.key}")
             return None
         self.on_reply(reply)
@@ -327,7 +330,7 @@ class Engine:
             logger.info(f"ENGINE: {cmd.action} {cmd.key} accepted"
                         f"{'; the outcome follows on the bus' if reply.detail.get('pending') else ''}")
             if target != self.pos_dir or cmd.action in ("enter", "reverse"):
-                self.pending = Pending(cmd.key, kind, target, now)
+                self.pending = Pending(cmd.key, kind, target, now, cmd=cmd)
         elif reply.ok and reply.status == "flat":
             logger.info(f"ENGINE: {cmd.action} {cmd.key}: flat {reply.message}".rstrip())
         elif reply.ok and cmd.action == "reverse":
@@ -337,7 +340,7 @@ class Engine:
         elif reply.detail.get("in_flight"):
             # the gateway does not know whether the broker took it: exposure until its status says
             logger.error(f"ENGINE: {cmd.action} {cmd.key} outcome unknown at the gateway: {reply.message}")
-            self.pending = Pending(cmd.key, kind, target, now, unknown=True)
+            self.pending = Pending(cmd.key, kind, target, now, unknown=True, cmd=cmd)
             self.need_status = True
         elif reply.ok:
             logger.info(f"ENGINE: {cmd.action} {cmd.key} -> {reply.status} {reply.message}".rstrip())
@@ -431,14 +434,19 @@ class Engine:
             self.pos_dir = int(pos.get("direction", 0)) if pos.get("size") else 0
             self.pos_size = int(pos.get("size", 0))
             self.pos_entry_ns = self.now() if self.pos_dir else 0
+        lost: Pending | None = None
         if self.pending is not None and self.pending.key in in_flight:
             self.pending.sent_ns = self.now()
             self.pending.unknown = False
         elif self.pending is not None:
             gw_dir = int(pos.get("direction", 0)) if pos and pos.get("size") else 0
-            logger.info(f"ENGINE: {self.pending.key} no longer in flight at the gateway "
+            p = self.pending
+            logger.info(f"ENGINE: {p.key} no longer in flight at the gateway "
                         f"(its position {gw_dir:+d}); exposure from positions only")
             self.pending = None
+            if (p.cmd is not None and p.cmd.action in ("exit", "flatten") and self.pos_dir != 0
+                    and p.resends < MAX_EXIT_RESENDS):
+                lost = p
         for k in in_flight:
             d = CODE_DIRECTION.get(k[:2])
             if self.pending is None and d is not None and d != 0:
@@ -451,6 +459,16 @@ class Engine:
         self.gateway_stale = ""
         self.synced = True
         self.need_status = False
+        if lost is not None and self.pending is None:
+            # an exit the gateway took, then lost (a restart cut it off before its outcome: the
+            # restarted gateway forgets a key it never answered finally). The same key again: a
+            # gateway that still has it answers its first answer; one that lost it runs it,
+            # checking the broker first, so the position is never closed twice
+            logger.warning(f"ENGINE: {lost.key} {lost.cmd.action} not done and the position is still open "
+                           f"({self.pos_dir:+d}); sending it again (same key)")
+            self._send(lost.cmd, lost.kind, 0)
+            if self.pending is not None and self.pending.key == lost.key:
+                self.pending.resends = lost.resends + 1
 
     # ------------------------------------------------------------------ operator
     def operator(self, cmd: OperatorCommand) -> Reply:

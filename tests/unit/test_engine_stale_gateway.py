@@ -80,3 +80,35 @@ def test_a_silent_gateway_makes_the_view_stale_without_any_request():
     assert k.eng.need_status
     k.predict(1, 0.9)
     assert k.gw.commands == []
+
+
+def test_an_exit_lost_by_a_restarted_gateway_is_sent_again_with_the_same_key():
+    k = Kit(MON)
+    k.position(1)
+    k.advance(1)
+    k.predict(-1, 0.7)           # below reverse_confidence: an exit
+    assert k.gw.actions() == [("exit", 0)] and k.eng.pending is not None
+    exit_key = k.gw.commands[0].key
+    k.eng.gateway_unanswered("the order gateway disconnected")     # killed before the outcome
+    k.gw.replies.clear()                                            # the restarted one never answered it
+    k.eng.sync_status({"in_flight": [], "position": {"contract": "x", "direction": 1, "size": 1}})
+    assert [c.key for c in k.gw.commands] == [exit_key, exit_key]
+    assert k.eng.pending is not None and k.eng.pending.key == exit_key and not k.eng.gateway_stale
+    # bounded: a gateway that keeps losing it is not asked forever
+    for _ in range(5):
+        k.eng.sync_status({"in_flight": [], "position": None})
+    assert len(k.gw.commands) == 1 + 3
+    # once flat, nothing is sent again
+    k.position(0)
+    k.eng.sync_status({"in_flight": [], "position": None})
+    assert len(k.gw.commands) == 4
+
+
+def test_a_done_exit_is_not_sent_again():
+    k = Kit(MON)
+    k.position(1)
+    k.advance(1)
+    k.predict(-1, 0.7)
+    k.position(0)                # the keeper saw it closed: pending done
+    k.eng.sync_status({"in_flight": [], "position": None})
+    assert len(k.gw.commands) == 1
