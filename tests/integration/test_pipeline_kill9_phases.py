@@ -55,6 +55,15 @@ def drill_config(tmp_path: Path, sim: SimProcess) -> Path:
         risk={"max_consecutive_losses": 50})
 
 
+def healthy(name: str, hb: Heartbeat) -> bool:
+    """A heartbeat's state as it should be once a drill phase is over: `ok`; the inference worker
+    warms up on bars and the drill's held price makes none (`starting`); the engine halts entries
+    on stale market data, which the held price makes too (its other breakers: not healthy)."""
+    if hb.state == "ok" or (name, hb.state) == ("inference", "starting"):
+        return True
+    return name == "engine" and hb.state == "halted" and set(hb.stats.get("breakers", [])) <= {"stale_data"}
+
+
 class Drill:
     """One pipeline, its sockets seen from outside, and the checker reading the broker."""
 
@@ -229,7 +238,17 @@ class Drill:
         assert len(entries) in allowed, f"entry {entry} placed {len(entries)} times: {entries}"
         wait_for(lambda: not self.disagreements(), 10, 0.3, f"everyone flat: {self.disagreements()}")
         cents = check_keeper_pnl(sim, self.cfg.bus.positions_query, lag_s=2.0)
-        print(f"kill -9 {victim} while {phase}: back in {back_s:.1f} s; realized {cents} cents agreed")
+        # every service is back to a healthy heartbeat (inference warms up on bars, and the drill's
+        # held price makes none: `starting` is its healthy state here)
+        try:
+            wait_for(lambda: (self.drain(), all(healthy(n, hb) for n, hb in self.last_beat.items()))[1], 10, 0.2)
+        except AssertionError:
+            raise AssertionError(
+                f"a heartbeat not healthy after kill -9 {victim} while {phase}: "
+                f"{({n: (hb.state, hb.stats) for n, hb in self.last_beat.items() if not healthy(n, hb)})}\n"
+                f"{self.pipe.tails(40)}") from None
+        print(f"kill -9 {victim} while {phase}: back in {back_s:.1f} s; realized {cents} cents agreed; "
+              f"heartbeats {({n: hb.state for n, hb in self.last_beat.items()})}")
         chk.broker_s = 0.0
 
 
