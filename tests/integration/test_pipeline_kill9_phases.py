@@ -17,7 +17,7 @@ position, and the keeper's realized P&L equals the broker's own (P&L minus fees)
 
 The engine runs with a confidence threshold no prediction reaches, so every order comes from the
 drill. One pipeline per killed service, shared by its phases (each phase ends flat). The default
-suite runs two representative cases; the whole matrix is `slow`."""
+suite runs two representative cases on one pipeline; the whole matrix is `slow`."""
 from __future__ import annotations
 
 import time
@@ -252,11 +252,12 @@ class Drill:
         chk.broker_s = 0.0
 
 
-def run(tmp_path: Path, victim: str, phases: tuple[str, ...]) -> None:
+def run(tmp_path: Path, steps: list[tuple[str, str]]) -> None:
+    """One pipeline; each step kills `victim` while a trade is in `phase`, and ends flat."""
     with SimProcess(tmp_path / "sim", speed=1.0, time_mode="start_at", start_at=f"{DAY}T10:30:00",
                     loop=True) as sim, Drill(tmp_path, sim) as drill:
         with Checker(sim, drill.cfg.bus.orders_cmd, drill.cfg.risk.max_contracts) as chk:
-            for phase in phases:
+            for victim, phase in steps:
                 drill.phase(chk, victim, phase)
         try:
             chk.check()
@@ -266,14 +267,13 @@ def run(tmp_path: Path, victim: str, phases: tuple[str, ...]) -> None:
         assert all(drill.pipe.state(n) == "RUNNING" for n in drill.pipe.services), drill.pipe.states()
 
 
-# the default suite: two representative cases (the keeper killed with an exit on its way, the
-# engine killed with a filled entry still being protected); the whole matrix is slow
-@pytest.mark.parametrize("victim, phase", [("positions", "exiting"), ("engine", "filled")])
-def test_pipeline_kill9_representative(tmp_path, victim, phase):
-    run(tmp_path, victim, (phase,))
+def test_pipeline_kill9_representative(tmp_path):
+    """The default suite: two representative cases on one pipeline (the keeper killed with the
+    engine's exit on its way, the engine killed with a filled entry still being protected)."""
+    run(tmp_path, [("positions", "exiting"), ("engine", "filled")])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", SERVICES)
 def test_pipeline_kill9_each_service_in_each_phase(tmp_path, victim):
-    run(tmp_path, victim, PHASES)
+    run(tmp_path, [(victim, phase) for phase in PHASES])
