@@ -422,7 +422,9 @@ class Engine:
         it is stale until a status answer comes. No entry goes out meanwhile; its status is asked
         again (without blocking the loop: __main__ asks on its own socket)."""
         if not self.gateway_stale:
-            logger.warning(f"ENGINE: the order gateway's status is stale ({why}); no entry until it answers")
+            # before the first status answer (the engine starting before the gateway) it is no news
+            logger.log("WARNING" if self.synced else "DEBUG",
+                       f"ENGINE: the order gateway's status is stale ({why}); no entry until it answers")
         self.gateway_stale = f"gateway status stale: {why}"
         self.need_status = True
 
