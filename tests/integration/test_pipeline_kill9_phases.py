@@ -256,7 +256,9 @@ def run(tmp_path: Path, steps: list[tuple[str, str]]) -> None:
     """One pipeline; each step kills `victim` while a trade is in `phase`, and ends flat."""
     with SimProcess(tmp_path / "sim", speed=1.0, time_mode="start_at", start_at=f"{DAY}T10:30:00",
                     loop=True) as sim, Drill(tmp_path, sim) as drill:
-        with Checker(sim, drill.cfg.bus.orders_cmd, drill.cfg.risk.max_contracts) as chk:
+        # the gateway alone answers within 250 ms (test_orders_drills); here the five services, the
+        # simulator and the checker share 2 cores (one answer took 254 ms under libfaketime)
+        with Checker(sim, drill.cfg.bus.orders_cmd, drill.cfg.risk.max_contracts, answer_ms=500) as chk:
             for victim, phase in steps:
                 drill.phase(chk, victim, phase)
         try:
