@@ -16,5 +16,8 @@ class EngineConfig(BaseModel):
     require_atr: bool = True                  # no entry until the ATR is warm (atr_ticks > 0)
     log_repeat_s: float = Field(30.0, gt=0)   # identical entry-block logs at most this often
     pending_timeout_s: float = Field(10.0, gt=0)   # an unconfirmed command: ask the gateway's status
-    status_retry_s: float = Field(2.0, gt=0)  # gateway unreachable at start: retry this often
+    status_retry_s: float = Field(2.0, gt=0)  # gateway unreachable: ask its status again this often
+    status_timeout_s: float = Field(1.0, gt=0)  # a status unanswered this long: the gateway's view is stale
+    gateway_silent_s: float = Field(2.0, gt=0)  # no gateway heartbeat this long: its view is stale
+    stale_command_timeout_ms: int = Field(250, gt=0)   # a command to a gateway whose view is stale: one try
     flatten_retry_s: float = Field(15.0, gt=0)  # still not flat this long after a flatten: send again

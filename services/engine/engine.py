@@ -29,6 +29,7 @@ REJECTED_STATUS = broker_codes.REJECTED
 FAILED_ENTRY_STATUS = {broker_codes.CANCELLED, broker_codes.EXPIRED, broker_codes.REJECTED}
 TRADING_PHASES = ("open", "no_new_entries")
 IN_SESSION = ("open", "no_new_entries", "flatten")
+MAX_EXIT_RESENDS = 3          # an exit or flatten lost by the gateway is sent again at most this often
 CODE_DIRECTION = {"LE": 1, "SE": -1, "RL": 1, "RS": -1, "XL": 0, "XS": 0, "FL": 0}
 
 
@@ -39,6 +40,8 @@ class Pending:
     target: int          # position direction expected once it is done
     sent_ns: int
     unknown: bool = False   # the gateway did not answer: ask its status before anything else
+    cmd: OrderCommand | None = None   # what was sent (an exit or flatten may be sent again, same key)
+    resends: int = 0
 
 
 class Engine:
@@ -69,6 +72,7 @@ class Engine:
         self.pending: Pending | None = None
         self.synced = False                   # the gateway's status was read since start
         self.need_status = True
+        self.gateway_stale = ""               # why the last known gateway status is stale ("" = fresh)
         self.day_halt: dict[str, str] = {}    # trading day -> reason (daily loss, trailing drawdown)
         self.eod_day = ""                     # trading day the end-of-day flatten was sent
         self.last_flatten_ns = 0
@@ -141,6 +145,8 @@ class Engine:
             out["gateway_halt"] = self.gateway_halt
         if not self.synced:
             out["gateway_status_unknown"] = "the gateway's status has not been read since start"
+        if self.gateway_stale:
+            out["gateway_stale"] = self.gateway_stale
         return out
 
     # ------------------------------------------------------------------ inputs
@@ -301,6 +307,12 @@ class Engine:
         return self._send(cmd, kind, target, hops)
 
     def _send(self, cmd: OrderCommand, kind: str, target: int, hops: dict | None = None) -> OrderReply | None:
+        if cmd.action in ("enter", "reverse") and (self.gateway_stale or not self.synced):
+            # the last line: never an entry against a gateway view that is not fresh
+            self.counts["blocked"] += 1
+            logger.error(f"ENGINE: {cmd.action} {cmd.key} not sent: the gateway's status is "
+                         f"{self.gateway_stale or 'unknown'}")
+            return None
         self.counts["commands"] += 1
         hops = dict(hops or {})
         hops["engine"] = time.time_ns()
@@ -310,15 +322,15 @@ class Engine:
             self.counts["unanswered"] += 1
             logger.error(f"ENGINE: the order gateway did not answer {cmd.action} {cmd.key}; "
                          "no new entry until its status is read")
-            self.pending = Pending(cmd.key, kind, target, now, unknown=True)
-            self.need_status = True
+            self.pending = Pending(cmd.key, kind, target, now, unknown=True, cmd=cmd)
+            self.gateway_unanswered(f"no answer to {cmd.action} {cmd.key}")
             return None
         self.on_reply(reply)
         if reply.ok and reply.status == "accepted":
             logger.info(f"ENGINE: {cmd.action} {cmd.key} accepted"
                         f"{'; the outcome follows on the bus' if reply.detail.get('pending') else ''}")
             if target != self.pos_dir or cmd.action in ("enter", "reverse"):
-                self.pending = Pending(cmd.key, kind, target, now)
+                self.pending = Pending(cmd.key, kind, target, now, cmd=cmd)
         elif reply.ok and reply.status == "flat":
             logger.info(f"ENGINE: {cmd.action} {cmd.key}: flat {reply.message}".rstrip())
         elif reply.ok and cmd.action == "reverse":
@@ -328,7 +340,7 @@ class Engine:
         elif reply.detail.get("in_flight"):
             # the gateway does not know whether the broker took it: exposure until its status says
             logger.error(f"ENGINE: {cmd.action} {cmd.key} outcome unknown at the gateway: {reply.message}")
-            self.pending = Pending(cmd.key, kind, target, now, unknown=True)
+            self.pending = Pending(cmd.key, kind, target, now, unknown=True, cmd=cmd)
             self.need_status = True
         elif reply.ok:
             logger.info(f"ENGINE: {cmd.action} {cmd.key} -> {reply.status} {reply.message}".rstrip())
@@ -392,11 +404,29 @@ class Engine:
                 and (now - self.pos_entry_ns) / NS > self.sp.max_holding_s and phase in TRADING_PHASES):
             kind = "EXIT_LONG" if self.pos_dir > 0 else "EXIT_SHORT"
             self.act(kind, signal_id(kind, now), None, f"max holding {self.sp.max_holding_s:g} s")
+        # the gateway's heartbeats stopped: what the engine knows of it is stale before any
+        # command has to find out the slow way (a blocking request to a dead socket)
+        seen = self.breakers.last_seen.get("orders")
+        if seen is not None and not self.gateway_stale:
+            wall_now = self.breakers.wall() if self.breakers.wall is not None else now
+            if wall_now - seen > self.sect.gateway_silent_s * NS:
+                self.gateway_unanswered(f"no heartbeat from the order gateway for {(wall_now - seen) / NS:.1f} s")
         # the account rules again (a new day, an unrealized swing)
         self.evaluate_account()
         if self.pending is not None and (self.pending.unknown
                                          or now - self.pending.sent_ns > self.sect.pending_timeout_s * NS):
             self.need_status = True
+
+    def gateway_unanswered(self, why: str) -> None:
+        """The gateway did not answer (a status question or a command): what the engine knows of
+        it is stale until a status answer comes. No entry goes out meanwhile; its status is asked
+        again (without blocking the loop: __main__ asks on its own socket)."""
+        if not self.gateway_stale:
+            # before the first status answer (the engine starting before the gateway) it is no news
+            logger.log("WARNING" if self.synced else "DEBUG",
+                       f"ENGINE: the order gateway's status is stale ({why}); no entry until it answers")
+        self.gateway_stale = f"gateway status stale: {why}"
+        self.need_status = True
 
     def sync_status(self, detail: dict) -> None:
         """The gateway's `status` reply: what is in flight and what it holds."""
@@ -406,25 +436,41 @@ class Engine:
             self.pos_dir = int(pos.get("direction", 0)) if pos.get("size") else 0
             self.pos_size = int(pos.get("size", 0))
             self.pos_entry_ns = self.now() if self.pos_dir else 0
+        lost: Pending | None = None
         if self.pending is not None and self.pending.key in in_flight:
             self.pending.sent_ns = self.now()
             self.pending.unknown = False
         elif self.pending is not None:
             gw_dir = int(pos.get("direction", 0)) if pos and pos.get("size") else 0
-            logger.info(f"ENGINE: {self.pending.key} no longer in flight at the gateway "
+            p = self.pending
+            logger.info(f"ENGINE: {p.key} no longer in flight at the gateway "
                         f"(its position {gw_dir:+d}); exposure from positions only")
             self.pending = None
+            if (p.cmd is not None and p.cmd.action in ("exit", "flatten") and self.pos_dir != 0
+                    and p.resends < MAX_EXIT_RESENDS):
+                lost = p
         for k in in_flight:
             d = CODE_DIRECTION.get(k[:2])
             if self.pending is None and d is not None and d != 0:
                 self.pending = Pending(k, "in_flight", d, self.now())
                 logger.warning(f"ENGINE: entry {k} is in flight at the gateway; no new entry until it settles")
         self.gateway_halt = (detail.get("halt_reason") or "order gateway halted") if detail.get("halted") else ""
-        if not self.synced:
+        if not self.synced or self.gateway_stale:
             logger.info(f"ENGINE: gateway status read: in flight {in_flight}, position {pos}, "
                         f"halted {detail.get('halted')}")
+        self.gateway_stale = ""
         self.synced = True
         self.need_status = False
+        if lost is not None and self.pending is None:
+            # an exit the gateway took, then lost (a restart cut it off before its outcome: the
+            # restarted gateway forgets a key it never answered finally). The same key again: a
+            # gateway that still has it answers its first answer; one that lost it runs it,
+            # checking the broker first, so the position is never closed twice
+            logger.warning(f"ENGINE: {lost.key} {lost.cmd.action} not done and the position is still open "
+                           f"({self.pos_dir:+d}); sending it again (same key)")
+            self._send(lost.cmd, lost.kind, 0)
+            if self.pending is not None and self.pending.key == lost.key:
+                self.pending.resends = lost.resends + 1
 
     # ------------------------------------------------------------------ operator
     def operator(self, cmd: OperatorCommand) -> Reply:
@@ -452,6 +498,7 @@ class Engine:
             if self.pos_dir else None,
             "pending": {"key": self.pending.key, "kind": self.pending.kind} if self.pending else None,
             "synced": self.synced,
+            "gateway_stale": self.gateway_stale,
             "gateway_halt": self.gateway_halt,
             "phase": self.session.phase(self.now()) if self.now() > 0 else "unknown",
         }
@@ -459,4 +506,4 @@ class Engine:
     def stats(self) -> dict:
         return {**self.counts, "breakers": self.breakers.names(), "rules": sorted(self.rules.active),
                 "signal_latency_us": dict(self.latency_us), "position": self.pos_dir,
-                "pending": self.pending.key if self.pending else ""}
+                "pending": self.pending.key if self.pending else "", "gateway_stale": bool(self.gateway_stale)}

@@ -7,7 +7,11 @@ promise, with when and how long:
 - |position| above max_contracts, or a position that changed sign between two reads without
   the gateway having been told to reverse (an exit that flipped it);
 - two broker orders sharing a customTag;
-and, from a second thread, an operator `status` command that waits more than 250 ms.
+and, from a second thread, an operator `status` command that waits more than `answer_ms` (250 ms).
+
+`check_keeper_pnl` compares the position keeper's realized P&L of the day (its `status` answer)
+with the broker's own (the simulator's trades of the account: P&L minus fees), allowing the keeper
+a short lag to see the last fill.
 """
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ STOP_TYPES = {3, 4, 5}
 
 
 class Checker:
-    def __init__(self, sim, orders_cmd: str, max_contracts: int, grace_s: float = 1.0, flat_grace_s: float = 2.0):
+    def __init__(self, sim, orders_cmd: str, max_contracts: int, grace_s: float = 1.0, flat_grace_s: float = 2.0,
+                 answer_ms: float = 250.0):
         self.sim = sim
+        self.answer_ms = answer_ms            # the longest an operator `status` may wait
         self.orders_cmd = orders_cmd
         self.max_contracts = max_contracts
         self.grace_s = grace_s
@@ -126,8 +132,8 @@ class Checker:
                     time.sleep(0.3)
                     continue
                 self.answers_ms.append(ms)
-                if ms > 250:
-                    self.violations.append(f"status answered in {ms:.0f} ms (> 250)")
+                if ms > self.answer_ms:
+                    self.violations.append(f"status answered in {ms:.0f} ms (> {self.answer_ms:g})")
                 time.sleep(0.3)
         finally:
             client.close()
@@ -135,3 +141,50 @@ class Checker:
     def check(self) -> None:
         assert self.reads > 10, f"the checker read the simulator only {self.reads} times"
         assert not self.violations, "\n".join(self.violations[:20])
+
+
+def broker_realized_cents(sim_state: dict, account_id: int | None = None) -> int:
+    """The broker's own realized P&L of the account: the P&L of its closing trades minus the fees
+    (and commissions) of every trade, voided ones left out, as TopstepX reports them."""
+    gross = fees = 0
+    for t in sim_state["trades"]:
+        if t.get("voided") or (account_id is not None and t.get("accountId") != account_id):
+            continue
+        if t.get("profitAndLoss") is not None:
+            gross += round(t["profitAndLoss"] * 100)
+        fees += round((t.get("fees") or 0) * 100) + round((t.get("commissions") or 0) * 100)
+    return gross - fees
+
+
+def keeper_realized_cents(positions_query: str) -> int | None:
+    """What the position keeper answers for today's realized P&L (net of fees); None when it does
+    not answer (down, restarting)."""
+    from common.messages import Query
+    client = LazyPirateClient("checker", positions_query, timeout_ms=1000, retries=0)
+    try:
+        rep = client.request(Query("status")).msg
+    except ServiceUnavailable:
+        return None
+    finally:
+        client.close()
+    if not getattr(rep, "ok", False):
+        return None
+    return int(rep.data["account"]["realized_day_cents"])
+
+
+def check_keeper_pnl(sim, positions_query: str, lag_s: float = 2.0, timeout_s: float | None = None) -> int:
+    """The keeper's realized P&L of the day equals the broker's, once the keeper has had `lag_s`
+    to see the last fill (a keeper just restarted by supervisord gets `timeout_s` to answer at
+    all). Returns the agreed amount in cents; raises AssertionError with both amounts."""
+    end = time.monotonic() + max(lag_s, timeout_s or 0.0)
+    seen: list[tuple[int | None, int]] = []
+    while True:
+        broker = broker_realized_cents(sim.state(), getattr(sim, "account_id", None))
+        keeper = keeper_realized_cents(positions_query)
+        seen.append((keeper, broker))
+        if keeper == broker:
+            return broker
+        if time.monotonic() > end:
+            raise AssertionError(f"keeper realized P&L {keeper} cents != broker's {broker} cents "
+                                 f"(net of fees) after {lag_s:g} s; last reads (keeper, broker): {seen[-5:]}")
+        time.sleep(0.2)

@@ -22,6 +22,7 @@ from tests.harness.config import write_config
 from tests.harness.pipeline import Pipeline
 from tests.harness.procs import wait_for
 from tests.harness.sim import SimProcess
+from tests.integration.orders_checker import check_keeper_pnl
 
 # whole-pipeline drills: slow (make slow, CI runs them after the default suite)
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -170,6 +171,8 @@ def test_kill9_drills_no_duplicates_no_orphans(tmp_path):
             assert rep.ok
             pos = rep.data.get("position") or rep.data
             assert int(pos.get("size", 0)) == 0
+            # and its realized P&L of the day is the broker's own (P&L minus fees)
+            check_keeper_pnl(sim, cfg.bus.positions_query, lag_s=2.0)
 
 
 def test_malformed_messages_on_every_socket_counted_no_crash(tmp_path, sim):

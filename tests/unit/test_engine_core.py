@@ -277,6 +277,11 @@ def test_stale_data_and_silent_service_block_entries_until_they_recover():
     assert "silent_service" not in k.eng.breakers.active
     k.advance(1)
     k.predict(1, 0.9)
+    # the gateway was silent too: its view stays stale until its status is read again
+    assert k.gw.commands == [] and "gateway_stale" in blocked(k) and k.eng.need_status
+    k.eng.sync_status({"in_flight": [], "position": None, "halted": False})
+    k.advance(1)
+    k.predict(1, 0.9)
     assert k.gw.commands[-1].action == "enter"
 
 
