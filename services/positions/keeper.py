@@ -317,12 +317,13 @@ class Keeper:
             if f is not None:
                 fills[tid] = f
         ours = self.ledger.signed_positions()
-        # the last check at shutdown: the order gateway stopped just before the keeper and flattened
-        # on its way out; its fills may still be on their way through the bus, so the trades this
-        # check reads count before positions are compared (no false alarm on a clean stop). Any
-        # other check alarms on a position the keeper learns of only from the broker.
+        # The first check after a start and the last one at shutdown count the trades they read
+        # before positions are compared: after a restart the keeper catches up on what filled while
+        # it was down (a kill -9 mid-trade is not a disagreement with the broker), and at shutdown
+        # the gateway's flatten fills may still be on their way through the bus. Any other check
+        # alarms on a position the keeper learns of only from the broker.
         moves = ({tid: (f.contract, f.size if f.side == 0 else -f.size) for tid, f in fills.items()}
-                 if reason == "shutdown" else None)
+                 if reason in ("start", "shutdown") else None)
         dec = self.recon.decide(ours, broker_qty, set(fills), forced, moves)
         changed = False
         if dec.act:
