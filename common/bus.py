@@ -40,6 +40,14 @@ HWM = 100_000
 LATEST_ONLY_HWM = 2_000
 NO_GAP_TOPICS = {b"Heartbeat"}   # losing a heartbeat is harmless; the next one arrives in a second
 
+# Flags as plain ints: pyzmq's constants are enums, and combining or converting them costs more per
+# message than the libzmq call they are passed to.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 
 def context() -> zmq.Context:
     return zmq.Context.instance()
@@ -76,15 +84,15 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
     """Read one message from a ROUTER socket, if a whole one is there (waiting up to `wait_ms`,
     -1: until one is), and send its sender exactly one answer: `answer(body frames)`, or an
     error Reply if that raises."""
-    while True:
-        if wait_ms and not sock.poll(wait_ms):
+    if wait_ms < 0:
+        parts = recv_parts(sock, 0)   # blocks in libzmq: a ROUTER hands over whole messages only
+    else:
+        if wait_ms and not zmq.zmq_poll([(sock, _POLLIN)], wait_ms):
             return
         try:
-            parts = sock.recv_multipart(zmq.NOBLOCK)
-            break
+            parts = recv_parts(sock)
         except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
-            if wait_ms >= 0:
-                return
+            return
     head, body = split_envelope(parts)
     try:
         reply = answer(body)
@@ -97,15 +105,30 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
 def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """A ROUTER message -> (the caller's routing envelope, the request's frames):
     [identity, labels..., b"", body...] from a REQ; [identity, body...] from a DEALER."""
-    cut = parts.index(b"", 1) + 1 if b"" in parts[1:] else 1
+    try:
+        cut = parts.index(b"", 1) + 1
+    except ValueError:
+        cut = 1
     return parts[:cut], parts[cut:]
+
+
+def recv_parts(sock: zmq.Socket, flags: int = _NOBLOCK) -> list[bytes]:
+    """Every frame of the next message, by default without waiting (zmq.Again if there is none):
+    what recv_multipart does, without its per-frame wrapper."""
+    parts = [sock.recv(flags)]
+    while sock.get(_RCVMORE):
+        parts.append(sock.recv(_NOBLOCK))
+    return parts
 
 
 def send_answer(sock: zmq.Socket, head: list[bytes], reply: Any, name: str, seq: int = 0) -> None:
     """Send `reply` to the caller behind `head` (a ROUTER envelope), now or later (a deferred
     answer keeps its envelope); a caller that is gone is no error."""
+    frame = _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())
     try:
-        sock.send_multipart([*head, _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())], zmq.NOBLOCK)
+        for part in head:
+            sock.send(part, _NOBLOCK | _SNDMORE)
+        sock.send(frame, _NOBLOCK)
     except zmq.ZMQError as exc:   # the caller is gone or not reading: nothing to answer
         logger.debug(f"BUS: {name}: answer dropped: {exc}")
 
@@ -171,7 +194,7 @@ class Publisher:
         self.seqs[topic] = seq
         frame = encode(msg, seq=seq, ts_ns=self.clock() if ts_ns is None else ts_ns,
                        src=self.service, epoch=self.epoch, hops=hops)
-        self.sock.send_multipart((topic, frame), copy=False)
+        self.sock.send_multipart((topic, frame))     # copied: zero-copy costs more below 64 kB
         self.sent += 1
         if key is not None:
             rk = (topic, key)
@@ -268,19 +291,24 @@ class Subscriber:
             self.sync()
         while self._pending:
             out.append(self._pending.popleft())
-        for _ in range(max_messages):
+        sock, pending = self.sock, self._pending
+        for n in range(max_messages):
+            # after the first message, ask whether another is there: cheaper than the zmq.Again a
+            # failed recv raises, which costs more than receiving a message
+            if n and not sock.get(_EVENTS) & _POLLIN:
+                break
             try:
-                topic, frame = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)[-2:]
+                parts = recv_parts(sock)
             except zmq.Again:
                 break
-            except ValueError:
+            if len(parts) < 2:
                 self._bad("frame with fewer than two parts")
                 continue
-            env = self._accept(topic, frame)
+            env = self._accept(parts[-2], parts[-1])
             if env is not None:
                 out.append(env)
-            while self._pending:
-                out.append(self._pending.popleft())
+            while pending:
+                out.append(pending.popleft())
         return out
 
     def recv(self, timeout_ms: int = 1000) -> list[Envelope]:
@@ -441,6 +469,7 @@ class LazyPirateClient:
         self.retries = retries
         self.ctx = ctx or context()
         self.sock: zmq.Socket | None = None
+        self._wait: list[tuple[zmq.Socket, int]] = []   # zmq_poll's argument, made once per socket
         self.seq = 0
         self.resends = 0
 
@@ -448,6 +477,7 @@ class LazyPirateClient:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.endpoint)
+        self._wait = [(sock, _POLLIN)]
         return sock
 
     def request(self, msg: Any, timeout_ms: int | None = None, retries: int | None = None,
@@ -460,9 +490,8 @@ class LazyPirateClient:
             if self.sock is None:
                 self.sock = self._open()
             self.sock.send(frame)
-            if self.sock.poll(timeout):
-                reply = self.sock.recv()
-                return decode(reply)
+            if zmq.zmq_poll(self._wait, timeout):    # Socket.poll would build a Poller per request
+                return decode(self.sock.recv())
             # Lazy Pirate: the REQ socket is now stuck; throw it away and try again
             self.sock.close()
             self.sock = None
