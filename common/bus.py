@@ -517,12 +517,12 @@ class LazyPirateClient:
         for attempt in range(tries):
             if self.sock is None:
                 self.sock = self._open()
-            self.sock.send(frame)
+            _send_frame(self.sock, frame, 0)
             if zmq.zmq_poll(self._wait, timeout):    # Socket.poll would build a Poller per request
                 return decode(self.sock.recv())
             # Lazy Pirate: the REQ socket is now stuck; throw it away and try again
             self.sock.close()
-            self.sock = None
+            self.sock, self._wait = None, []
             if attempt + 1 < tries:
                 self.resends += 1
                 logger.warning(f"BUS: {self.name}: no answer from {self.endpoint} in {timeout} ms; "
@@ -533,7 +533,7 @@ class LazyPirateClient:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
-            self.sock = None
+            self.sock, self._wait = None, []
 
 
 class ReplyServer:
