@@ -18,6 +18,8 @@ this process PUBlishes an encoded Quote (the feed) -> a relay SUBscribes, runs a
 REQuests (engine) -> a REP server POSTs a limit order to the simulator's /api/Order/place over
 a keep-alive session and answers (order gateway; the order, far from the market, is cancelled
 after the timing, off the clock). The floor is the wall time from the PUB to the REP answer.
+Each relay stamps the wall time it received and sent on, so the floor is also there per hop
+(`floor_hops`) and each of our segments stands beside the floor hop it contains (`hops_vs_floor`).
 It fires once a second at speed 1 and every 200 ms at speed 40 (each fire places and cancels an order on the
 simulator the pipeline trades on, so not every bar).
 
@@ -65,8 +67,9 @@ def relay(role: str, a: str, b: str, extra: list[str]) -> None:
         print("ready", flush=True)
         while True:
             parts = sub.recv_multipart()
+            received = time.time_ns()
             model.session.run(["probs"], {"features": x})
-            pub.send_multipart(parts)
+            pub.send_multipart([*parts, b"%d" % received, b"%d" % time.time_ns()])
     elif role == "engine":
         sub, req = ctx.socket(zmq.SUB), ctx.socket(zmq.REQ)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -75,10 +78,13 @@ def relay(role: str, a: str, b: str, extra: list[str]) -> None:
         out = open(extra[0], "w")
         print("ready", flush=True)
         while True:
-            topic, frame, t0 = sub.recv_multipart()
+            topic, frame, *stamps = sub.recv_multipart()
+            stamps.append(b"%d" % time.time_ns())
             req.send(frame)
-            req.recv()
-            out.write(f"{time.time_ns() - int(t0)}\n")
+            _, *answered = req.recv_multipart()
+            stamps += answered
+            stamps.append(b"%d" % time.time_ns())
+            out.write(" ".join(x.decode() for x in stamps) + "\n")
             out.flush()
     elif role == "orders":
         import requests
@@ -91,11 +97,12 @@ def relay(role: str, a: str, b: str, extra: list[str]) -> None:
         n = 0
         while True:
             frame = rep.recv()
+            received = time.time_ns()
             n += 1
             j = http.post(f"{base_url}/api/Order/place", json={
                 "accountId": int(account), "contractId": contract, "type": 1, "side": 0, "size": 1,
                 "limitPrice": 100.0, "customTag": f"floor:{os.getpid()}:{n}"}, timeout=10).json()
-            rep.send(frame)
+            rep.send_multipart([frame, b"%d" % received, b"%d" % time.time_ns()])
             if j.get("orderId"):
                 http.post(f"{base_url}/api/Order/cancel", json={"accountId": int(account), "orderId": j["orderId"]},
                           timeout=10)
@@ -128,9 +135,12 @@ class FloorChain:
             self.next_at = time.monotonic() + every_s
             self.pub.send_multipart((b"Quote", self.frame, str(time.time_ns()).encode()))
 
-    def samples(self) -> list[int]:
-        """Every chain's wall time so far (ns), in order."""
-        return [int(x) for x in self.out.read_text().split()] if self.out.exists() else []
+    def chains(self) -> list[list[int]]:
+        """Every chain so far, in order: the wall times (ns) it was published, received and sent
+        on by the inference relay, received by the engine relay, received and answered by the
+        order relay (after its POST), and the answer received by the engine relay."""
+        lines = self.out.read_text().splitlines() if self.out.exists() else []
+        return [[int(x) for x in line.split()] for line in lines if len(line.split()) == len(FLOOR_HOPS) + 1]
 
     def close(self) -> None:
         for p in self.procs:
@@ -138,6 +148,16 @@ class FloorChain:
             p.wait()
             p.stdout.close()
         self.pub.close(0)
+
+
+# the floor chain per hop, each named after the pipeline segment it is the floor of
+FLOOR_HOPS = ("bus_to_worker", "inference", "bus_to_engine", "command", "broker_ack", "answer")
+
+
+def floor_hops(chains: list[list[int]]) -> dict:
+    """Per hop of the floor chain, median / p99 (us), and the whole chain."""
+    out = {name: stats([c[i + 1] - c[i] for c in chains]) for i, name in enumerate(FLOOR_HOPS)}
+    return out | {"total": stats([c[-1] - c[0] for c in chains])}
 
 
 HOTPATH_OFF = {"gc_freeze": False, "gc_on_idle": False, "warm_before_ms": 0, "switch_interval_ms": 5}
@@ -177,21 +197,39 @@ def from_chains(chains: list[dict[str, float]]) -> dict:
     """Whole chains (us per segment) -> per segment median / p99, and our part per entry."""
     out = {}
     for name in list(SEGMENTS.values()) + ["total"]:
-        xs = [c[name] for c in chains if name in c]
+        # a bar closed by the clock, not by a tick, has no tick hops: its total is no tick -> ack
+        xs = [c[name] for c in chains if name in c and (name != "total" or "feed" in c)]
         if xs:
             st = stats(xs, unit_ns=1.0)
             out[name] = {"median_us": st["median"], "p99_us": st["p99"], "max_us": st["max"], "n": st["n"]}
     return out
 
 
-def summarise(hops: dict, bare: list[int], entries: int, our_part: dict | None = None) -> dict:
+# our segment -> the floor hop it is compared with (ours does more: see the notes)
+VERSUS = {"bar_wait": ("bus_to_worker", "ours also waits for the bar to close"),
+          "inference": ("inference", "the same model, session.run alone"),
+          "signal": ("bus_to_engine", "ours also decides (engine)"),
+          "command": ("command", "REQ one way; ours encodes, the gateway's ROUTER decodes"),
+          "broker_ack": ("broker_ack", "one POST; ours goes through the gateway's REST client")}
+
+
+def summarise(hops: dict, floor: list[list[int]], entries: int, our_part: dict | None = None) -> dict:
     total = hops.get("total") or {}
     ours = {"n": entries, "median": total.get("median_us"), "p99": total.get("p99_us")} if total else {"n": 0}
-    fl = stats(bare)
+    per_hop = floor_hops(floor)
+    fl = per_hop.pop("total")
     ours_part = [n for n in hops if n in OUR_PART]
+    versus = {}
+    for seg, (hop, note) in VERSUS.items():
+        if seg in hops and per_hop[hop].get("n"):
+            mine = {"n": 1, "median": hops[seg]["median_us"], "p99": hops[seg]["p99_us"]}
+            versus[seg] = {"ours_us": [mine["median"], mine["p99"]],
+                           "floor_us": [per_hop[hop]["median"], per_hop[hop]["p99"]],
+                           "ratio": ratio(mine, per_hop[hop]), "floor_hop": hop, "note": note}
     out = {"unit": "us", "entries": entries, "tick_to_order_ack": ours, "floor_bare_chain": fl,
            "ratio_to_floor": ratio(ours, fl) if total else {},
            "hops": {n: h for n, h in hops.items() if n != "total"},
+           "floor_hops": per_hop, "hops_vs_floor": versus,
            "our_part_sum_of_hop_medians_us": round(sum(hops[n]["median_us"] or 0 for n in ours_part), 1),
            "our_part_hops": ours_part}
     if our_part is not None:
@@ -225,13 +263,13 @@ def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 5.0, hotpath:
                     floor.tick(0.2)
                 entries = len(entry_orders(sim))
                 out["fast"] = {"speed": 40.0, "seconds": fast_s,
-                               **summarise(from_heartbeat(watch.stats), floor.samples(), entries)}
+                               **summarise(from_heartbeat(watch.stats), floor.chains(), entries)}
                 if live_s > 0:
                     sim.control("speed", speed=1.0)
                     started = time.monotonic()
                     while time.monotonic() - started < settle_s:     # what was under way at speed 40 ends
                         watch.poll()
-                    live_from_ns, floor_from, entries_from = time.time_ns(), len(floor.samples()), entries
+                    live_from_ns, floor_from, entries_from = time.time_ns(), len(floor.chains()), entries
                     started = time.monotonic()
                     while time.monotonic() - started < live_s:
                         watch.poll()
@@ -239,11 +277,12 @@ def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 5.0, hotpath:
                     time.sleep(1.5)                                  # the last entry's heartbeat
                     watch.poll()
                     chains = [c for at, c in sorted(watch.chains.items()) if at >= live_from_ns]
-                    ours = [sum(c.get(n, 0.0) for n in OUR_PART) for c in chains]
+                    ours = [sum(c.get(n, 0.0) for n in OUR_PART) for c in chains if "feed" in c]
                     part = stats(ours, unit_ns=1.0) | {"what": "per entry, the sum of " + ", ".join(OUR_PART)}
                     out["live"] = {"speed": 1.0, "seconds": live_s, "warmed_at_speed_40_s": fast_s,
                                    "settle_s": settle_s,
-                                   **summarise(from_chains(chains), floor.samples()[floor_from:], len(chains), part),
+                                   **summarise(from_chains(chains), floor.chains()[floor_from:], len(chains), part),
+                                   "entries_without_tick_hops": sum("feed" not in c for c in chains),
                                    "entry_orders_placed": len(entry_orders(sim)) - entries_from}
             finally:
                 floor.close()
