@@ -36,7 +36,7 @@ def bare_client(url: str, contract: str, out_path: str, seconds: float) -> None:
     own process (no GIL shared with the subscriber measuring the feed)."""
     from websockets.sync.client import connect
 
-    from services.sim.server import parse_iso
+    from services.sim.wire import parse_iso
     rows = []
     end = time.monotonic() + seconds
     with connect(url, max_size=None) as ws:
