@@ -2,7 +2,8 @@
 -> logs/bench/pipeline.json
 
 The whole pipeline runs under supervisord against the simulator (real tape, a low confidence
-bar and positions held at most 15 s of market time, so it enters often), first fast at speed 40
+bar, out-of-range features flagged rather than blocking, and positions held at most 10 s of
+market time, so it enters often), first fast at speed 40
 (a bar every 25 ms; the first ~25 s also warm the features up on ~15 minutes of market time),
 then live: the simulator switches to speed 1 (`/sim/control/speed`, the tape keeping its place)
 and the same warm processes run at one bar a second, idle between. Every entry carries the hop
@@ -23,7 +24,7 @@ Each relay stamps the wall time it received and sent on, so the floor is also th
 It fires once a second at speed 1 and every 200 ms at speed 40 (each fire places and cancels an order on the
 simulator the pipeline trades on, so not every bar).
 
-    .venv/bin/python -m tests.bench.bench_pipeline [--fast-s 60] [--live-s 120]
+    .venv/bin/python -m tests.bench.bench_pipeline [--fast-s 40] [--live-s 90]
 """
 from __future__ import annotations
 
@@ -161,10 +162,13 @@ def floor_hops(chains: list[list[int]]) -> dict:
 
 
 HOTPATH_OFF = {"gc_freeze": False, "gc_on_idle": False, "warm_before_ms": 0, "switch_interval_ms": 5}
-# A position is held at most this long (market time), so the pipeline enters every few bars at speed 1
-# too; it changes how often the path is taken, not the path.
-HOLD_S = 15
+# A position is held at most this long (market time), any call off the flat class enters (0.34) and
+# out-of-range features only flag, so the pipeline enters every few bars at speed 1 too; this
+# changes how often the path is taken, not the path.
+HOLD_S = 10
 OUR_PART = ("feed", "features", "inference", "signal", "command", "order_prep")
+# a bar the feed's heartbeat closed (no tick crossed its end) has no tick hops: from the close on
+FROM_CLOSE = ("features", "inference", "signal", "command", "order_prep", "broker_ack")
 
 
 class Watch:
@@ -237,7 +241,7 @@ def summarise(hops: dict, floor: list[list[int]], entries: int, our_part: dict |
     return out
 
 
-def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 5.0, hotpath: dict | None = None) -> dict:
+def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 3.0, hotpath: dict | None = None) -> dict:
     """One pipeline on one simulator: `fast_s` at speed 40 (a bar every 25 ms; this also warms the
     features up on ~15 minutes of market time), then, if `live_s`, the simulator switches to speed 1
     (`/sim/control/speed`) and the same processes run `live_s` at one bar a second. The floor chain
@@ -246,7 +250,7 @@ def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 5.0, hotpath:
     # would spend the account's REST budget: the budget is lifted on both sides, as in bench_orders
     with SimProcess(tmp / "sim", speed=40.0, time_mode="start_at", start_at=f"{DAY}T10:00:00", loop=True,
                     rate_limit_per_min=100000) as sim:
-        cfg_path = write_config(tmp, sim, model={"min_confidence": 0.38, "max_holding_s": HOLD_S},
+        cfg_path = write_config(tmp, sim, model={"min_confidence": 0.34, "max_holding_s": HOLD_S, "range_policy": "flag"},
                                 api={"rate_limit_per_min": 100000},
                                 risk={"max_consecutive_losses": 1000, "max_daily_loss": 100000},
                                 logging={"dir": str(tmp / "logs"), "level": "INFO", "console": False},
@@ -279,10 +283,15 @@ def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 5.0, hotpath:
                     chains = [c for at, c in sorted(watch.chains.items()) if at >= live_from_ns]
                     ours = [sum(c.get(n, 0.0) for n in OUR_PART) for c in chains if "feed" in c]
                     part = stats(ours, unit_ns=1.0) | {"what": "per entry, the sum of " + ", ".join(OUR_PART)}
+                    # every entry, from its bar's close: beside the floor chain from the worker relay on
+                    from_close = stats([sum(c.get(n, 0.0) for n in FROM_CLOSE) for c in chains], unit_ns=1.0)
+                    floor_from_worker = stats([c[-1] - c[1] for c in floor.chains()[floor_from:]])
                     out["live"] = {"speed": 1.0, "seconds": live_s, "warmed_at_speed_40_s": fast_s,
                                    "settle_s": settle_s,
                                    **summarise(from_chains(chains), floor.chains()[floor_from:], len(chains), part),
                                    "entries_without_tick_hops": sum("feed" not in c for c in chains),
+                                   "bar_close_to_order_ack": from_close, "floor_from_worker_relay": floor_from_worker,
+                                   "bar_close_ratio_to_floor": ratio(from_close, floor_from_worker),
                                    "entry_orders_placed": len(entry_orders(sim)) - entries_from}
             finally:
                 floor.close()
@@ -296,9 +305,9 @@ def entry_orders(sim: SimProcess) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--fast-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_FAST_S", "60")),
+    ap.add_argument("--fast-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_FAST_S", "40")),
                     help="seconds at speed 40; the first ~25 s warm the features up (15 min of market time)")
-    ap.add_argument("--live-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_LIVE_S", "120")),
+    ap.add_argument("--live-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_LIVE_S", "90")),
                     help="then this long at speed 1 on the same simulator and processes; 0 = skip")
     ap.add_argument("--hotpath-off", action="store_true", help="CPython's gc, no warm-up, 5 ms GIL switch (A/B)")
     args = ap.parse_args()
