@@ -497,7 +497,7 @@ class LazyPirateClient:
         self.retries = retries
         self.ctx = ctx or context()
         self.sock: zmq.Socket | None = None
-        self._wait: list[tuple[zmq.Socket, int]] = []   # zmq_poll's argument, made once per socket
+        self._timeout_set: int | None = None     # the open socket's RCVTIMEO
         self.seq = 0
         self.resends = 0
 
@@ -505,7 +505,7 @@ class LazyPirateClient:
         sock = _socket(self.ctx, zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.endpoint)
-        self._wait = [(sock, _POLLIN)]
+        self._timeout_set = None
         return sock
 
     def request(self, msg: Any, timeout_ms: int | None = None, retries: int | None = None,
@@ -517,12 +517,17 @@ class LazyPirateClient:
         for attempt in range(tries):
             if self.sock is None:
                 self.sock = self._open()
+            if self._timeout_set != timeout:
+                self.sock.setsockopt(zmq.RCVTIMEO, int(timeout))
+                self._timeout_set = timeout
             _send_frame(self.sock, frame, 0)
-            if zmq.zmq_poll(self._wait, timeout):    # Socket.poll would build a Poller per request
+            try:    # a blocking recv bounded by RCVTIMEO: one call into libzmq, like a bare REQ
                 return decode(self.sock.recv())
+            except zmq.Again:
+                pass
             # Lazy Pirate: the REQ socket is now stuck; throw it away and try again
             self.sock.close()
-            self.sock, self._wait = None, []
+            self.sock = None
             if attempt + 1 < tries:
                 self.resends += 1
                 logger.warning(f"BUS: {self.name}: no answer from {self.endpoint} in {timeout} ms; "
@@ -533,7 +538,7 @@ class LazyPirateClient:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
-            self.sock, self._wait = None, []
+            self.sock = None
 
 
 class ReplyServer:
