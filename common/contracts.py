@@ -12,7 +12,6 @@ import time as _time
 from datetime import date, timedelta
 from typing import Any, Callable
 
-from loguru import logger
 
 from common.instruments import INSTRUMENTS, MONTH_CODES, InstrumentError, parse_contract_id
 
@@ -121,10 +120,12 @@ def resolve(spec: str, search: Callable[[str], list[dict]], by_id: Callable[[str
 
 def resolve_with_client(client: Any, spec: str, today: date | None, warn_days: int,
                         is_trading_day: Callable[[date], bool] | None = None,
-                        wait_s: float = 60.0) -> tuple[str, str | None]:
-    """`resolve` over a TopstepXClient, retrying connection failures for `wait_s` (the
-    simulator may still be starting). A refusal (ContractError) is final at once."""
+                        sleep: Callable[[float], None] = _time.sleep) -> tuple[str, str | None]:
+    """`resolve` over a TopstepXClient. A broker not reachable yet (the simulator still starting,
+    a loaded box) is waited for, one line per attempt (common/topstepx/startup.py); a refusal
+    (ContractError, a 401 or refused login, another HTTP 4xx) ends it at once as a ContractError."""
     from common.topstepx.rest import BrokerError, TopstepXError
+    from common.topstepx.startup import until_reachable
 
     def search(symbol: str) -> list[dict]:
         return client.call("/api/Contract/search", {"searchText": symbol, "live": False}).get("contracts") or []
@@ -135,12 +136,8 @@ def resolve_with_client(client: Any, spec: str, today: date | None, warn_days: i
         except BrokerError:
             return None
 
-    deadline = _time.monotonic() + wait_s
-    while True:
-        try:
-            return resolve(spec, search, by_id, today, warn_days, is_trading_day)
-        except TopstepXError as exc:
-            if _time.monotonic() >= deadline:
-                raise ContractError(f"trading.contract = {spec}: cannot ask the broker ({exc})") from None
-            logger.warning(f"CONTRACT: resolving {spec}: {exc}; retrying")
-            _time.sleep(1.0)
+    try:
+        return until_reachable(f"resolving {spec}", lambda: resolve(spec, search, by_id, today, warn_days,
+                                                                    is_trading_day), sleep=sleep, prefix="CONTRACT")
+    except TopstepXError as exc:
+        raise ContractError(f"trading.contract = {spec}: the broker refused ({exc})") from None

@@ -18,10 +18,11 @@ Two policies, applied by ServiceLoop (config section `hotpath:`, common/config.p
   (warm_before_ms + warm_after_ms) / bar_s of one core per process, 0.5 % with the defaults.
   warm_before_ms: 0 turns it off.
 
-- The GIL hand-over. A thread that holds the GIL (the feed's SignalR thread parsing WebSocket
-  frames in Python) keeps the loop thread waiting for up to the switch interval, 5 ms in
-  CPython, after the loop was told there is work: the feed's p99 cliff. `switch_interval_ms`
-  (0.5) bounds that wait.
+- The GIL hand-over. A thread that holds the GIL (a SignalR thread parsing WebSocket frames
+  in Python) keeps the loop thread waiting for up to the switch interval, 5 ms in CPython,
+  after the loop was told there is work. `switch_interval_ms` (0.5) bounds that wait. The
+  feed no longer hands its quotes over at all (ServiceLoop.run_threadsafe runs them on the
+  hub thread): on a busy box the loop thread's wake-up itself cost milliseconds.
 
 Pure logic and the gc module only: no sockets, so it is unit-tested on its own.
 """

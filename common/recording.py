@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -121,6 +122,7 @@ class DailyRecorder:
         self.contract = contract
         self.name = contract_name(contract)
         self.day = ""
+        self._day_span = (0, 0)       # [start, end) ns of self.day: the NY date is worked out once a day
         self.writer: RecordingWriter | None = None
         self.errors = 0
 
@@ -128,14 +130,26 @@ class DailyRecorder:
         return self.directory / f"{self.name}_{day}.rec"
 
     def write(self, recv_ns: int, target: str, args: list) -> None:
-        from common.clock import to_ny
-        day = to_ny(recv_ns).date().isoformat()
+        start, end = self._day_span
+        if not start <= recv_ns < end or self.writer is None:
+            self._open_day(recv_ns)
+        self.writer.write(recv_ns, target, args)
+
+    def _open_day(self, recv_ns: int) -> None:
+        """The NY date of recv_ns and its span (a time-zone conversion per record cost the feed
+        ~10 us a tick, and a burst of ticks waits for every one before it)."""
+        from common.clock import NY, to_ny
+        local = to_ny(recv_ns)
+        day = local.date().isoformat()
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        start = int(midnight.replace(tzinfo=NY).timestamp()) * 1_000_000_000
+        end = int((midnight + timedelta(days=1)).replace(tzinfo=NY).timestamp()) * 1_000_000_000
+        self._day_span = (start, end)
         if day != self.day or self.writer is None:
             if self.writer is not None:
                 self.writer.close()
             self.writer = RecordingWriter(self.path_for(day), self.contract, recv_ns)
             self.day = day
-        self.writer.write(recv_ns, target, args)
 
     def flush(self) -> None:
         if self.writer is not None:

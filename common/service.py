@@ -47,7 +47,8 @@ def boot(service: str, section: type[M], argv: list[str] | None, doc: str | None
 def resolve_contract(cfg: Config, clock: LiveClock | EventClock, service: str) -> Config:
     """trading.contract as a symbol (MES) -> its front month over REST, logged; in live mode an
     id is checked against its expiry (the CME rule, on the wall date). An expired or unlisted contract ends the process (exit 2, one line);
-    one expiring within trading.expiry_warning_days is warned about. Sim mode with an explicit
+    one expiring within trading.expiry_warning_days is warned about. A broker not reachable yet is
+    waited for, one line per attempt; refused credentials end it (exit 2). Sim mode with an explicit
     id asks nothing (a service may run without a broker in tests)."""
     spec = cfg.trading.contract
     if spec not in INSTRUMENTS and cfg.api.mode != "live":

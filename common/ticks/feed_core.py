@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import collections
 import math
-import statistics
 import time
 from typing import Any, Callable
+
+import numpy as np
 
 from common.messages import Quote, Trade
 from common.ticks.normalize import Normalizer
@@ -84,9 +85,20 @@ class FeedCore:
                                            if k not in ("quotes", "trades")}}
         for name, d in (("pub_latency_us", self.pub_lat_us), ("exch_to_recv_us", self.exch_lat_us)):
             if d:
-                s = sorted(d)
-                out[name] = {"median": round(statistics.median(s), 1), "p99": round(s[max(0, math.ceil(0.99 * len(s)) - 1)], 1)}
+                out[name] = _median_p99(d)
         return out
+
+
+def _median_p99(values: collections.deque) -> dict[str, float]:
+    """The median and the nearest-rank p99, by selection instead of two sorts: the heartbeat
+    runs this every second on the loop, and sorting 2 x 2000 floats held the feed's quotes up
+    for ~0.4 ms. The same numbers as statistics.median over sorted values."""
+    a = np.fromiter(values, dtype=np.float64, count=len(values))
+    n = len(a)
+    lo, hi, k = (n - 1) // 2, n // 2, max(0, math.ceil(0.99 * n) - 1)
+    a.partition(sorted({lo, hi, k}))
+    median = (float(a[lo]) + float(a[hi])) / 2 if n % 2 == 0 else float(a[hi])
+    return {"median": round(median, 1), "p99": round(float(a[k]), 1)}
 
 
 def _describe(msg: Quote | Trade) -> str:

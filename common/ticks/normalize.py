@@ -58,11 +58,18 @@ def _price(inst: Instrument, value) -> tuple[int | None, str | None]:
     return ticks, None
 
 
+_last_time: tuple[str, int] = ("", 0)     # the last timestamp string parsed and its ns
+
+
 def _time(value, fallback_ns: int) -> tuple[int, str | None]:
+    global _last_time
     if isinstance(value, str) and value:
+        if value == _last_time[0]:  # a burst's ticks share one timestamp: parse it once
+            return _last_time[1], None
         try:
             ns = parse_time(value)
             if ns > 0:
+                _last_time = (value, ns)          # one binding: safe for a reader on another thread
                 return ns, None
         except (ValueError, OverflowError):
             pass

@@ -17,7 +17,8 @@ Usage (feed, order gateway)::
 
 THREADS: every callback (handlers, on_raw, on_state, subscriptions) runs on a
 signalrcore or HubClient thread, never on the caller's ServiceLoop. Callers must
-hand work over with `loop.call_soon_threadsafe(...)` and keep callbacks short.
+hand work over with `loop.call_soon_threadsafe(...)`, or run it under the loop's lock
+with `loop.run_threadsafe(...)` (the feed), and keep callbacks short.
 
 Why we do not use signalrcore's own reconnect: its RawReconnectionHandler reuses
 the URL (and so the token) it first connected with, never re-runs the Subscribe*
@@ -209,6 +210,8 @@ class HubClient:
             reconnecting, stopped).
         on_raw: fn(target, arguments, recv_ns) for every invocation, before `handlers`
             (the feed's recorder and normaliser use it).
+        on_frame_end: fn() after on_raw has seen every invocation of one WebSocket frame
+            that had any (the feed records a burst once all of it is published).
         keep_alive_s: send a SignalR ping when nothing was sent for this long.
         server_timeout_s: rebuild the connection when nothing arrived for this long
             (twice the server's KeepAliveInterval).
@@ -222,6 +225,7 @@ class HubClient:
                  handlers: dict[str, Callable[[list], None]] | None = None,
                  name: str = "hub", on_state: Callable[[str, str], None] | None = None,
                  on_raw: Callable[[str, list, int], None] | None = None, *,
+                 on_frame_end: Callable[[], None] | None = None,
                  connect_timeout_s: float = 10.0, min_backoff_s: float = 0.25,
                  max_backoff_s: float = 30.0, stable_after_s: float = 5.0,
                  keep_alive_s: float = 10.0, server_timeout_s: float = 30.0,
@@ -233,6 +237,7 @@ class HubClient:
         self.name = name
         self.on_state = on_state
         self.on_raw = on_raw
+        self.on_frame_end = on_frame_end
         self.connect_timeout_s = connect_timeout_s
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -522,6 +527,7 @@ class HubClient:
 
         def on_message(messages: list) -> None:
             recv_ns = time.time_ns()
+            invoked = False
             for m in messages:
                 kind = getattr(m, "type", None)
                 if kind == MessageType.completion and conn is self._conn:
@@ -530,11 +536,18 @@ class HubClient:
                     self.stats["server_close"] += 1
                     self._reason = f"server closed the connection: {getattr(m, 'error', None) or 'no error'}"
                 if kind == MessageType.invocation and self.on_raw is not None:
+                    invoked = True
                     try:
                         self.on_raw(m.target, m.arguments, recv_ns)
                     except Exception as exc:
                         self.stats["handler_errors"] += 1
                         self._log_once("raw", f"HUB: {self.name} on_raw failed on {m.target}: {exc!r}")
+            if invoked and self.on_frame_end is not None:
+                try:
+                    self.on_frame_end()
+                except Exception as exc:
+                    self.stats["handler_errors"] += 1
+                    self._log_once("frame_end", f"HUB: {self.name} on_frame_end failed: {exc!r}")
             original(messages)
         conn.on_message = on_message
         # signalrcore captured the bound method when building the transport; it is built in

@@ -82,6 +82,7 @@ class Rules:
         self.started = now_ns
         self.risk_state: dict[tuple[str, str], tuple[bool, str]] = {}   # (src, kind) -> (active, severity)
         self.transitions: dict[tuple[str, str], int] = {}
+        self.corroborated = 0               # the same fact from a second service: folded into the first
         self.seen: dict[str, int] = {}
         self.pids: dict[str, int] = {}
         self.silent: dict[str, _Watch] = {}
@@ -139,9 +140,16 @@ class Rules:
             severity = self.severity_for(ev.kind) or norm_severity(ev.severity)
         else:
             severity = prev[1] if prev is not None and prev[0] else norm_severity(ev.severity)
+        was_on = self.fact_active(ev.kind)
         self.risk_state[state_key] = (ev.active, severity)
         if prev is None or prev[0] != ev.active:
             self.transitions[state_key] = self.transitions.get(state_key, 0) + 1
+            if was_on == self.fact_active(ev.kind):
+                # the fact is on (or off) whoever else says so: a second service reporting it (the
+                # engine's crash_loop breaker echoing the supervision listener's) adds no news, and
+                # one service clearing it while another still reports it is not "resolved"
+                self.corroborated += 1
+                return []
         title = title_for(ev.kind)
         on = "on" if ev.active else "off"
         # the key holds the transition number: a repeat of the same state is deduplicated, a
@@ -149,6 +157,10 @@ class Rules:
         return [self._alert(now_ns, ev.kind, severity, f"{title} ({src})", ev.detail,
                             key=f"risk:{src}:{ev.kind}:{on}#{self.transitions[state_key]}", src=src,
                             resolved=not ev.active)]
+
+    def fact_active(self, kind: str) -> bool:
+        """A risk fact is on while any service reports it on."""
+        return any(active for (_, k), (active, _) in self.risk_state.items() if k == kind)
 
     # -- heartbeats --------------------------------------------------------------------
     def on_heartbeat(self, hb: Heartbeat, now_ns: int) -> list[Alert]:

@@ -71,7 +71,7 @@ class Watcher:
         pairs = build_couriers(sect)
         self.couriers = {c.channel.name: c for c, _ in pairs}
         q = sect.quiet_hours
-        self.router = Router([p for _, p in pairs], Dedup(sect.dedup_window_s),
+        self.router = Router([p for _, p in pairs], Dedup(sect.dedup_window_s, cfg.path(cfg.logging.dir) / "state" / "alerts_sent.json"),
                              QuietHours(q.start, q.end, q.timezone) if q else None,
                              q.min_severity if q else "CRITICAL")
         self.metrics = MetricsState(list(sect.services), stale_s=max(3.0, cfg.risk.silent_service_s))
@@ -172,7 +172,8 @@ class Watcher:
         st = self.router.stats
         held = CounterMetricFamily("scalper_alerts_suppressed", "alerts deduplicated or held for a digest",
                                    labels=["reason"])
-        for reason, n in (("duplicate", st.deduplicated), ("rate_limit", st.rate_held), ("quiet_hours", st.quiet_held)):
+        for reason, n in (("duplicate", st.deduplicated), ("same_fact", self.rules.corroborated),
+                          ("rate_limit", st.rate_held), ("quiet_hours", st.quiet_held)):
             held.add_metric([reason], float(n))
         return [raised, sent, lost, fails, queued, held]
 

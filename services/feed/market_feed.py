@@ -43,17 +43,24 @@ class MarketFeed:
         self.watchdog = StaleWatchdog(fcfg.stale_after_s, fcfg.stale_check, self.calendar.phase)
         self.watchdog.fresh(time.monotonic())
         self.tokens = TokenRefresher(fcfg.token_refresh_margin_s)
+        self._unrecorded: list[tuple[int, str, list]] = []    # published, recorded at the frame's end
         self.hub = HubClient(cfg.api.market_hub_url, self._token, self._subscribe, {}, name="market",
                              on_state=self._on_state_thread, on_raw=self._on_raw_thread,
+                             on_frame_end=self._on_frame_end_thread,
                              connect_timeout_s=fcfg.connect_timeout_s, min_backoff_s=fcfg.min_backoff_s,
                              max_backoff_s=fcfg.max_backoff_s, **hub_timing(cfg.api))
 
     # -- hub threads -> loop -------------------------------------------
+    # run on the hub's receive thread under the loop's lock when the loop is idle: handing each
+    # quote to the loop thread cost a second wake-up, the feed's p99 (ServiceLoop.run_threadsafe)
     def _on_raw_thread(self, target: str, args: list, recv_ns: int) -> None:
-        self.loop.call_soon_threadsafe(lambda: self.on_event(target, args, recv_ns))
+        self.loop.run_threadsafe(lambda: self.on_event(target, args, recv_ns))
+
+    def _on_frame_end_thread(self) -> None:
+        self.loop.run_threadsafe(self.record_pending)
 
     def _on_state_thread(self, state: str, detail: str) -> None:
-        self.loop.call_soon_threadsafe(lambda: self.on_state(FEED_STATE.get(state, state), detail))
+        self.loop.run_threadsafe(lambda: self.on_state(FEED_STATE.get(state, state), detail))
 
     def _token(self) -> str:
         """Called by the hub thread before every connect: a token valid for a while."""
@@ -72,7 +79,18 @@ class MarketFeed:
         self.pub.publish(msg, **kw)
 
     def on_event(self, target: str, args: list, recv_ns: int) -> None:
+        """Publish now, record once the hub's frame is all published (record_pending): the last
+        quote of a burst (up to 90 events a frame) waits for everything done before it."""
+        if self.core.on_event(target, args, recv_ns):
+            self.watchdog.fresh(time.monotonic())
         if self.recorder is not None:
+            self._unrecorded.append((recv_ns, target, args))
+
+    def record_pending(self) -> None:
+        """Write the events published since the last call, in order; called at the end of each hub
+        frame, and before a status record, the per-second flush and the shutdown."""
+        pending, self._unrecorded = self._unrecorded, []
+        for recv_ns, target, args in pending:
             try:
                 self.recorder.write(recv_ns, target, args)
             except (OSError, TypeError, ValueError) as exc:
@@ -80,8 +98,6 @@ class MarketFeed:
                 if self.recorder.errors == 1 or self.recorder.errors % 1000 == 0:
                     logger.error(f"FEED: cannot record to {self.recorder.directory}: {exc} "
                                  f"({self.recorder.errors} records lost)")
-        if self.core.on_event(target, args, recv_ns):
-            self.watchdog.fresh(time.monotonic())
 
     def on_state(self, state: str, detail: str) -> None:
         if state == self.state and state != "reconnecting":
@@ -93,6 +109,7 @@ class MarketFeed:
             self.watchdog.fresh(time.monotonic())
         self.pub.publish(FeedStatus(state, detail), key="feed")
         if self.recorder is not None:
+            self.record_pending()
             self.recorder.write(time.time_ns(), STATUS, [state, detail])
 
     def watch(self) -> None:
@@ -110,6 +127,7 @@ class MarketFeed:
 
     def every_second(self) -> None:
         if self.recorder is not None:
+            self.record_pending()
             self.recorder.flush()
         exch = self.core.market_time(time.time_ns(), self.fcfg.heartbeat_lag_ms * 1_000_000) \
             if self.hub.connected else self.core.last_exch_ns
@@ -119,11 +137,14 @@ class MarketFeed:
         stats.update({"feed_state": self.state, "hub": dict(self.hub.stats),
                       "stale_reconnects": self.watchdog.trips, "token_reconnects": self.tokens.refreshes,
                       "recorded": self.recorder.writer.records if self.recorder and self.recorder.writer else 0})
+        if self.loop.hot is not None:       # the longest gc pause so far (bench_feed reports it)
+            stats["hotpath"] = dict(self.loop.hot.stats)
         self.pub.heartbeat("ok" if self.state == "subscribed" else "degraded", exch_ns=exch, stats=stats)
 
     def shutdown(self) -> None:
         self.hub.stop()
         self.pub.publish(FeedStatus("down", "feed stopped"), key="feed")
         if self.recorder is not None:
+            self.record_pending()
             self.recorder.close()
         self.rest.close()

@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"for {contract}; feed {cfg.bus.feed_pub} -> {cfg.bus.inference_pub}")
 
     loop = ServiceLoop(SERVICE)
-    if loop.hot is not None:     # before each bar closes: score the last features again (result unused)
-        loop.hot.add_warmer(lambda: model.predict(worker.bf.features.values))
+    if loop.hot is not None:     # before each bar closes: the per-bar path again on scratch state (result unused)
+        loop.hot.add_warmer(worker.warm_up)
     try:
         pub = Publisher(SERVICE, cfg.bus.inference_pub, cfg.bus.inference_snap).attach(loop)
     except OSError as exc:
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             "other_contract": st.other_contract, "out_of_range": st.out_of_range, "resets": st.resets,
             "breaks": worker.seconds.breaks, "max_feature_us": round(st.max_feature_us, 1),
             "max_inference_us": round(st.max_inference_us, 1), "malformed": sub.stats.malformed,
-            "gaps": sub.stats.gaps, "model_version": model.version})
+            "gaps": sub.stats.gaps, "model_version": model.version,
+            **({"hotpath": dict(loop.hot.stats)} if loop.hot is not None else {})})
 
     loop.add_reader(sub.sock, on_feed)
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)

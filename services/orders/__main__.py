@@ -2,7 +2,11 @@
 
     python -m services.orders --config config/live_trading.yaml
 
-Refuses to start (exit 2, one line) on a bad config, an unreachable broker or a socket in use.
+Refuses to start (exit 2, one line) on a bad config, credentials the broker refuses (401, a
+refused login), an account that is not found, or a socket in use. A broker that is not reachable
+yet (connection refused, timeouts, 5xx, 429) is waited for, with one WARNING line per attempt and
+a doubling pause, at login, account lookup and the first reconciliation
+(common/topstepx/startup.py): supervisord does not restart a gateway that was only early.
 SIGTERM/SIGINT: when the session ends (supervisord shutting down, or no supervisord), cancel
 working orders, flatten, verify, save state, exit 0; when only this program is restarted, keep
 a protected position for the next gateway (services/orders/stop_kind.py).
@@ -18,22 +22,23 @@ from loguru import logger
 
 from common.bus import LATEST_ONLY_HWM, Publisher, ServiceLoop, Subscriber
 from common.clock import EventClock
-from common.messages import Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent
+from common.messages import Fill, Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent, topic_of
 from common.service import boot
 from common.session import SessionCalendar
 from common.statefile import BadStateFile
 from common.topstepx.budget import budget_path
 from common.topstepx.hub import HubClient, hub_timing
-from common.topstepx.rest import TopstepXClient, TopstepXError
+from common.topstepx.rest import OutcomeUnknown, TopstepXClient, TopstepXError
+from common.topstepx.startup import until_reachable
 from services.orders.broker_io import BrokerPool, InlineRunner, LoopRunner
 from services.orders.command_socket import CommandSocket
 from services.orders.config import OrdersConfig
 from services.orders.gateway import Gateway
 from services.orders.journal import Journal
-from services.orders.logic import WORKING
 from services.orders.stop_kind import SHUTDOWN, stop_kind
 
 SERVICE = "orders"
+FILL_TOPIC = topic_of(Fill)
 
 
 def find_account(rest: TopstepXClient, cfg) -> int:
@@ -53,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share, reserve=sect.rate_reserve,
                                       budget=str(budget_path(cfg)) if sect.shared_budget else None)
     try:
-        rest.login()
-        account_id = find_account(rest, cfg)
+        until_reachable("login", rest.login)
+        account_id = until_reachable("account lookup", lambda: find_account(rest, cfg))
     except TopstepXError as exc:
         logger.error(f"API: refusing to start: {exc}")
         return 2
@@ -91,17 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # state at start: what did we send, what does the broker hold (kill -9 recovery)
-    for attempt in range(20):
-        if gw.spawn(gw.reconcile(initial=True), "initial reconcile").result:
-            break
-        time.sleep(min(2.0, 0.2 * (attempt + 1)))
-    else:
-        logger.error("SYNC: cannot reconcile with the broker at start; refusing to start")
-        return 2
+    def initial_reconcile() -> None:
+        task = gw.spawn(gw.reconcile(initial=True), "initial reconcile")
+        if task.error is not None or not task.result:
+            raise OutcomeUnknown(f"{task.error or 'a search failed'}")
+    until_reachable("initial reconciliation", initial_reconcile, prefix="SYNC")
     if journal.created:
         logger.warning(f"SYNC: new journal {journal.path}: state rebuilt from the broker: "
                        f"{len(gw.positions)} open positions, "
-                       f"{sum(1 for o in gw.orders.values() if o.get('status') in WORKING)} working orders")
+                       f"{len(gw.book.working())} working orders")
     # from here on, broker calls run on worker threads and their results come back as loop events
     pool = BrokerPool(sect.broker_workers, name="broker")
     gw.runner = LoopRunner(pool, loop.call_soon_threadsafe)
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                               clock.now_ns(), {**gw.stats, "hub": gw.hub_state, "halted": gw.halted,
                                                "day_pnl_cents": gw.day_pnl_cents(), **gw.hops.flat(),
                                                # for the Prometheus exporter (services/alerts)
-                                               "working_orders": sum(o.get("status") in WORKING for o in gw.orders.values()),
+                                               "working_orders": len(gw.book.working()),
                                                "rest_free": rest.limiter.free(), "http_429": rest.stats["http_429"],
                                                "hops_recent": gw.hops.recent_list(),
                                                "broker_queue": pool.queued(), "broker_busy": pool.busy,
@@ -162,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
                                   "state reconciled with the broker"))
     loop.every(1.0, announce, first_in=1.0)
     loop.every(0.25, lambda: gw.spawn_once("periodic", gw.periodic))
+
+    def forget_old_fills() -> None:
+        """The snapshot carries the latest trading day's fills, as after a restart (republish_fills);
+        fills of earlier days leave the retained state, which would otherwise grow day after day."""
+        for rk in [rk for rk in pub.retained if rk[0] == FILL_TOPIC and rk[1].isdigit()
+                   and gw.seen_trades.get(int(rk[1])) != gw.last_fill_day]:
+            pub.retained.pop(rk, None)
+    loop.every(60.0, forget_old_fills, first_in=60.0)
     loop.every(sect.guard_s, lambda: gw.spawn_once("guard", gw.guard))
 
     def close() -> None:

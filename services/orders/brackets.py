@@ -44,15 +44,15 @@ class BracketsMixin:
             self.overfill_pending[contract] = intended
 
     def _modify_size(self, oid: int, size: int, prio: int = broker_io.PROTECT) -> Flow:
-        o = self.orders.get(oid)
-        if o is None or o.get("size") == size or o.get("status") in logic.TERMINAL or o.get("status") == logic.SUSPENDED:
+        o = self.book.get(oid)
+        if o is None or o.size == size or o.finished or o.status == logic.SUSPENDED:
             return                       # (a suspended bracket child follows its entry at the broker)
         try:
             (yield call(self.rest.modify_order, self.acct, oid, size=size, prio=prio))
-            o["size"] = size
-            logger.info(f"ORDER: {o['tag']} resized to {size}")
+            o.size = size
+            logger.info(f"ORDER: {o.tag} resized to {size}")
         except TopstepXError as exc:
-            logger.warning(f"ORDER: resize {o['tag']} to {size} failed: {exc} (the invariant check repairs it)")
+            logger.warning(f"ORDER: resize {o.tag} to {size} failed: {exc} (the invariant check repairs it)")
 
     def spawn_protect(self, it: Intent) -> None:
         """One protect flow per intent at a time; a fill meanwhile runs it once more after."""
@@ -129,9 +129,7 @@ class BracketsMixin:
 
     def _tag_order(self, key: str, leg: str) -> int | None:
         """A sent order of this key and leg that is still alive (journal + broker view)."""
-        for tag, row in self.rows.items():
-            if row["key"] == key and row["leg"] == leg and row["order_id"]:
-                o = self.orders.get(row["order_id"], {})
-                if o.get("status") not in logic.TERMINAL:
-                    return row["order_id"]
+        for o in self.book.of_key(key, leg):
+            if o.id and not o.finished:
+                return o.id
         return None

@@ -13,6 +13,7 @@ from common.instruments import contract_name
 from common.topstepx.rest import BrokerError, TopstepXError
 from services.orders import broker_io
 from services.orders import logic
+from services.orders.book import BookOrder
 from services.orders.broker_io import Flow, Sleep, call
 from services.orders.states import IntentState
 
@@ -47,7 +48,7 @@ class ClosingMixin:
         Raises TopstepXError when the broker could not be told. A full close whose outcome is
         unknown (5xx, 429, timeout) is sent again: closing what is left can never add to it.
         A partial close is not (a second one would close more than meant)."""
-        self.closing[contract] = (key, leg, time.monotonic() + 30, max(self.orders, default=0))
+        self.closing[contract] = (key, leg, time.monotonic() + 30, self.book.max_id())
         self.stats["orders_sent"] += 1
         logger.info(f"ORDER: CLOSE {contract_name(contract)} {'all' if size is None else size} ({key}:{leg})")
         tries = 1 if size is not None else self.sect.protect_attempts + 2
@@ -69,7 +70,7 @@ class ClosingMixin:
                 logger.warning(f"ORDER: close {contract_name(contract)} try {attempt + 1} failed: {exc}; again")
                 yield Sleep(0.3 * (attempt + 1))
 
-    def _adopt_close_order(self, oid: int, contract: str, side: int, size: int) -> dict | None:
+    def _adopt_close_order(self, oid: int, contract: str, side: int, size: int) -> BookOrder | None:
         """The untagged market order a closeContract created: journal it under the exit's key and
         leg, so its fills and events carry the right leg."""
         key, leg, until, newer_than = self.closing.get(contract, ("", "", 0.0, 0))
@@ -77,12 +78,10 @@ class ClosingMixin:
             return None
         attempt = self.next_attempt(key, leg)
         tag = logic.make_tag(key, leg, attempt)
-        data = {"contract": contract, "type": logic.MARKET, "side": side, "size": size, "price_ticks": None,
-                "status": 6, "fill_volume": 0, "via": "closeContract"}
-        self.rows[tag] = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data}
-        self.journal.put_order(tag, key, leg, attempt, data)
-        self._register(tag, oid, data)
-        return self.orders[oid]
+        row = self.book.add(BookOrder(tag, key, leg, attempt, contract, logic.MARKET, side, size, via="closeContract"))
+        self.journal.put_order(tag, key, leg, attempt, row.journal_data())
+        self._register(tag, oid)
+        return row
 
     def close_contract(self, contract: str, key: str, leg: str, prio: int = broker_io.EXIT) -> Flow:
         """Close the position first, confirm flat, then cancel what is left of its legs. If the close
@@ -109,8 +108,7 @@ class ClosingMixin:
     def cancel_increasing(self, contract: str | None = None, prio: int = broker_io.EXIT) -> Flow:
         """Before a close: cancel working orders that would add to a position (entries), keep the
         stop and target of the position until it is gone. Raises TopstepXError."""
-        entries = [oid for oid, o in self.orders.items() if o["leg"] == "entry" and o.get("status") in logic.WORKING
-                   and (contract is None or o.get("contract") == contract)]
+        entries = [o.id for o in self.book.working(contract, leg="entry")]
         yield from self.cancel_each(entries, prio)
 
     def set_closing(self, contract: str, closing: bool) -> None:
@@ -163,8 +161,8 @@ class ClosingMixin:
     def retry_stale_legs(self) -> Flow:
         """Orders left working after a confirmed flat (a cancel refused or rate limited)."""
         for oid in list(self.stale_legs):
-            o = self.orders.get(oid)
-            if o is not None and o.get("status") in logic.TERMINAL:
+            o = self.book.get(oid)
+            if o is not None and o.finished:
                 self.stale_legs.discard(oid)
             elif (yield from self.cancel(oid)):
                 self.stale_legs.discard(oid)

@@ -77,16 +77,15 @@ class CommandsMixin:
 
     def status(self, cmd: OrderCommand) -> OrderReply:
         pos = self.positions.get(cmd.contract or self.contract)
-        working = [{"order_id": o["id"], "tag": o["tag"], "leg": o["leg"], "type": o.get("type"),
-                    "side": o.get("side"), "size": o.get("size"), "status": o.get("status")}
-                   for o in self.orders.values() if o.get("status") in logic.LIVE]
+        working = [{"order_id": o.id, "tag": o.tag, "leg": o.leg, "type": o.type, "side": o.side, "size": o.size,
+                    "status": o.status} for o in self.book.live()]
         return OrderReply(cmd.key, True, "ok", detail={
             "halted": self.halted, "halt_reason": self.halt_reason, "working_orders": working,
             "position": ({"contract": pos.contract, "direction": pos.direction, "size": pos.size} if pos else None),
             "in_flight": [k for k, it in self.intents.items() if it.in_flight],
             "hub": self.hub_state, "day_pnl_cents": self.day_pnl_cents(),
             "entries_ok": self.hub_reconciled,
-            "latency_samples": self.bench[-1000:] if cmd.reason == "bench" else []})
+            "latency_samples": list(self.bench) if cmd.reason == "bench" else []})
 
     def entry_check(self, contract: str, size: int) -> tuple[str, str] | None:
         now = self.now_ns()

@@ -4,6 +4,7 @@ A part of the Gateway (services/orders/gateway.py): methods on its state, run on
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from typing import Any
@@ -15,6 +16,7 @@ from common.messages import Fill, OrderEvent, OrderReply
 from common.topstepx.rest import parse_time, unwrap
 from services.orders import broker_io
 from services.orders import logic
+from services.orders.book import BookOrder
 from services.orders.broker_view import BadBrokerRecord, OrderUpdate, TradeUpdate
 from services.orders.errors import cents
 from services.orders.states import IntentState
@@ -22,14 +24,13 @@ from services.orders.states import next_status
 
 
 class EventsMixin:
-    def order_event(self, o: dict) -> OrderEvent:
-        pt = o.get("price_ticks")
-        return OrderEvent(o["id"], o["tag"], o["contract"], o["leg"], o.get("side", 0), o.get("type", 0),
-                          o.get("size", 0), o.get("status", 0),
-                          limit_ticks=pt if o.get("type") == logic.LIMIT else None,
-                          stop_ticks=pt if o.get("type") == logic.STOP else None,
-                          fill_volume=o.get("fill_volume", 0), filled_price=o.get("filled_price", ""),
-                          intent_key=o["key"], signal_id=self._intent_field(o["key"], "signal_id", o["key"]))
+    def order_event(self, o: BookOrder) -> OrderEvent:
+        pt = o.price_ticks
+        return OrderEvent(o.id, o.tag, o.contract, o.leg, o.side, o.type, o.size, o.status,
+                          limit_ticks=pt if o.type == logic.LIMIT else None,
+                          stop_ticks=pt if o.type == logic.STOP else None,
+                          fill_volume=o.fill_volume, filled_price=o.filled_price,
+                          intent_key=o.key, signal_id=self._intent_field(o.key, "signal_id", o.key))
 
     def _intent_field(self, key: str, name: str, default: Any = "") -> Any:
         it = self.intents.get(key)
@@ -48,63 +49,94 @@ class EventsMixin:
             logger.warning(f"BROKER: order record ignored: {exc}")
             return
         tag, oid = u.tag, u.id
-        row = self.rows.get(tag)
+        row = self.book.by_tag(tag) if tag else None
+        if row is None and oid not in self.book:
+            if self._pruned_unchanged(oid, u):
+                return                      # a finished order we have forgotten, reported again as it was
+            # (an untagged one may be a closeContract order of ours: by id, never adopted twice)
+            found = self.journal.order(tag) if tag else self.journal.order_by_id(oid)
+            if found is not None and self._journal_unchanged(found, u):
+                return
+            row = self._recall(found)
         if row is None and logic.bracket_child(tag) is not None:
             row = self._adopt_bracket_child(tag, u)
         if row is None:
-            if oid not in self.orders and (tag or u.type != logic.MARKET or self._adopt_close_order(
+            if oid not in self.book and (tag or u.type != logic.MARKET or self._adopt_close_order(
                     oid, u.contract, u.side, u.size) is None):
                 return                      # not one of ours
-        elif row["order_id"] is None:
-            self._register(tag, oid, row["data"])
-        o = self.orders.get(oid)
+        elif row.id is None:
+            self._register(tag, oid)
+        o = self.book.get(oid)
         if o is None:
             return
-        if o["leg"] == "entry":
-            it = self.intents.get(o["key"])
+        if o.leg == "entry":
+            it = self.intents.get(o.key)
             if it is not None and it.state in (IntentState.PLACING, IntentState.UNKNOWN) and not u.finished_unfilled:
                 self._adopt_entry(it, oid)       # (a refused attempt is not the entry: a retry may follow)
-        inst = instrument_for(u.contract or o["contract"])
-        new = {"status": next_status(o.get("status"), o.get("status", 0) if u.status is None else u.status),
-               "fill_volume": u.fill_volume, "size": u.size or o.get("size", 0),
-               "filled_price": "" if u.filled_price is None else str(u.filled_price)}
-        px = u.stop_price if o.get("type") == logic.STOP else u.limit_price
-        if px is not None:
-            new["price_ticks"] = inst.to_ticks_rounded(px)
-        changed = any(o.get(k) != v for k, v in new.items())
-        o.update(new)
+        inst = instrument_for(u.contract or o.contract)
+        px = u.stop_price if o.type == logic.STOP else u.limit_price
+        changed = self.book.update(o, time.monotonic(), status=u.status, fill_volume=u.fill_volume,
+                                   size=u.size or o.size,
+                                   filled_price="" if u.filled_price is None else str(u.filled_price),
+                                   price_ticks=None if px is None else inst.to_ticks_rounded(px))
         if not changed:
             return
-        self.journal.put_order(o["tag"], o["key"], o["leg"], self.rows[o["tag"]]["attempt"],
-                               {k: o.get(k) for k in ("contract", "type", "side", "size", "price_ticks", "status",
-                                                      "fill_volume")}, oid)
-        terminal = o["status"] in logic.TERMINAL
+        self.journal.put_order(o.tag, o.key, o.leg, o.attempt, o.journal_data(), oid)
+        terminal = o.finished
         self.publish(self.order_event(o), key=str(oid), forget=terminal)
-        if o["leg"] == "entry" and terminal and o["fill_volume"] == 0:
-            it = self.intents.get(o["key"])
+        if o.leg == "entry" and terminal and o.fill_volume == 0:
+            it = self.intents.get(o.key)
             if it is not None and it.state in (IntentState.WORKING, IntentState.UNKNOWN) and it.entry_oid == oid:
-                it.to(IntentState.REJECTED if o["status"] == logic.REJECTED else IntentState.CANCELLED)
-                logger.warning(f"ORDER: entry {o['tag']} ended with status {o['status']} and no fill")
+                it.to(IntentState.REJECTED if o.status == logic.REJECTED else IntentState.CANCELLED)
+                logger.warning(f"ORDER: entry {o.tag} ended with status {o.status} and no fill")
                 self.save_intent(it)
 
-    def _adopt_bracket_child(self, tag: str, u: OrderUpdate) -> dict | None:
+    def _pruned_unchanged(self, oid: int, u: OrderUpdate) -> bool:
+        """A pruned (finished) order reported with the status it ended with: nothing to do, and
+        no journal read (reconciliation lists the whole session's orders every few seconds)."""
+        was = self.book.pruned_status(oid)
+        return was is not None and (u.status is None or next_status(was, u.status) == was)
+
+    def _journal_unchanged(self, found: dict, u: OrderUpdate) -> bool:
+        """A finished order of ours the book no longer holds (its note evicted), reported as it
+        ended: noted again, not brought back (a session's whole order list comes every poll)."""
+        old = BookOrder.from_journal(found)
+        if old.id is None or not old.finished or (u.status is not None and next_status(old.status, u.status) != old.status):
+            return False
+        self.book.note_pruned(old.id, old.status)
+        return True
+
+    def _recall(self, row: dict | None) -> BookOrder | None:
+        """An order pruned from the book (or not yet in it) read back from the journal, so a late
+        event for it is still recognised as ours and applied by the same rules."""
+        if row is None:
+            return None
+        o = BookOrder.from_journal(row, time.monotonic())
+        if self.book.by_tag(o.tag) is not None or (o.id is not None and o.id in self.book):
+            return self.book.by_tag(o.tag) or self.book.get(o.id)
+        if self.book.has_key(o.key):
+            self.book.add(o)
+            return o
+        # the book holds all of a key's orders or none: bring back the whole key
+        for r in self.journal.orders_of_key(o.key):
+            self.book.add(BookOrder.from_journal(r, time.monotonic()))
+        return self.book.by_tag(o.tag)
+
+    def _adopt_bracket_child(self, tag: str, u: OrderUpdate) -> BookOrder | None:
         """A native bracket child (entry tag + -SL / -TP): journaled as the intent's stop or target."""
         base, leg = logic.bracket_child(tag)
-        parent = self.rows.get(base)
+        parent = self.book.by_tag(base) or self._recall(self.journal.order(base))
         if parent is None:
             return None
-        data = {"contract": u.contract or parent["data"]["contract"], "type": u.type, "side": u.side, "size": u.size,
-                "price_ticks": None, "status": u.status or 0, "fill_volume": 0, "native": True}
-        row = {"tag": tag, "order_id": None, "key": parent["key"], "leg": leg, "attempt": parent["attempt"],
-               "data": data, "t": 0.0}
-        self.rows[tag] = row
-        self.journal.put_order(tag, parent["key"], leg, parent["attempt"], data)
-        it = self.intents.get(parent["key"])
+        row = self.book.add(BookOrder(tag, parent.key, leg, parent.attempt, u.contract or parent.contract, u.type,
+                                      u.side, u.size, None, u.status or 0, native=True))
+        self.journal.put_order(tag, parent.key, leg, parent.attempt, row.journal_data())
+        it = self.intents.get(parent.key)
         oid = u.id
         if it is not None:
             setattr(it, "stop_oid" if leg == "stop" else "target_oid", oid)
             self.save_intent(it)
-        logger.info(f"ORDER: native bracket {leg} {oid} ({tag}) for {parent['key']}")
+        logger.info(f"ORDER: native bracket {leg} {oid} ({tag}) for {parent.key}")
         return row
 
     def _adopt_entry(self, it: dict, oid: int) -> None:
@@ -123,7 +155,7 @@ class EventsMixin:
                                                           {"order_id": oid, "size": it.size})))
         self.save_intent(it)
 
-    def on_trade(self, raw: dict, publish: bool = True) -> None:
+    def on_trade(self, raw: dict, publish: bool = True, park: bool = True) -> None:
         try:
             t = TradeUpdate.of(raw)              # the one conversion of the broker's record
         except BadBrokerRecord as exc:
@@ -132,7 +164,9 @@ class EventsMixin:
         tid = t.id
         if tid in self.seen_trades:
             return
-        self.seen_trades.add(tid)
+        if self.journal.has_fill(tid):          # a trade of a day trimmed from memory, reported again
+            return
+        self.seen_trades[tid] = ""
         if t.voided:
             return
         contract = t.contract or self.contract
@@ -144,16 +178,19 @@ class EventsMixin:
         pnl = None if t.pnl is None else cents(t.pnl)
         day = self.calendar.trading_day(ts) if ts else self.day()
         net = (pnl or 0) - fees
-        o = self.orders.get(oid) or self._adopt_close_order(oid, contract, t.side, t.size)
-        if o is None and publish and self.placing_since(time.monotonic() - 30):
+        o = self.book.get(oid) or self._recall(self.journal.order_by_id(oid)) or \
+            self._adopt_close_order(oid, contract, t.side, t.size)
+        if o is None and publish and park and self.placing_since(time.monotonic() - 30):
             # a fill of an order whose placement has not returned yet: keep it until the ack
-            self.seen_trades.discard(tid)
+            self.seen_trades.pop(tid, None)
             self.parked.setdefault(oid, []).append(raw)
+            self.parked_at.setdefault(oid, time.monotonic())
             return
-        leg, key = (o["leg"], o["key"]) if o else ("unknown", "")
-        if o is not None and o.get("status") in (logic.PENDING_CANCEL, logic.CANCELLED):
+        self.seen_trades[tid] = day = sys.intern(day)      # one string per day, not per trade
+        leg, key = (o.leg, o.key) if o else ("unknown", "")
+        if o is not None and o.status in (logic.PENDING_CANCEL, logic.CANCELLED):
             self.stats["fills_after_cancel"] = self.stats.get("fills_after_cancel", 0) + 1
-            logger.warning(f"FILL: trade {tid} fills {o['tag']} after its cancel was sent")
+            logger.warning(f"FILL: trade {tid} fills {o.tag} after its cancel was sent")
         side, size = t.side, t.size
         fill = Fill(tid, oid, contract, leg, side, size, price, fees, pnl, ts, intent_key=key,
                     signal_id=str(self._intent_field(key, "signal_id", key)) if key else "",
@@ -173,11 +210,11 @@ class EventsMixin:
         it = self.intents.get(key)
         if leg == "entry" and it is not None:
             it.filled += size
-            if it.filled > o.get("size", it.size):
-                meant = o.get("size", it.size)
+            if it.filled > (o.size or it.size):
+                meant = o.size or it.size
                 it.filled = meant
                 self.spawn(self.on_overfill(contract, it.direction * meant,
-                                            f"entry {o['tag']} filled {it.filled + size} > size {meant}"), "overfill")
+                                            f"entry {o.tag} filled {it.filled + size} > size {meant}"), "overfill")
             if it.fill_ticks is None:
                 it.fill_ticks = price
                 it.protect_t0 = time.perf_counter_ns()
@@ -193,17 +230,17 @@ class EventsMixin:
                 for x in others:
                     self.spawn(self.cancel(x, broker_io.PROTECT), f"oco-cancel-{x}")
                 it.to(IntentState.CLOSED)
-                logger.info(f"ORDER: {o['tag']} filled; OCO sibling(s) {others} cancelled")
+                logger.info(f"ORDER: {o.tag} filled; OCO sibling(s) {others} cancelled")
             else:
                 for x in others:
                     self.spawn(self._modify_size(x, remaining), f"oco-resize-{x}")
             self.save_intent(it)
             if remaining < 0:
-                self.spawn(self.on_overfill(contract, 0, f"{o['tag']} filled {size} with only {size + remaining} "
+                self.spawn(self.on_overfill(contract, 0, f"{o.tag} filled {size} with only {size + remaining} "
                                                          "open: both legs filled"), "overfill")
         elif leg in ("stop", "target", "repair"):
             # a protective leg filled after its position was closed (a fill after the cancel was sent)
-            self.spawn(self.on_overfill(contract, 0, f"{o['tag']} filled {size} after its position was closed"),
+            self.spawn(self.on_overfill(contract, 0, f"{o.tag} filled {size} after its position was closed"),
                        "overfill")
 
     def _on_position(self, p: dict) -> None:

@@ -10,6 +10,7 @@ lives in journal.py.
 """
 from __future__ import annotations
 
+import collections
 import json
 import time
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from common.hops import HopStats
 from common.messages import Fill, RiskEvent
 from common.topstepx.rest import TopstepXClient
 from services.orders import logic
+from services.orders.book import OrderBook
 from services.orders.brackets import BracketsMixin
 from services.orders.broker_io import Flow, InlineRunner, Task
 from services.orders.closing import ClosingMixin
@@ -35,6 +37,9 @@ from services.orders.states import ACTIVE as ACTIVE_STATES
 from services.orders.states import Intent
 
 ACTIVE = tuple(x.value for x in ACTIVE_STATES)       # journal rows still in play
+TRIM_EVERY_S = 5.0       # how often trim_memory runs
+PARK_S = 30.0            # a trade parked for its order's ack this long is handled as not ours
+KEEP_PNL_DAYS = 3        # day_pnl keeps the latest trading days (the guard reads today's)
 
 
 class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMixin, ReconcileMixin, GuardMixin):
@@ -54,9 +59,8 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         self.max_contracts = cfg.risk.max_contracts
         self.max_loss_cents = cfg.risk.max_daily_loss_cents
         self.intents: dict[str, Intent] = {}
-        self.orders: dict[int, dict] = {}          # order id -> our view of the order
-        self.rows: dict[str, dict] = {}            # tag -> journal row {key, leg, attempt, order_id}
-        self.seen_trades: set[int] = journal.fill_ids()
+        self.book = OrderBook()                    # every order we sent or adopted, by tag and id
+        self.seen_trades: dict[int, str] = {}       # trade id -> trading day, of the latest two days (trim_memory)
         self.day_pnl: dict[str, int] = {}          # trading day -> realized net cents (all trades)
         self.positions: dict[str, logic.BrokerPosition] = {}
         self.marks: dict[str, int] = {}
@@ -78,21 +82,19 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         self.commands: dict[str, Task] = {}                    # commands still running, by key
         self.protecting: dict[str, bool] = {}                  # intent key -> run protect once more after
         self.parked: dict[int, list[dict]] = {}                # order id -> trades that came before its ack
+        self.parked_at: dict[int, float] = {}                  # order id -> monotonic time its first trade was parked
         self.overfill_pending: dict[str, int] = {}
         # None: not known yet (tried on the next entry); False after the broker's Position Brackets refusal
         self.native_brackets: bool | None = False if sect.native_brackets == "off" else journal.get("native_brackets")             # contract -> intended signed size, close failed
         self.last_fill_day = ""
         self.stats: dict[str, int] = {"commands": 0, "orders_sent": 0, "fills": 0, "repairs": 0,
                                       "unknown_outcomes": 0, "rejects": 0, "reconciles": 0, "reconcile_errors": 0}
-        self.bench: list[dict] = []                  # latency samples (bench_orders reads the heartbeat)
+        self.bench: collections.deque[dict] = collections.deque(maxlen=1000)   # latency samples (bench_orders)
+        self.trimmed_at = time.monotonic()
         self.cmd_t0 = 0
         self.cmd_hops: dict[str, int] = {}           # the current command's hop timestamps (wall ns)
         self.hops = HopStats()                       # tick -> order ack, per stage, for every entry
-        for r in journal.orders():
-            self.rows[r["tag"]] = r
-            if r["order_id"]:
-                self.orders[r["order_id"]] = {"id": r["order_id"], "tag": r["tag"], "key": r["key"], "leg": r["leg"],
-                                              **r["data"], "status": r["data"].get("status", 6)}
+        self.book.restore(journal.orders(), time.monotonic())
         for it in journal.intents(ACTIVE):
             if it["action"] in ("enter", "reverse"):
                 self.intents[it["key"]] = Intent.from_dict(it["data"])
@@ -101,10 +103,12 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         for it in journal.intents(("new",)):
             if it["reply"] is None:
                 journal.db.execute("DELETE FROM intents WHERE key=?", (it["key"],))
-        for row in journal.db.execute("SELECT data FROM fills"):
-            d = json.loads(row[0])
+        for row in journal.db.execute("SELECT trade_id, data FROM fills"):
+            d = json.loads(row[1])
             self.day_pnl[d.get("day", "")] = self.day_pnl.get(d.get("day", ""), 0) + d.get("net", 0)
             self.last_fill_day = max(self.last_fill_day, d.get("day", ""))
+            self.seen_trades[row[0]] = d.get("day", "")
+        self.trim_memory(force=True)
 
     def republish_fills(self) -> int:
         """After a restart: retain the journal's fills of the latest trading day again, so a
@@ -156,9 +160,12 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
             self.intents.pop(it.key, None)
 
     def next_attempt(self, key: str, leg: str) -> int:
-        n = 0
-        while logic.make_tag(key, leg, n) in self.rows:
-            n += 1
+        """The book holds all of a key's orders or none; a key it does not hold may have been
+        pruned, so the journal says which attempts are taken (a tag is never sent twice)."""
+        n = self.book.next_attempt(key, leg)
+        if not self.book.has_key(key):
+            while self.journal.order(logic.make_tag(key, leg, n)) is not None:
+                n += 1
         return n
 
     def set_halt(self, reason: str, kind: str) -> None:
@@ -169,6 +176,29 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
     def clear_halt(self) -> None:
         self.halted, self.halt_reason, self.halt_day = False, "", ""
         self.journal.set("halt", {"halted": False})
+
+    def trim_memory(self, now: float | None = None, force: bool = False) -> None:
+        """Nothing the gateway holds grows with the day (the journal keeps the full record):
+        finished orders of intents that are over leave the book after its window, trade ids of
+        days before the latest two leave seen_trades (a repeat is still caught in the journal),
+        fills parked for an ack that never came are handled as not ours, and the day P&L keeps
+        the last few days. Run from the periodic flow, every TRIM_EVERY_S."""
+        now = time.monotonic() if now is None else now
+        if not force and now - self.trimmed_at < TRIM_EVERY_S:
+            return
+        self.trimmed_at = now
+        self.book.prune(now, {key for key, it in self.intents.items() if it.active})
+        days = sorted(set(self.seen_trades.values()))
+        if len(days) > 2:
+            keep = set(days[-2:])
+            self.seen_trades = {tid: day for tid, day in self.seen_trades.items() if day in keep}
+        for day in sorted(self.day_pnl)[:-KEEP_PNL_DAYS]:
+            del self.day_pnl[day]
+        for oid, t in list(self.parked_at.items()):
+            if now - t > PARK_S:
+                del self.parked_at[oid]
+                for raw in self.parked.pop(oid, []):
+                    self.on_trade(raw, park=False)
 
     def spawn(self, gen: Flow, name: str) -> Task:
         return self.runner.spawn(gen, name)

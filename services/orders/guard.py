@@ -36,7 +36,7 @@ class GuardMixin:
             self.risk("halt", False, f"new trading day {day}: daily loss halt cleared")
         if now > 0 and self.calendar.must_be_flat(now):    # no time rules before the event clock has data
             exposed = bool(self.positions) or any(it.active for it in self.intents.values()) or \
-                any(o.get("status") in logic.LIVE for o in self.orders.values())
+                bool(self.book.live())
             if exposed or self.eod_done_day != day:
                 if (yield from self.flatten(f"gw-eod-{day}", "eod", f"flatten time {self.cfg.trading.flatten_time:%H:%M}")):
                     self.eod_done_day = day
@@ -52,6 +52,7 @@ class GuardMixin:
             (yield from self.flatten(f"gw-dailyloss-{day}", "flatten", "daily loss limit"))
 
     def periodic(self) -> Flow:
+        self.trim_memory()
         if self.flatten_pending:
             key, leg, reason = self.flatten_pending
             (yield from self.flatten(key, leg, reason, budget_s=2.0))

@@ -103,8 +103,27 @@ class Journal:
 
     def orders(self) -> list[dict]:
         rows = self.db.execute("SELECT tag, order_id, key, leg, attempt, data FROM orders ORDER BY created_ns").fetchall()
-        return [{"tag": r[0], "order_id": r[1], "key": r[2], "leg": r[3], "attempt": r[4],
-                 "data": json.loads(r[5] or "{}")} for r in rows]
+        return [self._order_row(r) for r in rows]
+
+    def order(self, tag: str) -> dict | None:
+        """One order by its tag (the gateway's book forgets finished orders; this does not)."""
+        row = self.db.execute("SELECT tag, order_id, key, leg, attempt, data FROM orders WHERE tag=?", (tag,)).fetchone()
+        return self._order_row(row) if row else None
+
+    def order_by_id(self, order_id: int) -> dict | None:
+        row = self.db.execute("SELECT tag, order_id, key, leg, attempt, data FROM orders WHERE order_id=?",
+                              (order_id,)).fetchone()
+        return self._order_row(row) if row else None
+
+    def orders_of_key(self, key: str) -> list[dict]:
+        """Every order of one intent key (their tags start with `key:`: a range on the primary key)."""
+        rows = self.db.execute("SELECT tag, order_id, key, leg, attempt, data FROM orders WHERE tag >= ? AND tag < ? "
+                               "AND key=? ORDER BY created_ns", (key + ":", key + ";", key)).fetchall()
+        return [self._order_row(r) for r in rows]
+
+    @staticmethod
+    def _order_row(r) -> dict:
+        return {"tag": r[0], "order_id": r[1], "key": r[2], "leg": r[3], "attempt": r[4], "data": json.loads(r[5] or "{}")}
 
     # -- fills -----------------------------------------------------------
     def add_fill(self, trade_id: int, order_id: int, data: dict) -> bool:
@@ -112,6 +131,9 @@ class Journal:
         cur = self.db.execute("INSERT OR IGNORE INTO fills(trade_id, order_id, data) VALUES (?,?,?)",
                               (trade_id, order_id, json.dumps(data)))
         return cur.rowcount == 1
+
+    def has_fill(self, trade_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM fills WHERE trade_id=?", (trade_id,)).fetchone() is not None
 
     def fill_ids(self) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT trade_id FROM fills")}

@@ -15,7 +15,7 @@ from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, Sleep, call
 from services.orders.errors import Unconfirmed
-from services.orders.states import after_cancel_sent
+from services.orders.book import BookOrder
 
 
 class PlacingMixin:
@@ -27,12 +27,9 @@ class PlacingMixin:
         attempt = self.next_attempt(key, leg)
         tag = logic.make_tag(key, leg, attempt)
         inst = instrument_for(contract)
-        data = {"contract": contract, "type": type_, "side": side, "size": size, "price_ticks": price_ticks,
-                "status": 6, "fill_volume": 0, **(extra or {})}
-        row = {"tag": tag, "order_id": None, "key": key, "leg": leg, "attempt": attempt, "data": data,
-               "t": time.monotonic()}
-        self.rows[tag] = row
-        self.journal.put_order(tag, key, leg, attempt, data)
+        row = self.book.add(BookOrder(tag, key, leg, attempt, contract, type_, side, size, price_ticks,
+                                      native=bool((extra or {}).get("native")), sent_at=time.monotonic()))
+        self.journal.put_order(tag, key, leg, attempt, row.journal_data())
         # the order line is written after the send (below): ~30 us of logging never delays the request
         price = inst.to_price(price_ticks) if price_ticks is not None else None
         self.stats["orders_sent"] += 1
@@ -56,12 +53,13 @@ class PlacingMixin:
                     logger.warning(f"ORDER: native brackets refused ({exc.message}); client-side OCO from now on")
                     self.set_native_brackets(False)
                     bracket = None
-                    data.pop("native", None)
+                    row.native = False
         except BrokerError as exc:
             self.stats["rejects"] += 1
             oid = exc.payload.get("orderId")
             if oid:
-                self._register(tag, int(oid), {**data, "status": logic.REJECTED})
+                self._register(tag, int(oid))
+                self.book.update(row, time.monotonic(), status=logic.REJECTED)
             logger.info(logic.order_line(contract, type_, side, size, None if type_ == logic.MARKET else price_ticks))
             logger.warning(f"ORDER: {tag} rejected by the broker: errorCode {exc.code} {exc.message}")
             raise
@@ -72,7 +70,7 @@ class PlacingMixin:
                 # The broker refuses a tag it already has, so this can never make a second order
                 got = yield from self._resend_same_tag(tag, row, contract, type_, side, size, price, prio)
                 if got is not None:
-                    self._register(tag, got, data)
+                    self._register(tag, got)
                     return got
             logger.warning(f"ORDER: {tag}: outcome unknown ({exc}); looking it up by tag")
             found = (yield from self.lookup_tag(tag, prio))
@@ -80,20 +78,19 @@ class PlacingMixin:
                 raise Unconfirmed(f"{tag}: {exc}; not found at the broker") from None
             oid = int(found["id"])
             logger.warning(f"ORDER: {tag} exists at the broker as order {oid} (status {found.get('status')})")
-            self._register(tag, oid, data)
+            self._register(tag, oid)
             self.on_order(found)
             return oid
         self.bench.append({"leg": leg, "recv_ns": self.cmd_t0, "sent_ns": t0, "ack_ns": time.perf_counter_ns()})
-        del self.bench[:-1000]
         if leg == "entry" and self.cmd_hops:
             self.hops.add({**self.cmd_hops, "order_sent": sent_wall, "order_ack": time.time_ns()})
         logger.info(logic.order_line(contract, type_, side, size, None if type_ == logic.MARKET else price_ticks))
         if bracket is not None:
             self.set_native_brackets(True)
-        self._register(tag, oid, data)
+        self._register(tag, oid)
         return oid
 
-    def _resend_same_tag(self, tag: str, row: dict, contract: str, type_: int, side: int, size: int, price,
+    def _resend_same_tag(self, tag: str, row: BookOrder, contract: str, type_: int, side: int, size: int, price,
                          prio: int) -> Flow:
         """The order id once the broker has the order with this tag (the hub told us, or a resend
         went through); None when it refuses the tag as used (it exists: look it up) or keeps failing."""
@@ -101,11 +98,11 @@ class PlacingMixin:
         attempt = 0
         while time.monotonic() < end:
             attempt += 1
-            if row["order_id"]:
-                return row["order_id"]                  # its order event came on the hub
+            if row.id:
+                return row.id                           # its order event came on the hub
             yield Sleep(min(0.5, 0.1 * attempt))
-            if row["order_id"]:
-                return row["order_id"]
+            if row.id:
+                return row.id
             try:
                 oid = yield call(self.rest.place_order, self.acct, contract, type_, side, size,
                                  limit_price=price if type_ == logic.LIMIT else None,
@@ -116,8 +113,8 @@ class PlacingMixin:
                 if logic.tag_in_use(exc.code, exc.message):
                     logger.warning(f"ORDER: {tag}: the broker already has it ({exc.message})")
                     for _ in range(20):                 # its order event is on the way
-                        if row["order_id"]:
-                            return row["order_id"]
+                        if row.id:
+                            return row.id
                         yield Sleep(0.1)
                     return None                         # look it up by the tag
                 raise
@@ -132,14 +129,12 @@ class PlacingMixin:
 
     def placing_since(self, t: float) -> bool:
         """An order of ours sent after monotonic time t whose id we do not know yet."""
-        return any(r["order_id"] is None and r.get("t", 0) > t for r in self.rows.values())
+        return self.book.placing_since(t)
 
-    def _register(self, tag: str, oid: int, data: dict) -> None:
-        row = self.rows[tag]
-        row["order_id"] = oid
+    def _register(self, tag: str, oid: int) -> None:
+        self.book.register(tag, oid)
         self.journal.set_order_id(tag, oid)
-        cur = self.orders.get(oid, {})
-        self.orders[oid] = {**data, **cur, "id": oid, "tag": tag, "key": row["key"], "leg": row["leg"]}
+        self.parked_at.pop(oid, None)
         for raw in self.parked.pop(oid, []):           # its fills came before the broker's ack
             self.on_trade(raw)
 
@@ -165,10 +160,9 @@ class PlacingMixin:
     def cancel(self, oid: int, prio: int = broker_io.PROTECT) -> Flow:
         try:
             (yield call(self.rest.cancel_order, self.acct, oid, prio=prio))
-            logger.info(f"ORDER: cancel {oid} ({self.orders.get(oid, {}).get('tag', '?')})")
-            if oid in self.orders:
-                o = self.orders[oid]
-                o["status"] = after_cancel_sent(o.get("status", 0))
+            o = self.book.get(oid)
+            logger.info(f"ORDER: cancel {oid} ({o.tag if o else '?'})")
+            self.book.cancel_sent(oid)
             return True
         except BrokerError as exc:        # not found / already terminal: nothing works any more
             logger.info(f"ORDER: cancel {oid}: {exc}")
@@ -184,8 +178,7 @@ class PlacingMixin:
     def cancel_all(self, contract: str | None = None, prio: int = broker_io.EXIT) -> Flow:
         """Cancel every working order (of a contract) and verify; returns ids still working. The
         orders we know are cancelled at once, all together; the broker's list then confirms."""
-        left = [oid for oid, o in self.orders.items() if o.get("status") in logic.WORKING
-                and (contract is None or o.get("contract") == contract)]
+        left = [o.id for o in self.book.working(contract)]
         yield from self.cancel_each(left, prio)
         for round_ in range(3):
             try:

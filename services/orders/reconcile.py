@@ -60,7 +60,7 @@ class ReconcileMixin:
         order history, not open) is not working: it would otherwise be reported, swept and
         counted as protection forever. Seen when a simulated broker was started afresh."""
         seen = {int(o["id"]) for o in orders if o.get("id") is not None}
-        ghosts = [oid for oid, o in self.orders.items() if o.get("status") in logic.LIVE and oid not in seen]
+        ghosts = [o.id for o in self.book.live() if o.id not in seen]
         if not ghosts:
             return
         try:
@@ -71,18 +71,20 @@ class ReconcileMixin:
         for oid in ghosts:
             if oid in open_ids:
                 continue
-            o = self.orders[oid]
-            logger.warning(f"SYNC: order {oid} ({o['tag']}) is working in the journal but unknown to the broker; "
+            o = self.book.get(oid)
+            if o is None:
+                continue
+            logger.warning(f"SYNC: order {oid} ({o.tag}) is working in the journal but unknown to the broker; "
                            "marked cancelled")
-            self.on_order({"id": oid, "customTag": o["tag"], "contractId": o["contract"], "status": logic.CANCELLED,
-                           "fillVolume": o.get("fill_volume", 0), "size": o.get("size", 0)})
+            self.on_order({"id": oid, "customTag": o.tag, "contractId": o.contract, "status": logic.CANCELLED,
+                           "fillVolume": o.fill_volume, "size": o.size})
 
     def resolve_intents(self, orders: list[dict], initial: bool) -> Flow:
         by_tag = {o.get("customTag"): o for o in orders}
         for it in list(self.intents.values()):
             key = it.key
             if it.state in (IntentState.PLACING, IntentState.UNKNOWN):
-                found = [by_tag[t] for t, r in self.rows.items() if r["key"] == key and r["leg"] == "entry" and t in by_tag]
+                found = [by_tag[o.tag] for o in self.book.of_key(key, "entry") if o.tag in by_tag]
                 if found:
                     self._adopt_entry(it, int(found[-1]["id"]))
                 elif initial or time.monotonic() - it.since > self.sect.unknown_flatten_s:
@@ -100,9 +102,9 @@ class ReconcileMixin:
                 self.save_intent(it)
             if it.state in (IntentState.WORKING, IntentState.OPEN):
                 # recompute the filled quantity from the broker's order view (a restart may have missed it)
-                o = self.orders.get(it.entry_oid or -1)
-                if o and o.get("fill_volume", 0) > it.filled and it.fill_ticks is not None:
-                    it.filled = o["fill_volume"]
+                o = self.book.get(it.entry_oid)
+                if o and o.fill_volume > it.filled and it.fill_ticks is not None:
+                    it.filled = o.fill_volume
                 if it.filled > 0 and it.fill_ticks is not None:
                     it.to(IntentState.OPEN)
                     # at start, protect only what the broker still holds: a position closed while
@@ -114,7 +116,8 @@ class ReconcileMixin:
                         and time.monotonic() > self.busy_until.get(it.contract, 0):
                     logger.info(f"SYNC: {key}: broker shows flat; intent closed")
                     for x in (it.stop_oid, it.target_oid):
-                        if x and self.orders.get(x, {}).get("status") in logic.WORKING:
+                        o = self.book.get(x)
+                        if o is not None and o.working:
                             (yield from self.cancel(x, broker_io.PROTECT))
                     self.save_intent(it.to(IntentState.CLOSED))
 

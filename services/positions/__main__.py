@@ -2,7 +2,9 @@
 
     python -m services.positions --config config/live_trading.yaml
 
-Exit 2 with one line on a bad config or a socket that cannot be bound; SIGTERM saves the
+Exit 2 with one line on a bad config or a socket that cannot be bound. A broker that is not
+reachable at start is no reason to exit: resolving a contract symbol waits for it (common/service.py,
+common/topstepx/startup.py) and the reconciliation retries on its period. SIGTERM saves the
 state, writes the session files and the report, and exits 0. The keeper itself is
 services/positions/keeper.py; this file builds its sockets and wires them to the loop.
 """

@@ -323,6 +323,32 @@ def test_a_new_trip_after_a_clear_is_never_deduplicated_but_a_repeat_is():
     assert keys == [(False, True), (False, False), (True, True), (False, True)]
 
 
+def test_the_same_fact_from_a_second_service_is_one_alert_and_resolved_when_the_last_clears():
+    r = rules()
+    on = RiskEvent("crash_loop", True, "ERROR", "orders exited 5 times in 10 min")
+    off = RiskEvent("crash_loop", False, "INFO", "running again")
+    [a] = r.on_risk("supervision", on, T0)
+    assert r.on_risk("engine", on, T0 + S) == []            # the engine's breaker echoing it
+    assert r.on_risk("supervision", off, T0 + 2 * S) == []  # the engine still reports it on
+    [c] = r.on_risk("engine", off, T0 + 3 * S)
+    assert not a.resolved and c.resolved and r.corroborated == 2
+    [again] = r.on_risk("engine", on, T0 + 4 * S)          # a new trip is news again
+    assert not again.resolved and again.key != a.key
+
+
+def test_sent_alerts_survive_a_restart_and_once_a_day_alerts_are_never_repeated(tmp_path):
+    from services.alerts.dedup import Dedup
+    path = tmp_path / "state" / "alerts_sent.json"
+    first = Dedup(300, path)
+    assert first.fresh("summary:2026-11-23", T0) and first.fresh("risk:orders:halt:on#1", T0)
+    again = Dedup(300, path)                           # the alerts process restarted
+    assert not again.fresh("summary:2026-11-23", T0 + 3600 * S)   # the day's summary, an hour later
+    assert not again.fresh("risk:orders:halt:on#1", T0 + 10 * S)
+    assert again.fresh("risk:orders:halt:on#1", T0 + 400 * S)      # outside the window: news again
+    path.write_text("{not json")
+    assert Dedup(300, path).fresh("summary:2026-11-23", T0)       # unreadable: starts empty, alerts
+
+
 def test_a_second_outage_episode_is_a_new_alert():
     r = rules(services=[], hub_outage_s=1)
     keys = []

@@ -69,3 +69,22 @@ def test_irrelevant_or_malformed_events_publish_nothing(target, args):
     n = Normalizer(C)
     assert n.on_event(target, args, 1) == []
     assert sum(n.counts.values()) >= 1
+
+
+def test_feed_core_latency_stats_are_the_sorted_median_and_nearest_rank_p99():
+    """FeedCore.stats picks the median and p99 by selection: the same numbers as sorting."""
+    import math
+    import random
+    import statistics
+
+    from common.ticks.feed_core import FeedCore
+    rng = random.Random(7)
+    for n in (1, 2, 3, 10, 1999, 2000):
+        core = FeedCore("CON.F.US.MES.H26", lambda *a, **k: None)
+        core.pub_lat_us.extend(rng.random() * 100 for _ in range(n))
+        core.exch_lat_us.extend(rng.random() * 1000 for _ in range(n))
+        got = core.stats()
+        for name, d in (("pub_latency_us", core.pub_lat_us), ("exch_to_recv_us", core.exch_lat_us)):
+            s = sorted(d)
+            assert got[name] == {"median": round(statistics.median(s), 1),
+                                 "p99": round(s[max(0, math.ceil(0.99 * len(s)) - 1)], 1)}

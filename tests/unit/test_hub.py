@@ -174,6 +174,24 @@ def test_connects_subscribes_receives_and_resubscribes_after_drop(hub_server):
     assert hub.state == "stopped"
 
 
+def test_on_frame_end_follows_every_invocation_of_its_frame(hub_server):
+    """The feed publishes each event of a frame, then records them all at the frame's end."""
+    seen: list = []
+    hub = HubClient(hub_server.url, lambda: "t", name="test", min_backoff_s=0.05,
+                    on_raw=lambda t, a, ns: seen.append(a[1]["n"]), on_frame_end=lambda: seen.append("end"))
+    hub.start()
+    try:
+        wait_for(lambda: hub.state == CONNECTED)
+        def one(n: int) -> str:
+            return json.dumps({"type": 1, "target": "GatewayQuote", "arguments": ["CON.F.US.MES.H26", {"n": n}]}) + RS
+        hub_server.push_raw(one(1) + one(2) + one(3))
+        hub_server.push_raw(one(4))
+        wait_for(lambda: seen.count("end") >= 2)
+        assert seen[:6] == [1, 2, 3, "end", 4, "end"]
+    finally:
+        hub.stop()
+
+
 def test_garbage_frames_are_counted_and_the_connection_survives(hub_server):
     got: list = []
     hub = HubClient(hub_server.url, lambda: "t", handlers={"GatewayTrade": got.append},

@@ -88,3 +88,16 @@ def test_ticks_from_recording_for_the_simulator(tmp_path):
     ticks = ticks_from_recording(p)
     assert [(t.price, t.size, t.aggressor, t.bid, t.ask) for t in ticks] == [
         (20001, 3, 0, 20000, 20001), (20000, 1, 1, 20000, 20001)]
+
+
+def test_daily_recorder_days_across_the_spring_dst_change(tmp_path):
+    """The day's span is worked out once a day: a 23-hour day still ends at New York midnight."""
+    from datetime import datetime, timezone
+    r = DailyRecorder(tmp_path, C)
+    start_14th = int(datetime(2027, 3, 14, 5, tzinfo=timezone.utc).timestamp()) * 10**9     # 00:00 EST
+    end_14th = int(datetime(2027, 3, 15, 4, tzinfo=timezone.utc).timestamp()) * 10**9       # 00:00 EDT
+    for ts in (start_14th - 1, start_14th, start_14th + 3 * 3600 * 10**9, end_14th - 1, end_14th):
+        r.write(ts, "GatewayTrade", [C, []])
+    r.close()
+    counts = {f.name: len(list(read_recording(f))) for f in tmp_path.iterdir()}
+    assert counts == {"MESH6_2027-03-13.rec": 1, "MESH6_2027-03-14.rec": 3, "MESH6_2027-03-15.rec": 1}
