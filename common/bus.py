@@ -40,9 +40,55 @@ HWM = 100_000
 LATEST_ONLY_HWM = 2_000
 NO_GAP_TOPICS = {b"Heartbeat"}   # losing a heartbeat is harmless; the next one arrives in a second
 
+# Flags as plain ints: pyzmq's constants are enums, and combining or converting them costs more per
+# message than the libzmq call they are passed to.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+_POLLIN = int(zmq.POLLIN)
+
 
 def context() -> zmq.Context:
     return zmq.Context.instance()
+
+
+_send_frame = zmq.backend.Socket.send      # libzmq's send of one frame, under pyzmq's Python wrapper
+
+
+class _Socket(zmq.Socket):
+    """pyzmq's Socket, whose multipart send and receive call libzmq frame by frame directly.
+
+    pyzmq's own wrap every frame in Python calls (overloads, routing-id checks, enum flags) that
+    cost more than the frame: a quarter of a bus hop of a few hundred bytes. Anything but copied
+    bytes frames takes pyzmq's path."""
+
+    def send_multipart(self, msg_parts: Any, flags: int = 0, copy: bool = True, track: bool = False,
+                       **kwargs: Any) -> Any:
+        for part in msg_parts:      # all checked before the first frame goes: never half a message
+            if type(part) is not bytes:
+                return super().send_multipart(msg_parts, flags, copy=copy, track=track, **kwargs)
+        if not copy or track or kwargs:
+            return super().send_multipart(msg_parts, flags, copy=copy, track=track, **kwargs)
+        flags = int(flags)
+        last = len(msg_parts) - 1
+        for i in range(last):
+            _send_frame(self, msg_parts[i], flags | _SNDMORE)
+        _send_frame(self, msg_parts[last], flags)
+        return None
+
+    def recv_multipart(self, flags: int = 0, copy: bool = True, track: bool = False) -> Any:
+        if not copy or track:
+            return super().recv_multipart(flags, copy=copy, track=track)
+        flags = int(flags)
+        parts = []
+        while True:     # a Frame says whether more follow; getsockopt(RCVMORE) costs more (an enum lookup)
+            frame = self.recv(flags, copy=False)
+            parts.append(frame.bytes)
+            if not frame.more:
+                return parts
+
+
+def _socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
+    return ctx.socket(kind, socket_class=_Socket)
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> None:
@@ -65,7 +111,7 @@ def _bind(sock: zmq.Socket, endpoint: str) -> None:
 # identity, so each one gets exactly one answer, to the right caller, and never blocks.
 
 def _answering_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    sock = ctx.socket(zmq.ROUTER)
+    sock = _socket(ctx, zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     _bind(sock, endpoint)
     return sock
@@ -76,15 +122,15 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
     """Read one message from a ROUTER socket, if a whole one is there (waiting up to `wait_ms`,
     -1: until one is), and send its sender exactly one answer: `answer(body frames)`, or an
     error Reply if that raises."""
-    while True:
-        if wait_ms and not sock.poll(wait_ms):
+    if wait_ms < 0:
+        parts = sock.recv_multipart()   # blocks in libzmq: a ROUTER hands over whole messages only
+    else:
+        if wait_ms and not zmq.zmq_poll([(sock, _POLLIN)], wait_ms):
             return
         try:
-            parts = sock.recv_multipart(zmq.NOBLOCK)
-            break
+            parts = sock.recv_multipart(_NOBLOCK)
         except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
-            if wait_ms >= 0:
-                return
+            return
     head, body = split_envelope(parts)
     try:
         reply = answer(body)
@@ -97,15 +143,19 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
 def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """A ROUTER message -> (the caller's routing envelope, the request's frames):
     [identity, labels..., b"", body...] from a REQ; [identity, body...] from a DEALER."""
-    cut = parts.index(b"", 1) + 1 if b"" in parts[1:] else 1
+    try:
+        cut = parts.index(b"", 1) + 1
+    except ValueError:
+        cut = 1
     return parts[:cut], parts[cut:]
 
 
 def send_answer(sock: zmq.Socket, head: list[bytes], reply: Any, name: str, seq: int = 0) -> None:
     """Send `reply` to the caller behind `head` (a ROUTER envelope), now or later (a deferred
     answer keeps its envelope); a caller that is gone is no error."""
+    frame = _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())
     try:
-        sock.send_multipart([*head, _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())], zmq.NOBLOCK)
+        sock.send_multipart([*head, frame], _NOBLOCK)
     except zmq.ZMQError as exc:   # the caller is gone or not reading: nothing to answer
         logger.debug(f"BUS: {name}: answer dropped: {exc}")
 
@@ -148,7 +198,7 @@ class Publisher:
         self.clock = clock or time.time_ns
         self.epoch = time.time_ns()
         self.started = time.monotonic()
-        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock = _socket(self.ctx, zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, HWM)
         self.sock.setsockopt(zmq.LINGER, 500)
         _bind(self.sock, pub_endpoint)
@@ -171,7 +221,7 @@ class Publisher:
         self.seqs[topic] = seq
         frame = encode(msg, seq=seq, ts_ns=self.clock() if ts_ns is None else ts_ns,
                        src=self.service, epoch=self.epoch, hops=hops)
-        self.sock.send_multipart((topic, frame), copy=False)
+        self.sock.send_multipart((topic, frame))     # copied: zero-copy costs more below 64 kB
         self.sent += 1
         if key is not None:
             rk = (topic, key)
@@ -248,12 +298,13 @@ class Subscriber:
         self.snapshot_endpoint = snapshot_endpoint
         self.snapshot_timeout_ms = snapshot_timeout_ms
         self.topics = [t.__name__ if isinstance(t, type) else t for t in topics]
-        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock = _socket(self.ctx, zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
         for t in self.topics or [""]:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         self.sock.connect(pub_endpoint)
+        self._readable = [(self.sock, _POLLIN)]
         self.stats = SubscriberStats()
         self.last_seq: dict[bytes, int] = {}
         self.epoch: int | None = None
@@ -268,19 +319,24 @@ class Subscriber:
             self.sync()
         while self._pending:
             out.append(self._pending.popleft())
-        for _ in range(max_messages):
+        sock, pending = self.sock, self._pending
+        for n in range(max_messages):
+            # after the first message, ask whether another is there (zmq_poll, 0 ms): cheaper than
+            # the zmq.Again a failed recv raises, which costs more than receiving a message
+            if n and not zmq.zmq_poll(self._readable, 0):
+                break
             try:
-                topic, frame = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)[-2:]
+                parts = sock.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 break
-            except ValueError:
+            if len(parts) < 2:
                 self._bad("frame with fewer than two parts")
                 continue
-            env = self._accept(topic, frame)
+            env = self._accept(parts[-2], parts[-1])
             if env is not None:
                 out.append(env)
-            while self._pending:
-                out.append(self._pending.popleft())
+            while pending:
+                out.append(pending.popleft())
         return out
 
     def recv(self, timeout_ms: int = 1000) -> list[Envelope]:
@@ -441,13 +497,15 @@ class LazyPirateClient:
         self.retries = retries
         self.ctx = ctx or context()
         self.sock: zmq.Socket | None = None
+        self._timeout_set: int | None = None     # the open socket's RCVTIMEO
         self.seq = 0
         self.resends = 0
 
     def _open(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.REQ)
+        sock = _socket(self.ctx, zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.endpoint)
+        self._timeout_set = None
         return sock
 
     def request(self, msg: Any, timeout_ms: int | None = None, retries: int | None = None,
@@ -459,10 +517,14 @@ class LazyPirateClient:
         for attempt in range(tries):
             if self.sock is None:
                 self.sock = self._open()
-            self.sock.send(frame)
-            if self.sock.poll(timeout):
-                reply = self.sock.recv()
-                return decode(reply)
+            if self._timeout_set != timeout:
+                self.sock.setsockopt(zmq.RCVTIMEO, int(timeout))
+                self._timeout_set = timeout
+            _send_frame(self.sock, frame, 0)
+            try:    # a blocking recv bounded by RCVTIMEO: one call into libzmq, like a bare REQ
+                return decode(self.sock.recv())
+            except zmq.Again:
+                pass
             # Lazy Pirate: the REQ socket is now stuck; throw it away and try again
             self.sock.close()
             self.sock = None

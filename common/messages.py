@@ -336,6 +336,7 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ShadowPrediction,
 )
 REGISTRY: dict[str, type] = {cls.__name__: cls for cls in MESSAGE_TYPES}
+_TOPICS: dict[type, bytes] = {cls: cls.__name__.encode() for cls in MESSAGE_TYPES}   # a message's topic, per publish
 
 
 # --------------------------------------------------------------------------
@@ -358,6 +359,9 @@ class Envelope:
 
 
 def topic_of(msg_or_cls: Any) -> bytes:
+    topic = _TOPICS.get(type(msg_or_cls))
+    if topic is not None:
+        return topic
     cls = msg_or_cls if isinstance(msg_or_cls, type) else type(msg_or_cls)
     return cls.__name__.encode()
 
@@ -397,11 +401,10 @@ def encode(msg: Any, *, seq: int = 0, ts_ns: int = 0, src: str = "", epoch: int 
            hops: dict[str, int] | None = None) -> bytes:
     """Message -> frame. msgspec writes the map (the body straight from the dataclass, fields in
     their declared order): the same bytes msgpack.packb(..., use_bin_type=True) writes, faster."""
-    cls = type(msg)
-    if cls not in _FIELDS:
-        raise TypeError(f"{cls.__name__} is not a message type of common.messages")
-    return _ENCODER.encode({"type": cls.__name__, "v": SCHEMA_VERSION, "seq": seq, "ts": ts_ns, "src": src,
-                            "ep": epoch, "hops": hops or {}, "body": msg})
+    name = _NAMES.get(type(msg))
+    if name is None:
+        raise TypeError(f"{type(msg).__name__} is not a message type of common.messages")
+    return _ENCODER.encode(_OutFrame(name, SCHEMA_VERSION, seq, ts_ns, src, epoch, hops or _NO_HOPS, msg))
 
 
 def _frame_struct(cls: type) -> type:
@@ -413,6 +416,12 @@ def _frame_struct(cls: type) -> type:
 
 
 _ENCODER = msgspec.msgpack.Encoder()
+_NAMES: dict[type, str] = {cls: cls.__name__ for cls in MESSAGE_TYPES}
+_NO_HOPS: dict[str, int] = {}     # only ever read
+# The frame map with its keys in wire order: msgspec writes a struct as that map, the same bytes
+# as a dict, without building the dict first.
+_OutFrame = msgspec.defstruct("OutFrame", [("type", str), ("v", int), ("seq", int), ("ts", int), ("src", str),
+                                           ("ep", int), ("hops", dict), ("body", Any)])
 _FAST = msgspec.msgpack.Decoder(typing.Union[tuple(_frame_struct(c) for c in MESSAGE_TYPES)])
 
 
@@ -424,8 +433,9 @@ def decode(frame: bytes) -> Envelope:
     they always have (they are the definition; the fast path only skips them when they would pass)."""
     try:
         f = _FAST.decode(frame)
-        if f.v == SCHEMA_VERSION and all(type(x) is int for x in f.hops.values()):
-            return Envelope(f.body, f.seq, f.ts, f.src, f.ep, f.hops)
+        hops = f.hops
+        if f.v == SCHEMA_VERSION and (not hops or all(type(x) is int for x in hops.values())):
+            return Envelope(f.body, f.seq, f.ts, f.src, f.ep, hops)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError):
         pass
     return _decode_checked(frame)

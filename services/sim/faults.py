@@ -1,6 +1,6 @@
 """Fault injection and the simulator's control surface (`/sim/...`, loopback, no auth):
 HTTP errors, delays and held answers, order rejects, dropped/garbage WebSockets, silent,
-half-closed and stop-after-handshake hubs, stalls, expired tokens, price control, and the sim's own record (`/sim/state`)."""
+half-closed and stop-after-handshake hubs, stalls, expired tokens, price control, the replay speed, and the sim's own record (`/sim/state`)."""
 from __future__ import annotations
 
 import json
@@ -114,6 +114,8 @@ async def control(request: web.Request) -> web.Response:
         ask = inst.to_ticks(str(p["ask"])) if "ask" in p else bid + 1
         last = inst.to_ticks(str(p["last"])) if "last" in p else None
         sim.set_price(bid, ask, last, trade=bool(p.get("trade", "last" in p)))
+    elif name == "speed":
+        sim.replay.set_speed(float(p["speed"]), time.monotonic())
     elif name == "balance":
         sim.engine.account.balance_cents = int(Decimal(str(p["balance"])) * 100)
         sim.publish_events([("account", sim.engine.account)])

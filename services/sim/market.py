@@ -176,6 +176,17 @@ class Replay:
         if self.t0_wall is not None:
             self.t0_wall += seconds
 
+    def set_speed(self, speed: float, wall: float) -> None:
+        """Change the pace from now on: the tape keeps its place (a benchmark warms the features
+        up fast, then measures at one bar a second)."""
+        if self.t0_wall is not None:
+            if self.speed > 0:
+                self.t0_data = int(self.t0_data + (wall - self.t0_wall) * self.speed * NS)
+            else:
+                self.t0_data = self.next_ts()
+            self.t0_wall = wall
+        self.speed = speed
+
     def next_ts(self) -> int:
         """Shifted time of the tick next() returns (the next lap's first one at the end)."""
         if self.i < len(self.ticks):

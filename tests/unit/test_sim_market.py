@@ -50,3 +50,17 @@ def test_replay_without_loop_finishes():
     r = Replay(ticks, offset_ns=0, speed=1.0, loop=False)
     r.start(wall=0.0)
     assert r.next() and r.next() and r.due_in(5.0) == 0.0 and r.next() is None and r.finished
+
+
+def test_replay_speed_change_keeps_the_tape_in_place():
+    from services.sim.market import Replay, Tick
+    NS = 10**9
+    ticks = [Tick(i * NS, 100, 1, 0, 99, 100) for i in range(100)]
+    r = Replay(ticks, offset_ns=0, speed=40.0, loop=False)
+    r.start(wall=0.0)
+    while r.due_in(0.5) == 0.0:             # 0.5 s at speed 40: 20 s of tape
+        r.next()
+    assert r.i == 21
+    r.set_speed(1.0, wall=0.5)
+    assert r.due_in(0.5) == pytest.approx(1.0)      # the tick at 21 s is 1 s of tape away, at speed 1
+    assert r.due_in(1.5) == 0.0
