@@ -271,6 +271,12 @@ def chart_equity(data: ReportData) -> str:
     return _svg(fig)
 
 
+def symbol_of(contract: str) -> str:
+    """'CON.F.US.MES.H26' -> 'MES'; a bare symbol ('MES', a backtest's) stays as it is."""
+    parts = (contract or "").split(".")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
 def chart_price(data: ReportData) -> str:
     plt = _figure(9, 3.6)
     fig, ax = plt.subplots(figsize=(9, 3.6))
@@ -298,7 +304,7 @@ def chart_price(data: ReportData) -> str:
                Line2D([], [], marker="x", ls="", color=GREY, label="exit"),
                Line2D([], [], color=GREEN, label="won"), Line2D([], [], color=RED, label="lost")]
     if data.bars:
-        handles.insert(0, Line2D([], [], color=BLUE, label=f"{data.contract.split('.')[-2] if data.contract else ''} close"))
+        handles.insert(0, Line2D([], [], color=BLUE, label=f"{symbol_of(data.contract)} close"))
     ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=6, frameon=False)
     ax.set_ylabel("price")
     times = [b[0] for b in data.bars] + [t.entry_ns for t in data.trips if t.entry_ns] + [t.exit_ns for t in data.trips]

@@ -47,3 +47,10 @@ def test_every_chart_is_drawn_even_with_nothing_to_show():
     for chart in ("equity", "price", "pnl_hour", "pnl_reason", "confidence", "latency"):
         assert f"data-chart='{chart}'><svg" in html_text
     assert "No round trips this session." in html_text and "no predictions recorded" in html_text
+
+
+def test_a_backtest_report_names_its_bare_symbol():
+    bars = [(T0 + i * 60 * S, 24000, 24004, 23996, 24001 + i) for i in range(3)]
+    for contract in ("MES", MES):      # a backtest names the symbol; live, the contract id
+        html_text = render_html(report_data([trip(0, 500)], day="2026-11-23", bars=bars, contract=contract))
+        assert "MES close" in html_text
