@@ -43,6 +43,12 @@ class EventsMixin:
         return default
 
     def on_order(self, raw: dict) -> None:
+        oid = raw.get("id")
+        was = self.book.pruned_status(oid) if type(oid) is int else None
+        if was is not None and raw.get("status") == was:
+            # a forgotten finished order reported as it ended: a poll lists the session's every
+            # order, and converting each one first cost the loop ~8 us an order, ms per poll
+            return
         try:
             u = OrderUpdate.of(raw)              # the one conversion of the broker's record
         except BadBrokerRecord as exc:
@@ -157,6 +163,9 @@ class EventsMixin:
 
     def on_trade(self, raw: dict, publish: bool = True, park: bool = True) -> None:
         t_rx = time.perf_counter_ns()
+        tid = raw.get("id")
+        if type(tid) is int and tid in self.seen_trades:   # a poll lists the session's every trade
+            return
         try:
             t = TradeUpdate.of(raw)              # the one conversion of the broker's record
         except BadBrokerRecord as exc:
