@@ -9,7 +9,7 @@ from pathlib import Path
 from common.config import ModelConfig, load_config
 from common.messages import ShadowPrediction, decode, encode
 from common.ticks.feed_core import FeedCore
-from services.inference.__main__ import ShadowLog
+from services.inference.shadow_log import ShadowLog
 from services.inference.features import FEATURE_NAMES
 from services.inference.model import load_model
 from services.inference.worker import InferenceWorker
