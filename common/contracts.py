@@ -120,11 +120,12 @@ def resolve(spec: str, search: Callable[[str], list[dict]], by_id: Callable[[str
 
 def resolve_with_client(client: Any, spec: str, today: date | None, warn_days: int,
                         is_trading_day: Callable[[date], bool] | None = None,
-                        sleep: Callable[[float], None] = _time.sleep) -> tuple[str, str | None]:
+                        sleep: Callable[[float], None] = _time.sleep,
+                        give_up_s: float | None = None) -> tuple[str, str | None]:
     """`resolve` over a TopstepXClient. A broker not reachable yet (the simulator still starting,
     a loaded box) is waited for, one line per attempt (common/topstepx/startup.py); a refusal
     (ContractError, a 401 or refused login, another HTTP 4xx) ends it at once as a ContractError."""
-    from common.topstepx.rest import BrokerError, TopstepXError
+    from common.topstepx.rest import BrokerError, OutcomeUnknown, RateLimited, TopstepXError
     from common.topstepx.startup import until_reachable
 
     def search(symbol: str) -> list[dict]:
@@ -138,6 +139,9 @@ def resolve_with_client(client: Any, spec: str, today: date | None, warn_days: i
 
     try:
         return until_reachable(f"resolving {spec}", lambda: resolve(spec, search, by_id, today, warn_days,
-                                                                    is_trading_day), sleep=sleep, prefix="CONTRACT")
+                                                                    is_trading_day), sleep=sleep, prefix="CONTRACT",
+                               give_up_s=give_up_s)
+    except (OutcomeUnknown, RateLimited) as exc:
+        raise ContractError(f"trading.contract = {spec}: the broker did not answer in {give_up_s:g} s ({exc})") from None
     except TopstepXError as exc:
         raise ContractError(f"trading.contract = {spec}: the broker refused ({exc})") from None

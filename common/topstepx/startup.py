@@ -27,9 +27,11 @@ TRANSIENT = (OutcomeUnknown, RateLimited)
 
 
 def until_reachable(what: str, fn: Callable[[], T], *, first_s: float = 0.5, max_s: float = 10.0,
-                    sleep: Callable[[float], None] = time.sleep, prefix: str = "API") -> T:
+                    sleep: Callable[[float], None] = time.sleep, prefix: str = "API",
+                    give_up_s: float | None = None) -> T:
     """fn() once the broker answers it. Transient failures are retried (see the module doc);
-    anything else fn raises is raised at once."""
+    anything else fn raises is raised at once. A service waits for as long as it takes; a
+    one-shot tool (`scalper check`) gives up after `give_up_s` and raises the last failure."""
     attempt = 0
     pause = first_s
     t0 = time.monotonic()
@@ -38,6 +40,8 @@ def until_reachable(what: str, fn: Callable[[], T], *, first_s: float = 0.5, max
         try:
             return fn()
         except TRANSIENT as exc:
+            if give_up_s is not None and time.monotonic() - t0 + pause > give_up_s:
+                raise
             logger.warning(f"{prefix}: {what}: broker not reachable ({exc}); attempt {attempt}, "
                            f"{time.monotonic() - t0:.0f} s waited; next try in {pause:.1f} s "
                            "(is the broker or the simulator up? api.base_url right?)")

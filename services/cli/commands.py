@@ -229,7 +229,7 @@ def _check_contract(cfg: Config, line) -> Config:
     client = TopstepXClient.from_config(cfg.api, share=0.05)
     try:
         cid, warning = resolve_with_client(client, cfg.trading.contract, today, cfg.trading.expiry_warning_days,
-                                           SessionCalendar.from_config(cfg.trading).is_trading_day, wait_s=5)
+                                           SessionCalendar.from_config(cfg.trading).is_trading_day, give_up_s=5)
     except ContractError as exc:
         line(False, "contract", str(exc))
         return cfg

@@ -67,3 +67,16 @@ def test_contract_resolution_waits_for_the_broker_and_stops_on_a_refusal(lines):
     with pytest.raises(ContractError, match="refused"):
         resolve_with_client(_Client([AuthError("/api/Contract/search: HTTP 401")]), "MES", date(2026, 11, 23), 5,
                             sleep=lambda s: pytest.fail("waited on a refusal"))
+
+
+def test_a_one_shot_tool_gives_up_after_its_wait(lines):
+    """`scalper check` asks once, waits a few seconds at most, and says the broker did not answer."""
+    from datetime import date
+    from unittest import mock
+    client = _Client([OutcomeUnknown("/api/Contract/search: connection failed (ConnectionError)")] * 100)
+    pauses: list[float] = []
+    clock = iter(range(0, 1000))                 # one second per look at the clock
+    with mock.patch("common.topstepx.startup.time.monotonic", lambda: next(clock)):
+        with pytest.raises(ContractError, match="did not answer in 5 s"):
+            resolve_with_client(client, "MES", date(2026, 11, 23), 5, sleep=pauses.append, give_up_s=5)
+    assert 0 < len(pauses) < 5
