@@ -509,7 +509,10 @@ class LazyPirateClient:
         return sock
 
     def request(self, msg: Any, timeout_ms: int | None = None, retries: int | None = None,
-                hops: dict[str, int] | None = None) -> Envelope:
+                hops: dict[str, int] | None = None, on_sent: Callable[[], None] | None = None) -> Envelope:
+        """Send `msg`, wait for its answer. `on_sent` runs once the first try is on the wire,
+        while the server works on it: the caller's bookkeeping (a log line, a publish) there
+        costs the request nothing."""
         self.seq += 1
         frame = encode(msg, seq=self.seq, ts_ns=time.time_ns(), src=self.name, hops=hops)
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
@@ -521,6 +524,11 @@ class LazyPirateClient:
                 self.sock.setsockopt(zmq.RCVTIMEO, int(timeout))
                 self._timeout_set = timeout
             _send_frame(self.sock, frame, 0)
+            if on_sent is not None and attempt == 0:
+                try:
+                    on_sent()
+                except Exception as exc:  # the caller's bookkeeping must not cost the answer
+                    logger.exception(f"BUS: {self.name}: after sending: {exc}")
             try:    # a blocking recv bounded by RCVTIMEO: one call into libzmq, like a bare REQ
                 return decode(self.sock.recv())
             except zmq.Again:

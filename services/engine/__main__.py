@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = LazyPirateClient(SERVICE, cfg.bus.orders_cmd, cfg.bus.request_timeout_ms, cfg.bus.request_retries)
 
-    def send(cmd: OrderCommand, hops: dict) -> OrderReply | None:
+    def send(cmd: OrderCommand, hops: dict, on_sent=None) -> OrderReply | None:
         # a gateway already known not to answer gets one short try: the loop never waits on it
         # for long (the idempotency key makes the engine's later resend of an exit safe)
         quick = {"timeout_ms": sect.stale_command_timeout_ms, "retries": 0} if engine.gateway_stale else {}
         try:
-            env = client.request(cmd, hops=hops, **quick)
+            env = client.request(cmd, hops=hops, on_sent=on_sent, **quick)
         except ServiceUnavailable as exc:
             logger.error(f"BUS: {exc}")
             return None

@@ -34,10 +34,12 @@ class FakeGateway:
         self.status = "accepted"
         self.down = False
 
-    def __call__(self, cmd, hops):
+    def __call__(self, cmd, hops, on_sent=None):
         self.commands.append(cmd)
         if self.down:
             return None
+        if on_sent is not None:          # the request is on the wire, the gateway works on it
+            on_sent()
         if cmd.key in self.replies:
             return self.replies[cmd.key]
         ok = self.status in ("accepted",)

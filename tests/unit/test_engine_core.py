@@ -41,6 +41,23 @@ def test_signal_log_line(capsys):
     assert any(line.startswith("SIGNAL: LONG_ENTRY conf=0.78 price=6050.25") for line in lines)
 
 
+def test_the_signal_is_announced_once_its_command_is_on_the_wire_and_also_when_the_gateway_is_down():
+    k = Kit(MON)
+    order = []
+    real = k.gw
+
+    def gateway(cmd, hops, on_sent=None):
+        order.append(("sent", len(k.kinds(Signal))))
+        return real(cmd, hops, on_sent)
+    k.eng.send = gateway
+    k.predict(1, 0.78)
+    assert order == [("sent", 0)] and len(k.kinds(Signal)) == 1     # published after the send, once
+    k2 = Kit(MON)
+    k2.gw.down = True                                               # never reached: still announced
+    k2.predict(1, 0.78)
+    assert len(k2.gw.commands) == 1 and len(k2.kinds(Signal)) == 1
+
+
 def test_no_second_entry_while_one_is_in_flight_then_reverse_and_exit():
     k = Kit(MON)
     k.predict(1, 0.8)
@@ -428,7 +445,7 @@ class ScriptedGateway:
         self.commands = []
         self.R = OrderReply
 
-    def __call__(self, cmd, hops):
+    def __call__(self, cmd, hops, on_sent=None):
         self.commands.append(cmd)
         status, ok, detail = self.replies.pop(0) if self.replies else ("accepted", True, {})
         return self.R(cmd.key, ok, status, "", detail)

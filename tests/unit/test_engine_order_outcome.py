@@ -15,7 +15,7 @@ class EarlyGateway:
     def __init__(self):
         self.commands = []
 
-    def __call__(self, cmd, hops):
+    def __call__(self, cmd, hops, on_sent=None):
         self.commands.append(cmd)
         return OrderReply(cmd.key, True, "accepted", "in progress", {"pending": True, "key": cmd.key})
 
