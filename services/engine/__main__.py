@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         logger.error(f"BUS: refusing to start: {exc}")
         return 2
-    client = LazyPirateClient(SERVICE, cfg.bus.orders_cmd, cfg.bus.request_timeout_ms, cfg.bus.request_retries)
+    client = LazyPirateClient(SERVICE, cfg.bus.orders_cmd, sect.command_timeout_ms, sect.command_retries)
 
     def send(cmd: OrderCommand, hops: dict, on_sent=None) -> OrderReply | None:
         # a gateway already known not to answer gets one short try: the loop never waits on it

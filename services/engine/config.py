@@ -20,4 +20,9 @@ class EngineConfig(BaseModel):
     status_timeout_s: float = Field(1.0, gt=0)  # a status unanswered this long: the gateway's view is stale
     gateway_silent_s: float = Field(2.0, gt=0)  # no gateway heartbeat this long: its view is stale
     stale_command_timeout_ms: int = Field(250, gt=0)   # a command to a gateway whose view is stale: one try
+    # a command to a gateway thought alive: it answers within ~0.15 s whatever the broker does,
+    # so a hung gateway (SIGSTOP, a wedged loop) costs the engine's loop at most 2 x 1 s, not
+    # bus.request_timeout_ms x (1 + bus.request_retries) = 10 s; a resend is safe (same key)
+    command_timeout_ms: int = Field(1000, gt=0)
+    command_retries: int = Field(1, ge=0)
     flatten_retry_s: float = Field(15.0, gt=0)  # still not flat this long after a flatten: send again
