@@ -55,6 +55,8 @@ def _check_size(path: Path) -> None:
         raise sqlite3.DatabaseError(f"truncated: {size} bytes, its header says {page * pages}")
 
 
+CACHE_KIB = 256                  # SQLite page cache per connection, KiB
+
 class Journal:
     def __init__(self, path: str | Path):
         """Open (or create) the journal. A corrupt or truncated file raises BadStateFile (one
@@ -68,6 +70,9 @@ class Journal:
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # a small page cache: SQLite's default (2 MB) fills as the journal grows through the
+            # day and was most of the gateway's memory growth; the OS caches the file anyway
+            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.db.executescript(SCHEMA)
             check = [r[0] for r in self.db.execute("PRAGMA quick_check")]
             if check != ["ok"]:
