@@ -46,7 +46,7 @@ anyday: install-test
 	for d in $(ANYDAY_DAYS); do tests/anyday/run "$$d" $(ANYDAY_TESTS) || exit 1; done
 
 # Every benchmark, flat out and at the live cadence (one op per 1 s idle; tests/bench/_kit.py), each
-# with its bare floor measured in the same run; JSON under logs/bench/. About 7 minutes on a quiet
+# with its bare floor measured in the same run; JSON under logs/bench/. About 9 minutes on a quiet
 # 2-core box (orders_faults: 80 s, a 20 s broker freeze and 2.5 s REST delays). BENCH_BARS (idle
 # periods per measured op, default 10) buys better p99s for more time.
 BENCHES := bus inference orders orders_faults feed pipeline sim backtest
