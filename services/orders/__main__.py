@@ -57,9 +57,27 @@ def main(argv: list[str] | None = None) -> int:
     calendar = SessionCalendar.from_config(cfg.trading)
     rest = TopstepXClient.from_config(cfg.api, share=sect.rate_share, reserve=sect.rate_reserve,
                                       budget=str(budget_path(cfg)) if sect.shared_budget else None)
+    gw = None
+
+    def on_cmd(env):
+        msg = env.msg
+        if not isinstance(msg, OrderCommand):
+            return OrderReply("", False, "error", f"expected OrderCommand, got {env.type}")
+        return gw.handle(msg, env.hops)
+
+    # bound first: while the gateway waits for the broker, its callers get a refusal that says so
     try:
-        until_reachable("login", rest.login)
-        account_id = until_reachable("account lookup", lambda: find_account(rest, cfg))
+        rep = CommandSocket(SERVICE, cfg.bus.orders_cmd, on_cmd, sect.answer_within_s,
+                            lambda task: gw.command_answered_early(task))
+    except OSError as exc:
+        logger.error(f"BUS: refusing to start: {exc}")
+        return 2
+
+    def starting(seconds: float) -> None:
+        rep.refuse_for(seconds, "the gateway is starting: waiting for the broker")
+    try:
+        until_reachable("login", rest.login, sleep=starting)
+        account_id = until_reachable("account lookup", lambda: find_account(rest, cfg), sleep=starting)
     except TopstepXError as exc:
         logger.error(f"API: refusing to start: {exc}")
         return 2
@@ -83,24 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     logger.info(f"ORDERS: account {account_id}, contract {cfg.trading.contract}, journal {journal.path}, "
                 f"max_contracts {cfg.risk.max_contracts}, max_daily_loss {cfg.risk.max_daily_loss}")
 
-    def on_cmd(env):
-        msg = env.msg
-        if not isinstance(msg, OrderCommand):
-            return OrderReply("", False, "error", f"expected OrderCommand, got {env.type}")
-        return gw.handle(msg, env.hops)
-
-    try:
-        rep = CommandSocket(SERVICE, cfg.bus.orders_cmd, on_cmd, sect.answer_within_s, gw.command_answered_early)
-    except OSError as exc:
-        logger.error(f"BUS: refusing to start: {exc}")
-        return 2
-
     # state at start: what did we send, what does the broker hold (kill -9 recovery)
     def initial_reconcile() -> None:
         task = gw.spawn(gw.reconcile(initial=True), "initial reconcile")
         if task.error is not None or not task.result:
             raise OutcomeUnknown(f"{task.error or 'a search failed'}")
-    until_reachable("initial reconciliation", initial_reconcile, prefix="SYNC")
+    until_reachable("initial reconciliation", initial_reconcile, prefix="SYNC", sleep=starting)
     if journal.created:
         logger.warning(f"SYNC: new journal {journal.path}: state rebuilt from the broker: "
                        f"{len(gw.positions)} open positions, "

@@ -34,6 +34,19 @@ class CommandSocket(ReplyServer):
         self.waiting: tuple[Task, float, list[bytes]] | None = None
         self.answered_early = 0
 
+    def refuse_for(self, seconds: float, why: str) -> None:
+        """Before the loop runs (the start-up wait for a broker that is not up yet): for
+        `seconds`, answer every request at once with a refusal that says why, instead of leaving
+        it unanswered in the socket (an operator's `scalper status` learns the gateway is starting)."""
+        handler = self.handler
+        self.handler = lambda env: OrderReply(str(getattr(env.msg, "key", "") or ""), False, "starting", why)
+        try:
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                ReplyServer.serve_one(self, max(1, int(left * 1000)))
+        finally:
+            self.handler = handler
+
     def attach(self, loop: ServiceLoop) -> "CommandSocket":
         self.loop = loop
         loop.add_reader(self.sock, self.serve_one)

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from common.messages import Heartbeat
+from common.bus import LazyPirateClient
+from common.messages import Heartbeat, OrderCommand
 from tests.integration.orders_helpers import Gw, wait_for
 from tests.harness.sim import SimProcess
 
@@ -26,6 +27,14 @@ def test_gateway_started_before_the_simulator_comes_up_when_it_does(tmp_path):
         assert gw.proc.alive(), out.read_text()
         line = next(ln for ln in out.read_text().splitlines() if "broker not reachable" in ln)
         assert "attempt 1" in line and sim.api_key not in line
+        # meanwhile its command socket answers at once, and says why it does nothing yet
+        client = LazyPirateClient("test", gw.cfg.bus.orders_cmd, timeout_ms=2000, retries=0)
+        try:
+            t0 = time.monotonic()
+            rep = client.request(OrderCommand("op-status-starting", "status")).msg
+            assert time.monotonic() - t0 < 0.5 and not rep.ok and rep.status == "starting", rep
+        finally:
+            client.close()
         sim.start()
         wait_for(lambda: any(isinstance(m, Heartbeat) and m.service == "orders" and m.state == "ok"
                              for m in gw.of(Heartbeat)), 60, 0.2, "gateway heartbeat ok")
