@@ -81,40 +81,43 @@ def test_journal_transaction_commits_once_nests_and_rolls_back(tmp_path):
         j.close()
 
 
-def test_both_legs_are_committed_before_the_stop_is_sent(tmp_path):
+
+@pytest.fixture
+def kit(tmp_path):
+    """A gateway on a scripted broker, its journal closed after the test."""
     k = Kit(tmp_path)
-    try:
-        k.broker.market_fills = False
-        k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
-        seen: list[set] = []
-
-        def look():        # another connection: only what is committed
-            with sqlite3.connect(str(tmp_path / "orders.sqlite")) as db:
-                seen.append({r[0] for r in db.execute("SELECT tag FROM orders")})
-        k.broker.before("place_order", look)
-        k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
-        k.settle()
-        assert seen and {"LE1:stop:0", "LE1:target:0"} <= seen[0]
-        assert {o["type"] for o in k.broker.working()} == {STOP, LIMIT} and k.broker.violations == []
-    finally:
-        k.journal.close()
+    yield k
+    k.journal.close()
 
 
-def test_a_refused_stop_closes_the_position_and_cancels_the_target_sent_beside_it(tmp_path):
-    k = Kit(tmp_path)
-    try:
-        k.broker.market_fills = False
-        k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
-        k.broker.market_fills = True                    # (the close fills)
-        k.broker.fail("place_order", BrokerError("/api/Order/place", 2, "stop refused", {}))   # the stop only
-        k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
-        k.settle()
-        assert k.risks("protection_failed")
-        assert k.broker.signed() == 0 and k.broker.working() == []
-        assert len(k.broker.by_tag("LE1:target:")) == 1 and len(k.broker.by_tag("LE1:stop:")) == 0
-        assert k.broker.violations == []
-    finally:
-        k.journal.close()
+def test_both_legs_are_committed_before_the_stop_is_sent(kit, tmp_path):
+    k = kit
+    k.broker.market_fills = False
+    k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+    seen: list[set] = []
+
+    def look():        # another connection: only what is committed
+        with sqlite3.connect(str(tmp_path / "orders.sqlite")) as db:
+            seen.append({r[0] for r in db.execute("SELECT tag FROM orders")})
+    k.broker.before("place_order", look)
+    k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
+    k.settle()
+    assert seen and {"LE1:stop:0", "LE1:target:0"} <= seen[0]
+    assert {o["type"] for o in k.broker.working()} == {STOP, LIMIT} and k.broker.violations == []
+
+
+def test_a_refused_stop_closes_the_position_and_cancels_the_target_sent_beside_it(kit):
+    k = kit
+    k.broker.market_fills = False
+    k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+    k.broker.market_fills = True                    # (the close fills)
+    k.broker.fail("place_order", BrokerError("/api/Order/place", 2, "stop refused", {}))   # the stop only
+    k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
+    k.settle()
+    assert k.risks("protection_failed")
+    assert k.broker.signed() == 0 and k.broker.working() == []
+    assert len(k.broker.by_tag("LE1:target:")) == 1 and len(k.broker.by_tag("LE1:stop:")) == 0
+    assert k.broker.violations == []
 
 
 def test_stop_and_target_are_on_the_wire_at_once(tmp_path):
@@ -228,58 +231,49 @@ class Commits:
         self.on = False
 
 
-def test_an_entry_command_is_one_commit_before_its_order_goes_out(tmp_path):
-    k = Kit(tmp_path)
-    try:
-        k.gw.native_brackets = False                         # (no native-bracket try first)
-        commits = Commits(k.journal)
-        seen: list = []
+def test_an_entry_command_is_one_commit_before_its_order_goes_out(kit, tmp_path):
+    k = kit
+    k.gw.native_brackets = False                         # (no native-bracket try first)
+    commits = Commits(k.journal)
+    seen: list = []
 
-        def at_send():
-            commits.stop()
-            with sqlite3.connect(str(tmp_path / "orders.sqlite")) as db:
-                seen.append((db.execute("SELECT state FROM intents WHERE key='LE1'").fetchone(),
-                             [r[0] for r in db.execute("SELECT tag FROM orders")]))
-        k.broker.before("place_order", at_send)
-        rep = k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
-        assert rep.ok and rep.status == "accepted"
-        assert commits.n == 1, commits.n
-        assert seen == [(("placing",), ["LE1:entry:0"])]
-        assert k.journal.intent("LE1")["reply"]["status"] == "accepted"
-    finally:
-        k.journal.close()
+    def at_send():
+        commits.stop()
+        with sqlite3.connect(str(tmp_path / "orders.sqlite")) as db:
+            seen.append((db.execute("SELECT state FROM intents WHERE key='LE1'").fetchone(),
+                         [r[0] for r in db.execute("SELECT tag FROM orders")]))
+    k.broker.before("place_order", at_send)
+    rep = k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+    assert rep.ok and rep.status == "accepted"
+    assert commits.n == 1, commits.n
+    assert seen == [(("placing",), ["LE1:entry:0"])]
+    assert k.journal.intent("LE1")["reply"]["status"] == "accepted"
 
 
-def test_a_refused_entry_is_answered_and_journaled(tmp_path):
-    k = Kit(tmp_path)
-    try:
-        k.cmd("op-halt", "halt", reason="test")
-        rep = k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
-        assert not rep.ok and rep.status == "halted"
-        assert k.journal.intent("LE1")["reply"]["status"] == "halted" and not k.journal.db.in_transaction
-        assert k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16) == rep    # idempotent
-        assert k.broker.count("place_order") == 0
-        assert k.journal.intent("op-halt")["state"] == "done"
-    finally:
-        k.journal.close()
+def test_a_refused_entry_is_answered_and_journaled(kit):
+    k = kit
+    k.cmd("op-halt", "halt", reason="test")
+    rep = k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+    assert not rep.ok and rep.status == "halted"
+    assert k.journal.intent("LE1")["reply"]["status"] == "halted" and not k.journal.db.in_transaction
+    assert k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16) == rep    # idempotent
+    assert k.broker.count("place_order") == 0
+    assert k.journal.intent("op-halt")["state"] == "done"
 
 
-def test_a_fill_is_two_commits_before_its_stop_goes_out(tmp_path):
+def test_a_fill_is_two_commits_before_its_stop_goes_out(kit):
     """The fill with its intent, then the stop's and the target's rows."""
-    k = Kit(tmp_path)
-    try:
-        k.gw.native_brackets = False
-        k.broker.market_fills = False
-        k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
-        k.settle()
-        commits = Commits(k.journal)
-        k.broker.before("place_order", commits.stop)
-        k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
-        k.settle()
-        assert commits.n == 2, commits.n
-        assert {o["type"] for o in k.broker.working()} == {STOP, LIMIT}
-    finally:
-        k.journal.close()
+    k = kit
+    k.gw.native_brackets = False
+    k.broker.market_fills = False
+    k.cmd("LE1", "enter", direction=1, size=1, stop_ticks=8, target_ticks=16)
+    k.settle()
+    commits = Commits(k.journal)
+    k.broker.before("place_order", commits.stop)
+    k.broker.fill(k.broker.by_tag("LE1:entry:0")[0]["id"])
+    k.settle()
+    assert commits.n == 2, commits.n
+    assert {o["type"] for o in k.broker.working()} == {STOP, LIMIT}
 
 
 def test_as_record_is_asdict_for_the_journal_s_plain_dataclasses():
