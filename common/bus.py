@@ -45,6 +45,7 @@ NO_GAP_TOPICS = {b"Heartbeat"}   # losing a heartbeat is harmless; the next one 
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _POLLIN = int(zmq.POLLIN)
+_NOBLOCK_MORE = _NOBLOCK | _SNDMORE
 
 
 def context() -> zmq.Context:
@@ -52,6 +53,7 @@ def context() -> zmq.Context:
 
 
 _send_frame = zmq.backend.Socket.send      # libzmq's send of one frame, under pyzmq's Python wrapper
+_recv_frame = zmq.backend.Socket.recv      # the same for recv, called positionally: (socket, flags, copy)
 
 
 class _Socket(zmq.Socket):
@@ -81,7 +83,7 @@ class _Socket(zmq.Socket):
         flags = int(flags)
         parts = []
         while True:     # a Frame says whether more follow; getsockopt(RCVMORE) costs more (an enum lookup)
-            frame = self.recv(flags, copy=False)
+            frame = _recv_frame(self, flags, False)
             parts.append(frame.bytes)
             if not frame.more:
                 return parts
@@ -123,12 +125,12 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
     -1: until one is), and send its sender exactly one answer: `answer(body frames)`, or an
     error Reply if that raises."""
     if wait_ms < 0:
-        parts = sock.recv_multipart()   # blocks in libzmq: a ROUTER hands over whole messages only
+        parts = _recv_routed(sock, 0)   # blocks in libzmq: a ROUTER hands over whole messages only
     else:
         if wait_ms and not zmq.zmq_poll([(sock, _POLLIN)], wait_ms):
             return
         try:
-            parts = sock.recv_multipart(_NOBLOCK)
+            parts = _recv_routed(sock, _NOBLOCK)
         except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
             return
     head, body = split_envelope(parts)
@@ -138,6 +140,17 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
         logger.exception(f"BUS: {name} failed answering a request: {exc}")
         reply = Reply(False, f"{type(exc).__name__}: {exc}")
     send_answer(sock, head, reply, name, seq)
+
+
+def _recv_routed(sock: zmq.Socket, flags: int) -> list[bytes]:
+    """One message from a ROUTER socket, as bytes frames. Its first frame, the sender's identity,
+    always has more after it, so it comes as bytes at once, without a Frame object to ask."""
+    parts = [_recv_frame(sock, flags)]
+    while True:
+        frame = _recv_frame(sock, flags, False)
+        parts.append(frame.bytes)
+        if not frame.more:
+            return parts
 
 
 def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -151,12 +164,18 @@ def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 
 
 def send_answer(sock: zmq.Socket, head: list[bytes], reply: Any, name: str, seq: int = 0) -> None:
-    """Send `reply` to the caller behind `head` (a ROUTER envelope), now or later (a deferred
-    answer keeps its envelope); a caller that is gone is no error."""
-    frame = _encode_reply(reply, name, seq=seq, ts_ns=time.time_ns())
+    """Send `reply` to the caller behind `head` (a ROUTER envelope, as received), now or later (a
+    deferred answer keeps its envelope); a caller that is gone is no error.
+
+    The frames go to libzmq one by one, without send_multipart's checks: they are bytes (the
+    envelope as received, the encoded answer), and a ROUTER neither blocks nor fails half-way
+    (a message for a caller that is gone or not reading is dropped whole)."""
+    frame = _encode_reply(reply, name, seq, time.time_ns())
     try:
-        sock.send_multipart([*head, frame], _NOBLOCK)
-    except zmq.ZMQError as exc:   # the caller is gone or not reading: nothing to answer
+        for part in head:
+            _send_frame(sock, part, _NOBLOCK_MORE)
+        _send_frame(sock, frame, _NOBLOCK)
+    except zmq.ZMQError as exc:   # the socket refused it (closed under us): nothing to answer
         logger.debug(f"BUS: {name}: answer dropped: {exc}")
 
 
@@ -174,14 +193,15 @@ def _short(exc: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
-def _encode_reply(msg: Any, src: str, **kw: Any) -> bytes:
+def _encode_reply(msg: Any, src: str, seq: int, ts_ns: int) -> bytes:
     """Encode an answer; an answer that cannot be encoded becomes an error reply, so the
     caller still gets exactly one frame."""
     try:
-        return encode(msg, src=src, **kw)
+        return encode(msg, seq=seq, ts_ns=ts_ns, src=src)
     except Exception as exc:
         logger.error(f"BUS: {src} could not encode its answer {type(msg).__name__}: {exc}")
-        return encode(Reply(False, f"the answer could not be encoded ({type(exc).__name__})"), src=src, **kw)
+        return encode(Reply(False, f"the answer could not be encoded ({type(exc).__name__})"),
+                      seq=seq, ts_ns=ts_ns, src=src)
 
 
 # --------------------------------------------------------------------------
