@@ -124,15 +124,20 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
     """Read one message from a ROUTER socket, if a whole one is there (waiting up to `wait_ms`,
     -1: until one is), and send its sender exactly one answer: `answer(body frames)`, or an
     error Reply if that raises."""
-    if wait_ms < 0:
-        parts = _recv_routed(sock, 0)   # blocks in libzmq: a ROUTER hands over whole messages only
-    else:
-        if wait_ms and not zmq.zmq_poll([(sock, _POLLIN)], wait_ms):
-            return
-        try:
-            parts = _recv_routed(sock, _NOBLOCK)
-        except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
-            return
+    if wait_ms > 0 and not zmq.zmq_poll([(sock, _POLLIN)], wait_ms):
+        return
+    flags = 0 if wait_ms < 0 else _NOBLOCK     # 0 blocks in libzmq: a ROUTER hands over whole messages only
+    try:
+        # The first frame, the sender's identity, always has more after it: it comes as bytes at
+        # once, without a Frame object to ask.
+        parts = [_recv_frame(sock, flags)]
+    except zmq.Again:   # readable, but what arrived was no whole message (libzmq dropped it)
+        return
+    while True:
+        frame = _recv_frame(sock, flags, False)
+        parts.append(frame.bytes)
+        if not frame.more:
+            break
     head, body = split_envelope(parts)
     try:
         reply = answer(body)
@@ -140,17 +145,6 @@ def _answer_one(sock: zmq.Socket, name: str, answer: Callable[[list[bytes]], Any
         logger.exception(f"BUS: {name} failed answering a request: {exc}")
         reply = Reply(False, f"{type(exc).__name__}: {exc}")
     send_answer(sock, head, reply, name, seq)
-
-
-def _recv_routed(sock: zmq.Socket, flags: int) -> list[bytes]:
-    """One message from a ROUTER socket, as bytes frames. Its first frame, the sender's identity,
-    always has more after it, so it comes as bytes at once, without a Frame object to ask."""
-    parts = [_recv_frame(sock, flags)]
-    while True:
-        frame = _recv_frame(sock, flags, False)
-        parts.append(frame.bytes)
-        if not frame.more:
-            return parts
 
 
 def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
@@ -170,7 +164,13 @@ def send_answer(sock: zmq.Socket, head: list[bytes], reply: Any, name: str, seq:
     The frames go to libzmq one by one, without send_multipart's checks: they are bytes (the
     envelope as received, the encoded answer), and a ROUTER neither blocks nor fails half-way
     (a message for a caller that is gone or not reading is dropped whole)."""
-    frame = _encode_reply(reply, name, seq, time.time_ns())
+    ts_ns = time.time_ns()
+    try:
+        frame = encode(reply, seq=seq, ts_ns=ts_ns, src=name)
+    except Exception as exc:   # an answer that cannot be encoded becomes an error reply: still one frame
+        logger.error(f"BUS: {name} could not encode its answer {type(reply).__name__}: {exc}")
+        frame = encode(Reply(False, f"the answer could not be encoded ({type(exc).__name__})"),
+                       seq=seq, ts_ns=ts_ns, src=name)
     try:
         for part in head:
             _send_frame(sock, part, _NOBLOCK_MORE)
@@ -191,17 +191,6 @@ def _short(exc: Exception, limit: int = 300) -> str:
     megabyte of log line or of reply."""
     text = str(exc)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
-
-
-def _encode_reply(msg: Any, src: str, seq: int, ts_ns: int) -> bytes:
-    """Encode an answer; an answer that cannot be encoded becomes an error reply, so the
-    caller still gets exactly one frame."""
-    try:
-        return encode(msg, seq=seq, ts_ns=ts_ns, src=src)
-    except Exception as exc:
-        logger.error(f"BUS: {src} could not encode its answer {type(msg).__name__}: {exc}")
-        return encode(Reply(False, f"the answer could not be encoded ({type(exc).__name__})"),
-                      seq=seq, ts_ns=ts_ns, src=src)
 
 
 # --------------------------------------------------------------------------
