@@ -13,6 +13,9 @@ Runs every operation flat out (BENCH_N each, back to back) and at the live caden
 - reqrep_helpers: LazyPirateClient.request(quote) -> ReplyServer in another process, which decodes,
   calls an echo handler and encodes the reply; the client decodes it
 - reqrep_bare: REQ.send(frame) -> REP echo in another process -> REQ.recv()
+- reqrep_bare_router: the same with a bare pyzmq ROUTER echoing the whole message (envelope included)
+  instead of the REP: the socket pattern the ReplyServer uses, with none of our code. The ratio to
+  it is what our code adds; the ratio to reqrep_bare also holds the pattern's own cost
 - codec: encode(quote) + decode(frame) alone, against raw msgpack packb + unpackb of the same map
 """
 from __future__ import annotations
@@ -47,6 +50,12 @@ SERVER = textwrap.dedent("""
         print("ready", flush=True)
         while True:
             server.serve_one(wait_ms=-1)
+    elif mode == "router":
+        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.bind(ep)
+        print("ready", flush=True)
+        while True:
+            sock.send_multipart(sock.recv_multipart())
     else:
         sock = zmq.Context.instance().socket(zmq.REP)
         sock.bind(ep)
@@ -121,13 +130,13 @@ def start_server(mode: str, ep: str) -> subprocess.Popen:
 
 
 class ReqRep:
-    """A REQ client and a REP server in another process: helpers (LazyPirateClient ->
-    ReplyServer, decode + echo handler + encode) or bare pyzmq echoing the same frame."""
+    """A REQ client and a server in another process: helpers (LazyPirateClient -> ReplyServer,
+    decode + echo handler + encode), or a bare REQ and a bare REP ("bare") or ROUTER ("router")
+    echoing the same frame."""
 
-    def __init__(self, d: Path, helpers: bool):
-        mode = "helpers" if helpers else "bare"
+    def __init__(self, d: Path, mode: str):
         ep = f"ipc://{d}/rep-{mode}.sock"
-        self.helpers = helpers
+        helpers = self.helpers = mode == "helpers"
         self.server = start_server(mode, ep)
         if helpers:
             self.client = LazyPirateClient("bench", ep, timeout_ms=5000, retries=0)
@@ -187,6 +196,8 @@ def summarise(samples: dict[str, list[int]], live: bool) -> dict:
             "pubsub_ratio_to_bare": ratio(s["pubsub_helpers"], s["pubsub_bare"]),
             "reqrep_helpers": s["reqrep_helpers"], "reqrep_bare": s["reqrep_bare"],
             "reqrep_ratio_to_bare": ratio(s["reqrep_helpers"], s["reqrep_bare"]),
+            "reqrep_bare_router": s["reqrep_bare_router"],
+            "reqrep_ratio_to_bare_router": ratio(s["reqrep_helpers"], s["reqrep_bare_router"]),
             "codec_encode_decode": s["codec"], "codec_raw_msgpack": s["raw_msgpack"],
             "codec_ratio_to_raw_msgpack": ratio(s["codec"], s["raw_msgpack"])}
 
@@ -198,7 +209,8 @@ def main() -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-bus-") as tmp:
         d = Path(tmp)
         ends = {"pubsub_helpers": PubSub(d, True), "pubsub_bare": PubSub(d, False),
-                "reqrep_helpers": ReqRep(d, True), "reqrep_bare": ReqRep(d, False)}
+                "reqrep_helpers": ReqRep(d, "helpers"), "reqrep_bare": ReqRep(d, "bare"),
+                "reqrep_bare_router": ReqRep(d, "router")}
         ops = {name: e.hop for name, e in ends.items()} | {"codec": codec_once, "raw_msgpack": raw_msgpack_once}
         gc.disable()
         try:
@@ -212,6 +224,8 @@ def main() -> dict:
     result["note"] = ("bare pyzmq sends the same encoded frame and does no encode/decode; helpers = "
                       "common.messages codec + common.bus Publisher/Subscriber and LazyPirateClient/ReplyServer; "
                       "PUB/SUB measured send-to-receive in one process, the REP servers in their own processes. "
+                      "REQ/REP has two floors: bare REQ -> REP (reqrep_bare) and bare REQ -> ROUTER "
+                      "(reqrep_bare_router, the ReplyServer's socket pattern with none of our code). "
                       "Live: one hop per idle period, helpers and bare taking turns.")
     write("bus", result)
     return result
