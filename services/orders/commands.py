@@ -41,10 +41,9 @@ class CommandsMixin:
                 return self.commands[cmd.key]
             return OrderReply(cmd.key, False, "error", "command with this key is still being processed")
         if cmd.action == "enter":
-            # the command, its intent and its entry's row in one commit: send() commits it just
-            # before the order goes out (journal before send); a refusal commits at the block's end
+            # its intent and its entry's row in one commit: send() commits it just before the
+            # order goes out (journal before send); a refusal's reply is the row (finish_command)
             with self.journal.transaction():
-                self.journal.put_intent(cmd.key, cmd.action, "new", {"cmd": as_record(cmd)})
                 task = self.spawn(self.run_command(cmd), f"{cmd.action} {cmd.key}")
             return self._pending(cmd, task)
         self.journal.put_intent(cmd.key, cmd.action, "new", {"cmd": as_record(cmd)})
@@ -70,7 +69,8 @@ class CommandsMixin:
         return self.finish_command(cmd, reply)
 
     def finish_command(self, cmd: OrderCommand, reply: OrderReply) -> OrderReply:
-        self.journal.set_reply(cmd.key, as_record(reply), done_if_new=True)
+        self.journal.set_reply(cmd.key, as_record(reply), done_if_new=True, action=cmd.action,
+                               cmd=as_record(cmd))
         return reply
 
     def command_answered_early(self, task: Task) -> None:

@@ -102,7 +102,7 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         # resend runs it again (each step checks the broker first); entries are resolved by tag instead
         for it in journal.intents(("new",)):
             if it["reply"] is None:
-                journal.db.execute("DELETE FROM intents WHERE key=?", (it["key"],))
+                journal.forget_intent(it["key"])
         for row in journal.db.execute("SELECT trade_id, data FROM fills"):
             d = json.loads(row[1])
             self.day_pnl[d.get("day", "")] = self.day_pnl.get(d.get("day", ""), 0) + d.get("net", 0)

@@ -250,3 +250,20 @@ def test_a_close_with_an_unknown_outcome_is_sent_again(kit):
     kit.broker.fail_5xx("close_contract", 2)                # not done at all, twice
     rep = kit.cmd("XL2", "exit")
     assert rep.ok and kit.broker.signed() == 0 and kit.broker.count("close_contract") == 2 + 3
+
+
+def test_an_entry_is_one_intent_write_and_a_refusal_is_remembered_by_its_key(kit):
+    writes = []                                                   # (broker calls so far, statement)
+    kit.journal.db.set_trace_callback(lambda sql: writes.append((kit.broker.count("place_order"), sql))
+                                      if "intents" in sql and "'LE1'" in sql else None)
+    kit.enter("LE1", size=1)
+    before_send = [sql for n, sql in writes if n == 0]
+    assert len(before_send) == 1 and "'placing'" in before_send[0]   # no "new" row first, then the intent
+    placed = kit.broker.count("place_order")
+    kit.gw.set_halt("test", "manual")
+    rep = kit.cmd("LE2", "enter", direction=1, size=1)
+    assert rep.status == "halted"
+    kit.gw.clear_halt()
+    again = kit.cmd("LE2", "enter", direction=1, size=1)          # the same key: the same answer, no order
+    assert (again.ok, again.status) == (False, "halted") and kit.broker.count("place_order") == placed
+    assert Journal(kit.journal.path).intent("LE2")["reply"]["status"] == "halted"

@@ -27,3 +27,17 @@ def test_journal_round_trip(tmp_path):
     k.put_order("LE1:entry:0", "LE1", "entry", 0, {"size": 1, "status": 2})
     assert k.orders()[0]["order_id"] == 42
     k.close()
+
+
+def test_a_new_key_is_answered_without_a_query_and_a_forgotten_one_is_gone(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    j.put_intent("LE1", "enter", "new", {})
+    j.flush()
+    k = Journal(tmp_path / "j.sqlite")                  # a restart: the keys come from the file
+    assert k.intent("LE1")["action"] == "enter"
+    queries = []
+    k.db.set_trace_callback(queries.append)
+    assert k.intent("LE2") is None and queries == []     # unknown: no query at all
+    k.forget_intent("LE1")
+    assert k.intent("LE1") is None and Journal(tmp_path / "j.sqlite").intent("LE1") is None
+
