@@ -29,6 +29,7 @@ simulator the pipeline trades on, so not every bar).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -173,22 +174,43 @@ FROM_CLOSE = ("features", "inference", "signal", "command", "order_prep", "broke
 
 class Watch:
     """The order gateway's heartbeats: its latest stats, and every entry's whole hop chain
-    (`hops_recent`, the last ten) by the wall time its tick was received."""
+    (`hops_recent`, the last ten) by the wall time its tick was received; and the worker's,
+    the engine's and the gateway's hot-path counters (did their bars land in the warm window)."""
 
-    def __init__(self, endpoint: str):
-        self.sub = Subscriber("bench", endpoint, None, topics=[Heartbeat])
+    def __init__(self, bus):
+        self.sub = Subscriber("bench", bus.orders_pub, None, topics=[Heartbeat])
+        self.others = [Subscriber("bench", ep, None, topics=[Heartbeat]) for ep in (bus.inference_pub, bus.engine_pub)]
         self.stats: dict = {}
+        self.hot: dict[str, dict] = {}
         self.chains: dict[int, dict[str, float]] = {}
 
     def poll(self) -> None:
+        for sub in self.others:
+            for env in sub.drain():
+                if isinstance(env.msg, Heartbeat) and "hotpath" in env.msg.stats:
+                    self.hot[env.msg.service] = env.msg.stats["hotpath"]
         for env in self.sub.recv(20):
             if isinstance(env.msg, Heartbeat) and env.msg.service == "orders":
                 self.stats = env.msg.stats
+                self.hot["orders"] = self.stats.get("hotpath") or {}
                 for chain in self.stats.get("hops_recent") or []:
                     self.chains[int(chain["at_ns"])] = chain
 
+    def bars_in_window(self, before: dict[str, dict] | None = None) -> dict[str, dict]:
+        """Per service, the per-bar events (worker: bar closed; engine: prediction read; gateway:
+        entry) that landed inside the warm window and outside it, since `before`."""
+        out = {}
+        for name, hot in sorted(self.hot.items()):
+            prev = (before or {}).get(name, {})
+            warm = hot.get("bars_warm", 0) - prev.get("bars_warm", 0)
+            cold = hot.get("bars_cold", 0) - prev.get("bars_cold", 0)
+            out[name] = {"warm": warm, "cold": cold, "warm_share": round(warm / (warm + cold), 3) if warm + cold else None}
+        return out
+
     def close(self) -> None:
         self.sub.close()
+        for sub in self.others:
+            sub.close()
 
 
 def from_heartbeat(hb: dict) -> dict:
@@ -259,7 +281,7 @@ def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 3.0, hotpath:
         out: dict = {}
         with Pipeline(tmp, cfg_path):
             floor = FloorChain(tmp, sim)
-            watch = Watch(cfg.bus.orders_pub)
+            watch = Watch(cfg.bus)
             try:
                 started = time.monotonic()
                 while time.monotonic() - started < fast_s:
@@ -267,13 +289,15 @@ def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 3.0, hotpath:
                     floor.tick(0.2)
                 entries = len(entry_orders(sim))
                 out["fast"] = {"speed": 40.0, "seconds": fast_s,
-                               **summarise(from_heartbeat(watch.stats), floor.chains(), entries)}
+                               **summarise(from_heartbeat(watch.stats), floor.chains(), entries),
+                               "bars_in_warm_window": watch.bars_in_window()}
                 if live_s > 0:
                     sim.control("speed", speed=1.0)
                     started = time.monotonic()
                     while time.monotonic() - started < settle_s:     # what was under way at speed 40 ends
                         watch.poll()
                     live_from_ns, floor_from, entries_from = time.time_ns(), len(floor.chains()), entries
+                    hot_from = {k: dict(v) for k, v in watch.hot.items()}
                     started = time.monotonic()
                     while time.monotonic() - started < live_s:
                         watch.poll()
@@ -292,7 +316,9 @@ def run(tmp: Path, fast_s: float, live_s: float, settle_s: float = 3.0, hotpath:
                                    "entries_without_tick_hops": sum("feed" not in c for c in chains),
                                    "bar_close_to_order_ack": from_close, "floor_from_worker_relay": floor_from_worker,
                                    "bar_close_ratio_to_floor": ratio(from_close, floor_from_worker),
-                                   "entry_orders_placed": len(entry_orders(sim)) - entries_from}
+                                   "entry_orders_placed": len(entry_orders(sim)) - entries_from,
+                                   "bars_in_warm_window": watch.bars_in_window(hot_from),
+                                   "hotpath_stats_at_end": watch.hot}
             finally:
                 floor.close()
                 watch.close()
@@ -309,13 +335,14 @@ def main() -> int:
                     help="seconds at speed 40; the first ~25 s warm the features up (15 min of market time)")
     ap.add_argument("--live-s", type=float, default=float(os.environ.get("BENCH_PIPELINE_LIVE_S", "90")),
                     help="then this long at speed 1 on the same simulator and processes; 0 = skip")
+    ap.add_argument("--hotpath", default=None, help="JSON: hotpath config keys for this run (A/B)")
     ap.add_argument("--hotpath-off", action="store_true", help="CPython's gc, no warm-up, 5 ms GIL switch (A/B)")
     args = ap.parse_args()
     result = {"bench": "pipeline", "hotpath": "off" if args.hotpath_off else "on (config defaults)", "machine": machine(),
               "what": "tick received by the feed -> entry order acknowledged by the simulator, through feed, "
                       "inference, engine and order gateway processes (loopback, ipc sockets)"}
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    phases = run(tmp, args.fast_s, args.live_s, hotpath=HOTPATH_OFF if args.hotpath_off else None)
+    phases = run(tmp, args.fast_s, args.live_s, hotpath=HOTPATH_OFF if args.hotpath_off else (json.loads(args.hotpath) if args.hotpath else None))
     result["fast"] = {"cadence": {"name": "fast", "note": "speed 40, a bar every 25 ms; the floor fires every 200 ms "
                                                           "(each fire places and cancels an order on the shared simulator); "
                                                           "hops from the gateway's HopStats in its heartbeat"},
