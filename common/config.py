@@ -401,7 +401,8 @@ class HotPathConfig(_Section):
     gc_young_limit: int = Field(20_000, ge=700)   # collect even when busy past this many new objects
     gc_full_every_s: float = Field(300.0, gt=0)   # a full collection at most this often, when idle
     warm_before_ms: float = Field(2.0, ge=0, le=50)   # 0 = off: warm up and busy-poll from this long before
-    warm_after_ms: float = Field(3.0, ge=0, le=50)    # ... each bar boundary until this long after it
+    warm_after_ms: float = Field(5.0, ge=0, le=50)    # ... each bar boundary until this long after the closing tick
+    warm_max_ms: float = Field(50.0, ge=0, le=200)    # the worker waits for the closing tick at most this long past it
     warm_every_ms: float = Field(0.5, gt=0)   # the warm-up calls again this often inside the window
     bar_s: float = Field(1.0, gt=0)        # the bar length the boundary is a multiple of (wall clock)
     switch_interval_ms: float = Field(0.5, gt=0, le=5)  # GIL hand-over between threads (CPython default 5)

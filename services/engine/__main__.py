@@ -82,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     def handle(name: str) -> None:
         for env in subs[name].drain():
             msg = env.msg
-            if name == "feed" and isinstance(clock, EventClock) and not env.snapshot:
+            if name == "feed" and not env.snapshot:
                 ts = getattr(msg, "exch_ns", 0)
-                if ts:
+                if ts and isinstance(clock, EventClock):
                     clock.advance(ts)
+                if ts and loop.hot is not None:
+                    loop.hot.observe_market(ts, tick=not isinstance(msg, Heartbeat))   # the window follows the market
             if isinstance(msg, Heartbeat):
                 if not env.snapshot:
                     engine.on_heartbeat(msg, env.src)
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not env.snapshot:
                     engine.on_feed_status(msg.state, msg.detail)
             elif isinstance(msg, Prediction):
+                if loop.hot is not None and not env.snapshot:
+                    loop.hot.bar_event()
                 engine.on_prediction(msg, env.hops, env.snapshot)
             elif isinstance(msg, Bar):
                 if not env.snapshot:
@@ -149,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             state = "starting"
         elif state == "ok" and engine.gateway_stale:
             state = "degraded"
-        pub.heartbeat(state, exch_ns=clock.now_ns(), stats=engine.stats())
+        pub.heartbeat(state, exch_ns=clock.now_ns(), stats={
+            **engine.stats(), **({"hotpath": dict(loop.hot.stats)} if loop.hot is not None else {})})
 
     loop.every(sect.tick_s, engine.tick, first_in=0.0)
     loop.every(min(0.1, sect.status_timeout_s / 4), lambda: asker.poll(engine.need_status), first_in=0.0)

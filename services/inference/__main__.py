@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = ServiceLoop(SERVICE)
     if loop.hot is not None:     # before each bar closes: the per-bar path again on scratch state (result unused)
         loop.hot.add_warmer(worker.warm_up)
+        loop.hot.wait_for_close()     # it computes the bar on the closing tick: warm before it comes
     try:
         pub = Publisher(SERVICE, cfg.bus.inference_pub, cfg.bus.inference_snap).attach(loop)
     except OSError as exc:
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 assert isinstance(m, Prediction)
                 scored = time.time_ns()
+                if loop.hot is not None:
+                    loop.hot.bar_event()
                 features_done = scored - int(m.inference_us * 1000)
                 hops = {**upstream, "bar_closed": features_done - int(m.feature_us * 1000),
                         "features_done": features_done, "model_scored": scored}
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if isinstance(clock, EventClock) and ts > 0:
                 clock.advance(ts)
+            if loop.hot is not None and not env.snapshot:
+                loop.hot.observe_market(ts, tick=not isinstance(msg, Heartbeat))   # the window follows the market
             if out:
                 emit(out, env.hops)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from common import hotpath
 from common.bus import LATEST_ONLY_HWM, Publisher, ServiceLoop, Subscriber
 from common.clock import EventClock
 from common.messages import Fill, Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent, topic_of
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = env.msg
         if not isinstance(msg, OrderCommand):
             return OrderReply("", False, "error", f"expected OrderCommand, got {env.type}")
+        if msg.action == "enter" and (hot := hotpath.current()) is not None:
+            hot.bar_event()
         return gw.handle(msg, env.hops)
 
     # bound first: while the gateway waits for the broker, its callers get a refusal that says so
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 ts = m.exch_ns
             if isinstance(clock, EventClock) and ts > 0:
                 clock.advance(ts)
+            if loop.hot is not None and ts > 0 and not env.snapshot:
+                loop.hot.observe_market(ts, tick=isinstance(m, Quote))   # the window follows the market
     loop.add_reader(feed.sock, on_feed)
 
     hub = None
@@ -156,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "rest_free": rest.limiter.free(), "http_429": rest.stats["http_429"],
                                                "hops_recent": gw.hops.recent_list(),
                                                "broker_queue": pool.queued(), "broker_busy": pool.busy,
-                                               "answered_early": rep.answered_early}))
+                                               "answered_early": rep.answered_early,
+                                               **({"hotpath": dict(loop.hot.stats)} if loop.hot is not None else {})}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 

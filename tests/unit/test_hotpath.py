@@ -112,3 +112,98 @@ def test_a_process_that_is_never_idle_still_gets_a_full_collection():
     mono.t = 121.0
     hot.after_poll(had_events=True)                # two periods without idle: collected anyway
     assert hot.stats["gc_full_forced_busy"] == 1
+
+
+def test_the_window_follows_the_market_bars_and_waits_for_the_closing_tick():
+    """Exchange time runs 0.3 s ahead of this box: the window is around the market's second,
+    open from 2 ms before it until 3 ms after the tick that closes the bar (at most 30 ms)."""
+    wall = Clock(100.0)
+    hot = HotPath(HotPathConfig(warm_before_ms=2, warm_after_ms=3, warm_max_ms=30), wall=wall)
+    hot.wait_for_close()
+    tick = lambda: hot.observe_market(int((wall.t + 0.3) * 1e9))
+    tick()                                           # market 100.3
+    assert not hot.in_window()
+    wall.t = 100.5
+    assert hot.wait_ms(500) == 198                   # 200 ms to the market's 101.0, less 2 ms
+    wall.t = 100.6985                                # market 100.9985: before the boundary
+    assert hot.in_window()
+    wall.t = 100.710                                 # 10 ms past it, no tick yet: still waiting
+    assert hot.in_window() and hot.wait_ms(100) == 0
+    wall.t = 100.712
+    tick()                                           # the tick that closes the bar: no more spinning
+    hot.bar_event()
+    assert not hot.in_window() and hot.wait_ms(100) == 100
+    wall.t = 100.7145
+    assert hot.quiet()                               # but no garbage collection for 3 ms
+    wall.t = 100.716
+    assert not hot.quiet()
+    assert hot.stats["bars_warm"] == 1
+    wall.t = 101.6985                                # the next boundary; no tick comes at all
+    assert hot.in_window()
+    wall.t = 101.729
+    assert hot.in_window()
+    wall.t = 101.731                                 # 31 ms past it: waited long enough
+    assert not hot.in_window()
+    wall.t = 101.800
+    tick()                                           # the closing tick, late: a cold bar
+    hot.bar_event()
+    assert hot.stats["bars_cold"] == 1
+
+
+def test_a_feed_faster_than_live_or_quiet_turns_the_waiting_off():
+    wall = Clock(100.0)
+    hot = HotPath(HotPathConfig(warm_before_ms=2, warm_after_ms=3, warm_max_ms=30), wall=wall)
+    hot.wait_for_close()
+    hot.observe_market(int(100.0 * 1e9))
+    wall.t = 101.2
+    hot.observe_market(int(140.0 * 1e9))             # 40 s of market time in 1.2 s: a fast replay
+    wall.t = 101.2 + 0.9995                          # 0.5 ms before a market second
+    assert not hot.in_window() and hot.wait_ms(100) == 100
+    wall.t = 103.0
+    hot.observe_market(int(141.8 * 1e9))             # back at 1x
+    wall.t = 104.0
+    hot.observe_market(int(142.8 * 1e9))
+    wall.t = 104.1995
+    assert hot.in_window()
+    wall.t = 110.215                                 # no tick for 6 s: no closing tick is waited for
+    assert not hot.in_window()
+
+
+def test_a_service_that_does_not_compute_the_bar_only_holds_its_garbage_after_the_closing_tick():
+    """The engine and the gateway: asleep up to the boundary and after it (no busy-poll: on two
+    cores it starved the bus), and no garbage is collected while the prediction and the
+    command travel."""
+    wall = Clock(100.0)
+    hot = HotPath(HotPathConfig(warm_before_ms=2, warm_after_ms=5, warm_max_ms=30), wall=wall)
+    calls = []
+    hot.add_warmer(lambda: calls.append(wall.t))
+    hot.observe_market(int(100.3 * 1e9))
+    wall.t = 100.6995                                # 0.5 ms before the market's 101.0
+    assert not hot.in_window() and hot.wait_ms(100) == 100
+    wall.t = 100.720
+    hot.observe_market(int(101.02 * 1e9))            # the closing tick: keep sleeping
+    assert hot.wait_ms(100) == 100 and calls == []
+    hot.bar_event()
+    wall.t = 100.7245
+    assert hot.quiet() and not hot.in_window()       # no collection while the bar's work travels
+    wall.t = 100.7255
+    assert not hot.quiet()
+    assert hot.stats["bars_warm"] == 1
+
+
+def test_the_feeds_heartbeat_closes_a_bar_but_does_not_set_the_market_clock():
+    """Its exchange time is held back by the feed's lag: taken as a tick it would move the
+    window 250 ms late and make a live feed look faster than 1x."""
+    wall = Clock(100.0)
+    hot = HotPath(HotPathConfig(warm_before_ms=2, warm_after_ms=3, warm_max_ms=30), wall=wall)
+    hot.wait_for_close()
+    hot.observe_market(int(100.3 * 1e9))
+    wall.t = 100.69
+    hot.observe_market(int(100.74 * 1e9), tick=False)           # lags the ticks by 250 ms
+    wall.t = 101.2
+    hot.observe_market(int(101.5 * 1e9))
+    wall.t = 101.6995                                             # 0.5 ms before the market's 102.0
+    assert hot.in_window()
+    wall.t = 102.1
+    hot.observe_market(int(102.0 * 1e9), tick=False)             # a quiet market: the heartbeat closes the bar
+    assert hot.quiet()
