@@ -39,6 +39,7 @@ class BookOrder:
     via: str = ""                            # "closeContract": the broker made it, we adopted it
     sent_at: float = 0.0                     # monotonic time it was sent (0: adopted or restored)
     finished_at: float = 0.0                 # monotonic time it was first seen finished
+    created_ns: int = 0                      # the broker's creationTimestamp (0: not reported yet)
 
     @property
     def finished(self) -> bool:

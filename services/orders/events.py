@@ -79,6 +79,8 @@ class EventsMixin:
             it = self.intents.get(o.key)
             if it is not None and it.state in (IntentState.PLACING, IntentState.UNKNOWN) and not u.finished_unfilled:
                 self._adopt_entry(it, oid)       # (a refused attempt is not the entry: a retry may follow)
+        if not o.created_ns:             # the reconciliation's search window must reach back to it
+            o.created_ns = parse_time(raw.get("creationTimestamp"))
         inst = instrument_for(u.contract or o.contract)
         px = u.stop_price if o.type == logic.STOP else u.limit_price
         changed = self.book.update(o, time.monotonic(), status=u.status, fill_volume=u.fill_volume,

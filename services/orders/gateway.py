@@ -71,6 +71,11 @@ class Gateway(CommandsMixin, PlacingMixin, ClosingMixin, BracketsMixin, EventsMi
         self.hub_state = "disabled" if not sect.user_hub else "connecting"
         self.hub_reconciled = not sect.user_hub     # a REST reconciliation succeeded since the hub (re)connected
         self.last_reconcile = 0.0
+        # the reconciliation's search window (reconcile.py search_window): the newest broker
+        # creation time (epoch s) of the last search's orders and trades, None before a full one
+        self.search_marks: dict[str, float | None] = {"orders": None, "trades": None}
+        self.next_full = 0.0                       # monotonic time a full reconciliation is due
+        self.want_full = False                     # a windowed one saw a problem: confirm in full
         self.violations: dict[str, int] = {}
         self.busy_until: dict[str, float] = {}      # contract -> monotonic time to leave alone in the invariant check
         self.eod_done_day = ""

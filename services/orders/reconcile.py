@@ -10,7 +10,7 @@ from loguru import logger
 
 from common.instruments import contract_name
 from common.messages import OrderReply
-from common.topstepx.rest import TopstepXError
+from common.topstepx.rest import TopstepXError, parse_time
 from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, call
@@ -18,16 +18,48 @@ from services.orders.journal import as_record
 from services.orders.states import IntentState
 
 
+FULL_EVERY_S = 30.0      # a full reconciliation (the session's every order and trade) at least this often
+OVERLAP_S = 60.0         # a windowed search reaches this far behind the newest broker record seen
+
+
 class ReconcileMixin:
+    def search_window(self) -> tuple[float, float] | None:
+        """(orders since, trades since) for a windowed reconciliation, or None for a full one.
+
+        A full search lists the session's every order and trade: ~100 KiB by midday, parsed and
+        served while a stop may be going out (stamped: the stop waited 5-10 ms behind one). A
+        windowed one asks from OVERLAP_S behind the newest record of the last search (the
+        broker's own timestamps: the simulator's clock is not this box's), and never later than
+        the creation of any order the book holds live, so every live order is in it. Full at
+        start, every FULL_EVERY_S, while a live order's creation is not known yet, and whenever a
+        windowed one sees the protection invariant broken (it repairs only on full data)."""
+        marks = self.search_marks
+        live = [o.created_ns for o in self.book.live()]
+        if self.want_full or time.monotonic() >= self.next_full or None in marks.values() or 0 in live:
+            return None
+        floor = self.since()
+        o_since = min([marks["orders"] - OVERLAP_S] + [ns / 1e9 - 1.0 for ns in live])
+        return max(floor, o_since), max(floor, marks["trades"] - OVERLAP_S)
+
+    def _mark(self, name: str, records: list[dict]) -> None:
+        """The newest creation time in a search's answer (0: none yet: the window is the session)."""
+        newest = max((parse_time(r.get("creationTimestamp")) for r in records), default=0) / 1e9
+        self.search_marks[name] = max(self.search_marks[name] or 0.0, newest)
+
     def reconcile(self, initial: bool = False, prio: int = broker_io.POLL) -> Flow:
         got: dict[str, list] = {}
-        for name, fn, args in (("orders", self.rest.orders, (self.acct, self.since())),
-                               ("trades", self.rest.trades, (self.acct, self.since())),
+        window = None if initial else self.search_window()
+        full = window is None
+        o_since, t_since = (self.since(), self.since()) if full else window
+        for name, fn, args in (("orders", self.rest.orders, (self.acct, o_since)),
+                               ("trades", self.rest.trades, (self.acct, t_since)),
                                ("positions", self.rest.open_positions, (self.acct,))):
             try:
                 got[name] = yield call(fn, *args, prio=prio)
             except TopstepXError as exc:
                 logger.warning(f"SYNC: reconciliation: {name} failed: {exc}")
+        self.stats["reconciles_full" if full else "reconciles_windowed"] = \
+            self.stats.get("reconciles_full" if full else "reconciles_windowed", 0) + 1
         fresh = initial and not self.journal.get("initialized")
         # each part on its own: fills still come in while (say) Order/search fails
         for o in got.get("orders", []):
@@ -43,6 +75,10 @@ class ReconcileMixin:
             self.stats["reconcile_errors"] += 1
             return False
         orders = got["orders"]
+        self._mark("orders", orders)
+        self._mark("trades", got["trades"])
+        if full:
+            self.want_full, self.next_full = False, time.monotonic() + FULL_EVERY_S
         (yield from self.drop_vanished(orders, prio))
         self.stats["reconciles"] += 1
         if fresh:
@@ -52,7 +88,7 @@ class ReconcileMixin:
             self.hub_reconciled = True
             self.risk("user_hub_down", False, "user hub up and reconciled; entries allowed")
         (yield from self.resolve_intents(orders, initial))
-        (yield from self.check_invariant(orders, initial))
+        (yield from self.check_invariant(orders, initial, complete=full))
         return True
 
     def drop_vanished(self, orders: list[dict], prio: int = broker_io.POLL) -> Flow:
@@ -121,7 +157,10 @@ class ReconcileMixin:
                             (yield from self.cancel(x, broker_io.PROTECT))
                     self.save_intent(it.to(IntentState.CLOSED))
 
-    def check_invariant(self, orders: list[dict], immediate: bool = False) -> Flow:
+    def check_invariant(self, orders: list[dict], immediate: bool = False, complete: bool = True) -> Flow:
+        """Every position has its stop at the broker; nothing works while flat. `complete`:
+        `orders` is the session's every order; a windowed list may lack a stray order older
+        than its window, so a problem it shows is confirmed by a full search before repairing."""
         now = time.monotonic()
         busy = {c for c, t in self.busy_until.items() if t > now}
         busy |= {it.contract for it in self.intents.values() if it.in_flight or it.state is IntentState.CLOSING}
@@ -137,6 +176,9 @@ class ReconcileMixin:
             return
         sig = ";".join(rep.problems)
         self.violations[sig] = self.violations.get(sig, 0) + 1
+        if not complete:
+            self.want_full = True          # the next poll is full, and repairs if it sees it too
+            return
         if not immediate and self.violations[sig] < 2:
             return                         # must be seen twice: the broker view may be mid-change
         self.violations.clear()

@@ -13,10 +13,11 @@ import functools
 import itertools
 import threading
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
-from common.topstepx.rest import BrokerError, OutcomeUnknown, RateLimited
+from common.topstepx.rest import BrokerError, OutcomeUnknown, RateLimited, parse_time
 
 ACCT = 7
 MARKET, LIMIT, STOP = 2, 1, 4
@@ -79,6 +80,14 @@ class ScriptedBroker:
         self.lose_answers: dict[str, int] = {}     # method -> n: done at the broker, the answer lost (a 5xx)
         self.auto_oco = False                      # the account's bracket mode: Auto OCO (True) or Position
         self.children: dict[int, tuple[int, int, int, int]] = {}   # entry -> (sl id, tp id, sl ticks, tp ticks)
+        # the broker's clock for creationTimestamp: a second per record, so a search's window
+        # (startTimestamp) is honoured as the broker does and a window that misses a record shows
+        self.clock_s = 1_795_964_400.0             # 2026-11-30T14:00:00Z
+        self.searches: list[tuple[str, float]] = []   # (orders|trades, the window's start, epoch s)
+
+    def stamp(self) -> str:
+        self.clock_s += 1.0
+        return datetime.fromtimestamp(self.clock_s, tz=timezone.utc).isoformat()
 
     # -- script ----------------------------------------------------------
     def before(self, method: str, fn: Callable[[], None]) -> None:
@@ -181,7 +190,7 @@ class ScriptedBroker:
                 if other["status"] in (1, 6, 8):
                     other["status"] = 3
                     self._emit("GatewayUserOrder", other)
-        t = {"id": next(self.tids), "accountId": ACCT, "contractId": c, "creationTimestamp": "2026-11-23T15:00:00Z",
+        t = {"id": next(self.tids), "accountId": ACCT, "contractId": c, "creationTimestamp": self.stamp(),
              "price": float(px), "profitAndLoss": None if pnl is None else float(pnl), "fees": 0.37,
              "side": o["side"], "size": qty, "voided": False, "orderId": oid}
         self.fills.append(t)
@@ -199,7 +208,7 @@ class ScriptedBroker:
         oid = next(self.ids)
         o = {"id": oid, "accountId": ACCT, "contractId": c, "type": type_, "side": side, "size": size,
              "status": 1, "customTag": tag, "fillVolume": 0, "limitPrice": limit, "stopPrice": stop,
-             "filledPrice": None}
+             "filledPrice": None, "creationTimestamp": self.stamp()}
         self.book[oid] = o
         self._emit("GatewayUserOrder", o)
         if type_ == MARKET and self.market_fills:
@@ -290,7 +299,7 @@ class ScriptedBroker:
     @_api
     def orders(self, account_id, start, end=None) -> list[dict]:
         self._enter("orders")
-        return self.orders_search()
+        return self._since("orders", start, self.orders_search())
 
     def trades_search(self) -> list[dict]:
         return [dict(t) for t in self.fills]
@@ -298,4 +307,9 @@ class ScriptedBroker:
     @_api
     def trades(self, account_id, start, end=None) -> list[dict]:
         self._enter("trades")
-        return self.trades_search()
+        return self._since("trades", start, self.trades_search())
+
+    def _since(self, name: str, start, records: list[dict]) -> list[dict]:
+        s = start.timestamp() if isinstance(start, datetime) else float(start)
+        self.searches.append((name, s))
+        return [r for r in records if parse_time(r.get("creationTimestamp")) / 1e9 >= s]

@@ -9,6 +9,7 @@ import pytest
 from common.clock import EventClock
 from common.config import Config
 from common.messages import OrderCommand, RiskEvent
+from common.topstepx.rest import parse_time
 from common.session import SessionCalendar
 from common.topstepx.rest import RateLimited
 from services.orders.config import OrdersConfig
@@ -267,3 +268,36 @@ def test_an_entry_is_one_intent_write_and_a_refusal_is_remembered_by_its_key(kit
     again = kit.cmd("LE2", "enter", direction=1, size=1)          # the same key: the same answer, no order
     assert (again.ok, again.status) == (False, "halted") and kit.broker.count("place_order") == placed
     assert Journal(kit.journal.path).intent("LE2")["reply"]["status"] == "halted"
+
+
+def test_a_poll_asks_only_for_what_is_new_but_reaches_back_to_every_live_order(kit):
+    kit.enter(size=1)
+    stop = kit.leg("stop")
+    assert kit.flow(kit.gw.reconcile())                       # the newest records are known from here
+    for _ in range(30):                                       # a busy day: many orders since the stop
+        kit.broker.stamp()
+    kit.broker.searches.clear()
+    assert kit.flow(kit.gw.reconcile())
+    (_, o_since), (_, t_since) = kit.broker.searches
+    stop_s = parse_time(stop["creationTimestamp"]) / 1e9
+    assert o_since <= stop_s and o_since > 0                  # windowed, and the live stop is in it
+    newest_trade = max(parse_time(t["creationTimestamp"]) for t in kit.broker.fills) / 1e9
+    assert t_since == newest_trade - 60
+    assert kit.gw.stats["reconciles_windowed"] == 2
+    kit.gw.next_full = 0.0                                    # every FULL_EVERY_S the whole session again
+    kit.broker.searches.clear()
+    assert kit.flow(kit.gw.reconcile())
+    assert [s for _, s in kit.broker.searches] == [0.0, 0.0] and kit.gw.stats["reconciles_full"] >= 2
+
+
+def test_a_windowed_poll_that_sees_a_stop_missing_repairs_only_after_a_full_one_sees_it_too(kit):
+    kit.enter(size=1)
+    stop = kit.leg("stop")
+    kit.broker.book[stop["id"]]["status"] = 3                 # cancelled at the broker, no event
+    kit.gw.busy_until.clear()                                 # (just protected: the check waits 3 s)
+    placed = kit.broker.count("place_order")
+    assert kit.flow(kit.gw.reconcile()) and kit.gw.want_full  # windowed: seen, not repaired
+    assert kit.broker.count("place_order") == placed and kit.gw.stats["reconciles_windowed"] == 1
+    assert kit.flow(kit.gw.reconcile())                       # full: seen again, repaired
+    assert kit.broker.count("place_order") == placed + 1 and not kit.gw.want_full
+    assert [o for o in kit.broker.working() if (o.get("customTag") or "").split(":")[1:2] == ["stop"]]
