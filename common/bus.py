@@ -642,6 +642,10 @@ class ServiceLoop:
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
 
+    def hot_stats(self) -> dict[str, dict]:
+        """The hot path's counters for a heartbeat's stats ({} without a policy)."""
+        return {"hotpath": dict(self.hot.stats)} if self.hot is not None else {}
+
     def add_reader(self, sock: Any, fn: Callable[[], None]) -> None:
         self.readers[sock] = fn
         self.poller.register(sock, zmq.POLLIN)

@@ -133,13 +133,14 @@ class HotPath:
         or when too many new objects piled up whatever the load."""
         if not self.started:
             return
-        if self.idle_tasks and not had_events and not self.quiet():
+        quiet = self.quiet()
+        if self.idle_tasks and not had_events and not quiet:
             self._idle_tasks()
         if not self.cfg.gc_on_idle:
             return
         young = gc.get_count()[0]
         now = self.mono()
-        if had_events or self.quiet():
+        if had_events or quiet:
             if now >= self._next_full + self.cfg.gc_full_every_s:
                 # never idle for two periods (a replay at full speed): the old generation must
                 # still be collected, or cyclic garbage promoted there piles up for ever

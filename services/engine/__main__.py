@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             state = "starting"
         elif state == "ok" and engine.gateway_stale:
             state = "degraded"
-        pub.heartbeat(state, exch_ns=clock.now_ns(), stats={
-            **engine.stats(), **({"hotpath": dict(loop.hot.stats)} if loop.hot is not None else {})})
+        pub.heartbeat(state, exch_ns=clock.now_ns(), stats={**engine.stats(), **loop.hot_stats()})
 
     loop.every(sect.tick_s, engine.tick, first_in=0.0)
     loop.every(min(0.1, sect.status_timeout_s / 4), lambda: asker.poll(engine.need_status), first_in=0.0)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "breaks": worker.seconds.breaks, "max_feature_us": round(st.max_feature_us, 1),
             "max_inference_us": round(st.max_inference_us, 1), "malformed": sub.stats.malformed,
             "gaps": sub.stats.gaps, "model_version": model.version,
-            **({"hotpath": dict(loop.hot.stats)} if loop.hot is not None else {})})
+            **loop.hot_stats()})
 
     loop.add_reader(sub.sock, on_feed)
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)

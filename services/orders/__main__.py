@@ -20,7 +20,6 @@ from pathlib import Path
 
 from loguru import logger
 
-from common import hotpath
 from common.bus import LATEST_ONLY_HWM, Publisher, ServiceLoop, Subscriber
 from common.clock import EventClock
 from common.messages import Fill, Heartbeat, OrderCommand, OrderReply, Quote, RiskEvent, topic_of
@@ -64,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = env.msg
         if not isinstance(msg, OrderCommand):
             return OrderReply("", False, "error", f"expected OrderCommand, got {env.type}")
-        if msg.action == "enter" and (hot := hotpath.current()) is not None:
-            hot.bar_event()
+        if msg.action == "enter" and loop.hot is not None:
+            loop.hot.bar_event()
         return gw.handle(msg, env.hops)
 
     # bound first: while the gateway waits for the broker, its callers get a refusal that says so
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "hops_recent": gw.hops.recent_list(),
                                                "broker_queue": pool.queued(), "broker_busy": pool.busy,
                                                "answered_early": rep.answered_early,
-                                               **({"hotpath": dict(loop.hot.stats)} if loop.hot is not None else {})}))
+                                               **loop.hot_stats()}))
 
     loop.every(sect.heartbeat_s, heartbeat, first_in=0.0)
 

@@ -129,20 +129,14 @@ class Journal:
         """`done_if_new`: a command that made no intent of its own (state still new) is done.
         With `action`, the row is made if there is none (an entry refused before its intent was
         written: one statement for its record and its reply)."""
+        done = ", state=CASE state WHEN 'new' THEN 'done' ELSE state END" if done_if_new else ""
         if action is not None:
             self._keys.add(key)
             self.db.execute("INSERT INTO intents(key, action, state, data, reply, created_ns) VALUES (?,?,'done',?,?,?) "
-                            "ON CONFLICT(key) DO UPDATE SET reply=excluded.reply, state=CASE state WHEN 'new' "
-                            "THEN 'done' ELSE state END" if done_if_new else
-                            "INSERT INTO intents(key, action, state, data, reply, created_ns) VALUES (?,?,'done',?,?,?) "
-                            "ON CONFLICT(key) DO UPDATE SET reply=excluded.reply",
+                            f"ON CONFLICT(key) DO UPDATE SET reply=excluded.reply{done}",
                             (key, action, json.dumps({"cmd": cmd or {}}), json.dumps(reply), time.time_ns()))
             return
-        if done_if_new:
-            self.db.execute("UPDATE intents SET reply=?, state=CASE state WHEN 'new' THEN 'done' ELSE state END "
-                            "WHERE key=?", (json.dumps(reply), key))
-            return
-        self.db.execute("UPDATE intents SET reply=? WHERE key=?", (json.dumps(reply), key))
+        self.db.execute(f"UPDATE intents SET reply=?{done} WHERE key=?", (json.dumps(reply), key))
 
     def forget_intent(self, key: str) -> None:
         self._keys.discard(key)

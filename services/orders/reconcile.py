@@ -58,8 +58,8 @@ class ReconcileMixin:
                 got[name] = yield call(fn, *args, prio=prio)
             except TopstepXError as exc:
                 logger.warning(f"SYNC: reconciliation: {name} failed: {exc}")
-        self.stats["reconciles_full" if full else "reconciles_windowed"] = \
-            self.stats.get("reconciles_full" if full else "reconciles_windowed", 0) + 1
+        kind = "reconciles_full" if full else "reconciles_windowed"
+        self.stats[kind] = self.stats.get(kind, 0) + 1
         fresh = initial and not self.journal.get("initialized")
         # each part on its own: fills still come in while (say) Order/search fails
         for o in got.get("orders", []):
