@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from common import broker_codes
+from common.topstepx.rest import parse_time
 
 
 class BadBrokerRecord(ValueError):
@@ -16,6 +17,15 @@ class BadBrokerRecord(ValueError):
 
 def _dec(v: Any) -> Decimal | None:
     return None if v in (None, "") else Decimal(str(v))
+
+
+def created_ns(raw: dict) -> int:
+    """A record's creationTimestamp in ns; 0 when missing or unreadable (the reconciliation then
+    searches the whole session: a bad stamp costs a full search, never a missed order)."""
+    try:
+        return parse_time(raw.get("creationTimestamp"))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _code(raw: dict, name: str, allowed: dict[int, str], default: int | None = None) -> int:

@@ -16,7 +16,7 @@ from common.topstepx.rest import parse_time, unwrap
 from services.orders import broker_io
 from services.orders import logic
 from services.orders.book import BookOrder
-from services.orders.broker_view import BadBrokerRecord, OrderUpdate, TradeUpdate
+from services.orders.broker_view import BadBrokerRecord, OrderUpdate, TradeUpdate, created_ns
 from services.orders.errors import cents
 from services.orders.journal import as_record
 from services.orders.states import Intent, IntentState
@@ -80,7 +80,7 @@ class EventsMixin:
             if it is not None and it.state in (IntentState.PLACING, IntentState.UNKNOWN) and not u.finished_unfilled:
                 self._adopt_entry(it, oid)       # (a refused attempt is not the entry: a retry may follow)
         if not o.created_ns:             # the reconciliation's search window must reach back to it
-            o.created_ns = parse_time(raw.get("creationTimestamp"))
+            o.created_ns = created_ns(raw)
         inst = instrument_for(u.contract or o.contract)
         px = u.stop_price if o.type == logic.STOP else u.limit_price
         changed = self.book.update(o, time.monotonic(), status=u.status, fill_volume=u.fill_volume,

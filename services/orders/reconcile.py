@@ -10,10 +10,11 @@ from loguru import logger
 
 from common.instruments import contract_name
 from common.messages import OrderReply
-from common.topstepx.rest import TopstepXError, parse_time
+from common.topstepx.rest import TopstepXError
 from services.orders import broker_io
 from services.orders import logic
 from services.orders.broker_io import Flow, call
+from services.orders.broker_view import created_ns
 from services.orders.journal import as_record
 from services.orders.states import IntentState
 
@@ -43,7 +44,7 @@ class ReconcileMixin:
 
     def _mark(self, name: str, records: list[dict]) -> None:
         """The newest creation time in a search's answer (0: none yet: the window is the session)."""
-        newest = max((parse_time(r.get("creationTimestamp")) for r in records), default=0) / 1e9
+        newest = max((created_ns(r) for r in records), default=0) / 1e9
         self.search_marks[name] = max(self.search_marks[name] or 0.0, newest)
 
     def reconcile(self, initial: bool = False, prio: int = broker_io.POLL) -> Flow:

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
-from common.topstepx.rest import BrokerError, OutcomeUnknown, RateLimited, parse_time
+from common.topstepx.rest import BrokerError, OutcomeUnknown, RateLimited
+from services.orders.broker_view import created_ns
 
 ACCT = 7
 MARKET, LIMIT, STOP = 2, 1, 4
@@ -312,4 +313,4 @@ class ScriptedBroker:
     def _since(self, name: str, start, records: list[dict]) -> list[dict]:
         s = start.timestamp() if isinstance(start, datetime) else float(start)
         self.searches.append((name, s))
-        return [r for r in records if parse_time(r.get("creationTimestamp")) / 1e9 >= s]
+        return [r for r in records if created_ns(r) / 1e9 >= s]

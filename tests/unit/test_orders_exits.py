@@ -301,3 +301,16 @@ def test_a_windowed_poll_that_sees_a_stop_missing_repairs_only_after_a_full_one_
     assert kit.flow(kit.gw.reconcile())                       # full: seen again, repaired
     assert kit.broker.count("place_order") == placed + 1 and not kit.gw.want_full
     assert [o for o in kit.broker.working() if (o.get("customTag") or "").split(":")[1:2] == ["stop"]]
+
+
+def test_an_unreadable_creation_time_costs_a_full_search_not_an_order(kit):
+    kit.enter(size=1)
+    stop = kit.leg("stop")
+    assert kit.flow(kit.gw.reconcile())
+    kit.broker.book[stop["id"]]["creationTimestamp"] = "yesterday-ish"
+    kit.gw.book.get(stop["id"]).created_ns = 0           # as if first reported so
+    kit.gw.on_order(dict(kit.broker.book[stop["id"]]))   # no exception on the hub's thread of work
+    kit.broker.searches.clear()
+    assert kit.flow(kit.gw.reconcile())
+    assert [s for _, s in kit.broker.searches] == [0.0, 0.0]      # the whole session
+    assert kit.gw.book.get(stop["id"]).working
